@@ -1,0 +1,60 @@
+"""The one path from image bytes to model input.
+
+Training, evaluation and serving all call :func:`preprocess`, so the pixels the
+model sees in the clinic are produced exactly as the pixels it was trained on.
+The backbone's own input scaling ((x - 127) / 128 for EfficientNet-Lite) lives
+inside the Keras model, so the array returned here is plain RGB in 0..255.
+"""
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageOps
+
+IMAGE_SIZE = 224
+# Squash rather than crop: HAM10000 ships as 600x450 originals squashed to a
+# square, so squashing everything else keeps the aspect distortion identical.
+RESAMPLE = Image.Resampling.BILINEAR
+
+ImageSource = Union[bytes, bytearray, str, os.PathLike, Image.Image, io.IOBase]
+
+
+def load_rgb(source: ImageSource) -> Image.Image:
+    """Decode any Pillow-readable image into an upright 8-bit RGB image."""
+    if isinstance(source, Image.Image):
+        image = source
+    elif isinstance(source, (bytes, bytearray)):
+        image = Image.open(io.BytesIO(source))
+    elif isinstance(source, (str, os.PathLike)):
+        image = Image.open(Path(source))
+    else:
+        image = Image.open(source)
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit greyscale: scale down to 8 bits instead of clipping.
+        arr = np.asarray(image, dtype=np.float32)
+        peak = max(float(arr.max()), 1.0)
+        image = Image.fromarray((arr * (255.0 / peak)).astype(np.uint8), "L")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        # Transparent areas become white, not black (black reads as a dark lesion).
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image.convert("RGB")
+
+
+def resize_rgb(image: Image.Image, size: int = IMAGE_SIZE) -> Image.Image:
+    """Squash an RGB image to size x size."""
+    if image.size == (size, size):
+        return image
+    return image.resize((size, size), RESAMPLE)
+
+
+def preprocess(source: ImageSource, size: int = IMAGE_SIZE) -> np.ndarray:
+    """Image bytes/path/PIL image -> float32 array (size, size, 3), RGB in 0..255."""
+    image = resize_rgb(load_rgb(source), size)
+    return np.asarray(image, dtype=np.float32)
