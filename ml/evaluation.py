@@ -1,0 +1,258 @@
+"""Metrics, threshold choice and calibration: the one piece of code behind every figure.
+
+`evaluate_model`, `train_model` and the model card all call these functions, so a
+number quoted anywhere was computed the same way. Inputs are plain numpy arrays:
+`y` (0 benign, 1 malignant) and `p` (probability of malignancy).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+SENSITIVITY_TARGET = 0.90  # the saved threshold: at least this share of malignant lesions flagged (validation)
+FLAG_TARGET = 0.98  # "needs a doctor" + "uncertain" together flag at least this share (validation)
+
+
+def roc_auc(y, p) -> float:
+    """Area under the ROC curve (Mann-Whitney U, ties counted half)."""
+    y, p = np.asarray(y).astype(int), np.asarray(p, dtype=float)
+    n_pos, n_neg = int(y.sum()), int(len(y) - y.sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(p, kind="mergesort")
+    ranks = np.empty(len(p), dtype=float)
+    sorted_p = p[order]
+    # average ranks over ties
+    i = 0
+    while i < len(p):
+        j = i
+        while j + 1 < len(p) and sorted_p[j + 1] == sorted_p[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1
+        i = j + 1
+    return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def bootstrap_auc_ci(y, p, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> list[float]:
+    """Percentile bootstrap 95% interval of the AUC (resampling images)."""
+    y, p = np.asarray(y).astype(int), np.asarray(p, dtype=float)
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, len(y), len(y))
+        if y[idx].min() == y[idx].max():
+            continue
+        values.append(roc_auc(y[idx], p[idx]))
+    if not values:
+        return [float("nan"), float("nan")]
+    return [float(np.quantile(values, alpha / 2)), float(np.quantile(values, 1 - alpha / 2))]
+
+
+def confusion(y, p, threshold: float) -> dict[str, int]:
+    y, pred = np.asarray(y).astype(int), (np.asarray(p) >= threshold).astype(int)
+    return {
+        "tp": int(((pred == 1) & (y == 1)).sum()),
+        "fn": int(((pred == 0) & (y == 1)).sum()),
+        "tn": int(((pred == 0) & (y == 0)).sum()),
+        "fp": int(((pred == 1) & (y == 0)).sum()),
+    }
+
+
+def _ratio(a: int, b: int) -> float:
+    return float(a) / b if b else float("nan")
+
+
+def threshold_for_sensitivity(y, p, target: float = SENSITIVITY_TARGET) -> float:
+    """The highest threshold whose sensitivity is at least `target`."""
+    y, p = np.asarray(y).astype(int), np.asarray(p, dtype=float)
+    positives = np.sort(p[y == 1])[::-1]
+    if len(positives) == 0:
+        raise ValueError("no malignant samples to choose a threshold on")
+    k = int(math.ceil(target * len(positives)))  # flag at least k of them
+    return float(positives[k - 1])
+
+
+def specificity_at_sensitivity(y, p, target: float) -> float:
+    t = threshold_for_sensitivity(y, p, target)
+    c = confusion(y, p, t)
+    return _ratio(c["tn"], c["tn"] + c["fp"])
+
+
+def expected_calibration_error(y, p, n_bins: int = 10) -> float:
+    """ECE with equal-width bins of the predicted probability of malignancy."""
+    y, p = np.asarray(y, dtype=float), np.asarray(p, dtype=float)
+    bins = np.minimum((p * n_bins).astype(int), n_bins - 1)
+    ece = 0.0
+    for b in range(n_bins):
+        mask = bins == b
+        if mask.any():
+            ece += mask.mean() * abs(p[mask].mean() - y[mask].mean())
+    return float(ece)
+
+
+def calibration_curve(y, p, n_bins: int = 10):
+    y, p = np.asarray(y, dtype=float), np.asarray(p, dtype=float)
+    bins = np.minimum((p * n_bins).astype(int), n_bins - 1)
+    mean_p, frac_pos, counts = [], [], []
+    for b in range(n_bins):
+        mask = bins == b
+        if mask.any():
+            mean_p.append(float(p[mask].mean()))
+            frac_pos.append(float(y[mask].mean()))
+            counts.append(int(mask.sum()))
+    return mean_p, frac_pos, counts
+
+
+def roc_curve(y, p):
+    y, p = np.asarray(y).astype(int), np.asarray(p, dtype=float)
+    thresholds = np.unique(p)[::-1]
+    n_pos, n_neg = max(int(y.sum()), 1), max(int(len(y) - y.sum()), 1)
+    fpr, tpr = [0.0], [0.0]
+    for t in thresholds:
+        pred = p >= t
+        tpr.append(float((pred & (y == 1)).sum() / n_pos))
+        fpr.append(float((pred & (y == 0)).sum() / n_neg))
+    return fpr, tpr
+
+
+def logit(p):
+    p = np.clip(np.asarray(p, dtype=float), 1e-7, 1 - 1e-7)
+    return np.log(p / (1 - p))
+
+
+def sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-np.asarray(z, dtype=float)))
+
+
+def fit_temperature(y, raw_logits) -> float:
+    """Temperature T minimising the validation negative log-likelihood of sigmoid(z / T)."""
+    y, z = np.asarray(y, dtype=float), np.asarray(raw_logits, dtype=float)
+
+    def nll(t):
+        q = np.clip(sigmoid(z / t), 1e-7, 1 - 1e-7)
+        return -np.mean(y * np.log(q) + (1 - y) * np.log(1 - q))
+
+    grid = np.exp(np.linspace(np.log(0.05), np.log(20.0), 400))
+    best = grid[int(np.argmin([nll(t) for t in grid]))]
+    fine = np.linspace(best * 0.95, best * 1.05, 101)
+    return float(fine[int(np.argmin([nll(t) for t in fine]))])
+
+
+def metrics(y, p, threshold: float, *, n_boot: int = 1000, uncertain_threshold: float | None = None) -> dict[str, Any]:
+    """Every figure the project reports, for one labelled set."""
+    y, p = np.asarray(y).astype(int), np.asarray(p, dtype=float)
+    c = confusion(y, p, threshold)
+    sensitivity = _ratio(c["tp"], c["tp"] + c["fn"])
+    specificity = _ratio(c["tn"], c["tn"] + c["fp"])
+    out: dict[str, Any] = {
+        "n": int(len(y)),
+        "n_malignant": int(y.sum()),
+        "auc": roc_auc(y, p),
+        "auc_ci95": bootstrap_auc_ci(y, p, n_boot=n_boot),
+        "threshold": float(threshold),
+        "accuracy": _ratio(c["tp"] + c["tn"], len(y)),
+        "balanced_accuracy": (sensitivity + specificity) / 2,
+        "sensitivity": sensitivity,
+        "specificity": specificity,
+        "specificity_at_sensitivity_0.95": specificity_at_sensitivity(y, p, 0.95) if y.sum() else float("nan"),
+        "ece": expected_calibration_error(y, p),
+        "confusion": c,
+    }
+    if uncertain_threshold is not None:
+        flagged = p >= uncertain_threshold
+        out["uncertain_threshold"] = float(uncertain_threshold)
+        out["flagged_share_of_malignant"] = _ratio(int((flagged & (y == 1)).sum()), int(y.sum()))
+        out["flagged_share_of_benign"] = _ratio(int((flagged & (y == 0)).sum()), int(len(y) - y.sum()))
+    return out
+
+
+def format_table(rows: dict[str, dict[str, Any]]) -> str:
+    """A plain-text table: one row per named set."""
+    cols = ["n", "n_malignant", "auc", "auc_ci95", "accuracy", "balanced_accuracy", "sensitivity", "specificity",
+            "specificity_at_sensitivity_0.95", "ece"]
+    heads = ["set", "n", "n_mal", "AUC", "AUC 95% CI", "acc", "bal_acc", "sens", "spec", "spec@sens.95", "ECE"]
+
+    def cell(v):
+        if isinstance(v, list):
+            return f"{v[0]:.3f}-{v[1]:.3f}"
+        if isinstance(v, float):
+            return f"{v:.3f}"
+        return str(v)
+
+    table = [heads] + [[name] + [cell(m.get(c, "")) for c in cols] for name, m in rows.items()]
+    widths = [max(len(r[i]) for r in table) for i in range(len(heads))]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in table)
+
+
+def plot_evaluation(y, p, threshold: float, out_dir, prefix: str = "", title: str = "") -> list[str]:
+    """ROC, calibration curve and confusion matrix as PNG files; returns their names."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pathlib import Path
+
+    out_dir = Path(out_dir)
+    names = []
+    fpr, tpr = roc_curve(y, p)
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot(fpr, tpr, label=f"AUC {roc_auc(y, p):.3f}")
+    ax.plot([0, 1], [0, 1], ":", color="grey")
+    c = confusion(y, p, threshold)
+    ax.plot([_ratio(c["fp"], c["fp"] + c["tn"])], [_ratio(c["tp"], c["tp"] + c["fn"])], "o", color="C3",
+            label=f"threshold {threshold:.3f}")
+    ax.set(xlabel="1 - specificity", ylabel="sensitivity", title=f"ROC {title}".strip())
+    ax.legend(loc="lower right")
+    names.append(_save(fig, out_dir / f"{prefix}roc.png"))
+    mean_p, frac, counts = calibration_curve(y, p)
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot([0, 1], [0, 1], ":", color="grey")
+    ax.plot(mean_p, frac, "o-", label=f"ECE {expected_calibration_error(y, p):.3f}")
+    ax.set(xlabel="predicted probability of malignancy", ylabel="observed share malignant",
+           title=f"Calibration {title}".strip(), xlim=(0, 1), ylim=(0, 1))
+    ax.legend(loc="upper left")
+    names.append(_save(fig, out_dir / f"{prefix}calibration.png"))
+    fig, ax = plt.subplots(figsize=(4, 3.6))
+    matrix = np.array([[c["tn"], c["fp"]], [c["fn"], c["tp"]]])
+    ax.imshow(matrix, cmap="Blues")
+    for (i, j), v in np.ndenumerate(matrix):
+        ax.text(j, i, str(v), ha="center", va="center", color="black")
+    ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=["benign", "malignant"], yticklabels=["benign", "malignant"],
+           xlabel="predicted", ylabel="true", title=f"Confusion {title}".strip())
+    names.append(_save(fig, out_dir / f"{prefix}confusion_matrix.png"))
+    return names
+
+
+def plot_history(history: dict[str, list[float]], out_dir, phases: list[int] | None = None) -> list[str]:
+    """Accuracy and loss per epoch for training and validation, as the original project had."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pathlib import Path
+
+    names = []
+    for metric in ("accuracy", "loss"):
+        fig, ax = plt.subplots(figsize=(5.5, 4))
+        for key, label in ((metric, "train"), (f"val_{metric}", "validation")):
+            if history.get(key):
+                ax.plot(range(1, len(history[key]) + 1), history[key], label=label)
+        for boundary in phases or []:
+            ax.axvline(boundary + 0.5, color="grey", ls=":")
+        ax.set(xlabel="epoch", ylabel=metric, title=f"{metric} per epoch (dotted: start of fine-tuning)")
+        ax.legend()
+        names.append(_save(fig, Path(out_dir) / f"{metric}_curve.png"))
+    return names
+
+
+def _save(fig, path) -> str:
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path.name

@@ -1,0 +1,75 @@
+"""manage.py evaluate_model DATASET: score any readable dataset with a saved model."""
+import json
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+
+class Command(BaseCommand):
+    requires_system_checks = []
+    help = ("Score a dataset with a saved model at its saved threshold and print AUC (with a bootstrap 95% interval), "
+            "accuracy, sensitivity, specificity and calibration error.")
+
+    def add_arguments(self, parser):
+        from ml.datasets import FORMATS
+
+        parser.add_argument("dataset", help="dataset folder in any format ml.datasets reads")
+        parser.add_argument("--format", choices=FORMATS, help="override the detected dataset format")
+        parser.add_argument("--model", help="model artifact folder (default: SKINCARE_MODEL_DIR)")
+        parser.add_argument("--json", dest="json_path", help="also write the metrics to this JSON file")
+        parser.add_argument("--split", choices=["all", "validation", "test"], default="all",
+                            help="score only the images the model held out as this split (its splits.json)")
+        parser.add_argument("--atypical-is-malignant", action="store_true",
+                            help="PH2: count atypical nevi as needing a doctor (the original challenge's convention)")
+        parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the AUC interval")
+
+    def handle(self, *args, **o):
+        import numpy as np
+
+        from ml import evaluation
+        from ml.classifier import ModelUnavailable, predict_many
+        from ml.datasets import DatasetError, read_dataset
+
+        model_dir = Path(o["model"] or settings.SKINCARE_MODEL_DIR)
+        try:
+            report = read_dataset(o["dataset"], o["format"], atypical_is_malignant=o["atypical_is_malignant"])
+        except DatasetError as exc:
+            raise CommandError(str(exc)) from exc
+        samples = list(report.samples)
+        if o["split"] != "all":
+            splits_file = model_dir / "splits.json"
+            if not splits_file.is_file():
+                raise CommandError(f"{splits_file} not found: this model recorded no held-out splits")
+            wanted = set(json.loads(splits_file.read_text())[o["split"]])
+            samples = [s for s in samples if s.path.name in wanted]
+            if not samples:
+                raise CommandError(f"none of this dataset's images is in the model's {o['split']} split")
+        y = np.array([s.label for s in samples])
+        if y.min() == y.max():
+            raise CommandError("the dataset needs both benign and malignant images to be scored")
+        self.stdout.write(f"scoring {len(samples)} images ({int(y.sum())} malignant) with {model_dir} ...")
+        try:
+            p, meta = predict_many([s.path for s in samples], directory=model_dir)
+        except ModelUnavailable as exc:
+            raise CommandError(str(exc)) from exc
+        result = evaluation.metrics(y, p, float(meta["threshold"]), n_boot=o["bootstrap"],
+                                    uncertain_threshold=meta.get("uncertain_threshold"))
+        result.update({
+            "dataset": str(o["dataset"]), "format": report.format, "split": o["split"],
+            "atypical_is_malignant": o["atypical_is_malignant"], "model_version": meta.get("model_version"),
+        })
+        by_detail = {}
+        for detail in sorted({s.detail for s in samples}):
+            mask = np.array([s.detail == detail for s in samples])
+            by_detail[detail] = {"n": int(mask.sum()), "flagged": int((p[mask] >= result["threshold"]).sum()),
+                                 "mean_probability": float(p[mask].mean())}
+        result["by_class"] = by_detail
+        name = f"{Path(o['dataset']).name}" + ("" if o["split"] == "all" else f" ({o['split']})")
+        self.stdout.write(evaluation.format_table({name: result}))
+        self.stdout.write(f"threshold {result['threshold']:.3f} (saved with model {result['model_version']})")
+        for detail, row in by_detail.items():
+            self.stdout.write(f"  {detail:>16}: {row['flagged']}/{row['n']} flagged, mean probability {row['mean_probability']:.3f}")
+        if o["json_path"]:
+            Path(o["json_path"]).write_text(json.dumps(result, indent=2))
+            self.stdout.write(f"wrote {o['json_path']}")

