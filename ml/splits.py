@@ -1,0 +1,57 @@
+"""Seeded, stratified, grouped train/val/test splits.
+
+Grouped: every image of one lesion (one ``Sample.group``) lands in the same split,
+or the test score would reward remembering a lesion rather than recognising one.
+Stratified: each split gets its fraction of the benign and of the malignant groups,
+so a small malignant class is not left out of a small test split by chance.
+Deterministic: the same samples and seed give the same split, whatever their order.
+"""
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from typing import Sequence
+
+from .datasets import Sample
+
+
+def split_samples(
+    samples: Sequence[Sample], fractions: Sequence[float] = (0.7, 0.15, 0.15), seed: int = 42
+) -> tuple[list[Sample], ...]:
+    """Split samples into len(fractions) lists (train, val, test by default).
+
+    Groups are shuffled within each label (a group's label is malignant if any of its
+    images is) and dealt out largest first, each to the split furthest below its
+    target, so that fractions are met as closely as whole groups allow.
+    Within each split the samples keep their input order.
+    """
+    fractions = [float(f) for f in fractions]
+    if not fractions or any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
+        raise ValueError(f"fractions must be non-negative and add up to 1, got {fractions}")
+
+    members: dict[str, list[int]] = defaultdict(list)
+    for index, sample in enumerate(samples):
+        members[sample.group].append(index)
+    strata: dict[int, list[str]] = defaultdict(list)
+    for group, indices in members.items():
+        strata[max(samples[i].label for i in indices)].append(group)
+
+    rng = random.Random(seed)
+    split_of_group: dict[str, int] = {}
+    for label in sorted(strata):
+        groups = sorted(strata[label])  # sorted first, so input order cannot change the result
+        rng.shuffle(groups)
+        groups.sort(key=lambda g: len(members[g]), reverse=True)  # stable: random among equals
+        total = sum(len(members[g]) for g in groups)
+        targets = [f * total for f in fractions]
+        filled = [0] * len(fractions)
+        for group in groups:
+            open_splits = [i for i, f in enumerate(fractions) if f > 0]
+            chosen = max(open_splits, key=lambda i: (targets[i] - filled[i], -i))
+            split_of_group[group] = chosen
+            filled[chosen] += len(members[group])
+
+    result: tuple[list[Sample], ...] = tuple([] for _ in fractions)
+    for sample in samples:
+        result[split_of_group[sample.group]].append(sample)
+    return result
