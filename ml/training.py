@@ -228,6 +228,13 @@ def _clone_from(base, cut_layer, new_input):
 _COMPILED: dict[int, Any] = {}
 
 
+def _interactive() -> bool:
+    """Progress bars on a terminal; one line per epoch in a log file."""
+    import sys
+
+    return sys.stdout.isatty()
+
+
 def _compiled(model):
     """One traced inference function per model (tracing again per call is slow)."""
     import tensorflow as tf
@@ -251,7 +258,7 @@ def compute_maps(lower, images: np.ndarray, augmenter=None, batch_size: int = 32
         ds = ds.map(lambda x: tf.cast(x, tf.float32))
     ds = ds.prefetch(2)
     run = _compiled(lower)
-    bar = keras.utils.Progbar(n, unit_name="image") if label else None
+    bar = keras.utils.Progbar(n, unit_name="image") if label and _interactive() else None
     i = 0
     for batch in ds:
         maps = run(batch).numpy()
@@ -366,7 +373,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
     f_val = pooled_features(net.upper, maps_val)
     net.head.compile(keras.optimizers.Adam(config.learning_rate), "binary_crossentropy", metrics=metrics_list())
     h1 = net.head.fit(f_train, onehot(labels_train), validation_data=(f_val, onehot(y_val)), epochs=config.epochs,
-                      batch_size=config.batch_size, shuffle=True, verbose=2)
+                      batch_size=config.batch_size, shuffle=True, verbose=1 if _interactive() else 2)
     phase1_seconds = time.time() - t1
     history = {k: list(map(float, v)) for k, v in h1.history.items()}
 
@@ -382,7 +389,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
                     .shuffle(len(maps_train), seed=config.seed).batch(config.batch_size)
                     .map(lambda m, y: (tf.cast(m, tf.float32), y)).prefetch(2))
         h2 = finetune.fit(train_ds, validation_data=(maps_val.astype(np.float32), onehot(y_val)),
-                          epochs=config.finetune_epochs, verbose=2, callbacks=[early])
+                          epochs=config.finetune_epochs, verbose=1 if _interactive() else 2, callbacks=[early])
         for k, v in h2.history.items():
             history.setdefault(k, []).extend(map(float, v))
     finetune_seconds = time.time() - t2

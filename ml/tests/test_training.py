@@ -1,0 +1,64 @@
+"""train_model and evaluate_model end to end on a small real subset, and the serving path
+agreeing with training's own figures on the images it held out."""
+import json
+
+import pytest
+from django.core.management import call_command
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory, request):
+    from ml.tests.conftest import shared_datasets_path
+
+    ham = shared_datasets_path() / "ham10000"
+    if not ham.is_dir():
+        pytest.skip(f"shared datasets not found at {ham.parent} (set SKINCARE_DATASETS to their folder)")
+    out = tmp_path_factory.mktemp("model")
+    call_command("train_model", str(ham), "--limit", "240", "--epochs", "3", "--finetune-epochs", "1",
+                 "--benign-views", "1", "--max-views", "3", "--output", str(out),
+                 "--cache-dir", str(tmp_path_factory.mktemp("cache")))
+    return ham, out
+
+
+def test_train_model_writes_a_complete_artifact(small_model):
+    _ham, out = small_model
+    for name in ("model.keras", "metadata.json", "metrics.json", "splits.json", "accuracy_curve.png", "loss_curve.png",
+                 "validation_roc.png", "validation_calibration.png", "validation_confusion_matrix.png", "test_roc.png"):
+        assert (out / name).is_file(), name
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["class_names"] == ["benign", "malignant"] and meta["image_size"] == 224
+    assert 0 < meta["uncertain_threshold"] <= meta["threshold"] < 1
+    assert meta["temperature"] > 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["validation"]["sensitivity"] >= 0.90  # the threshold rule, on the split it was chosen on
+    assert len(metrics["history"]["loss"]) == 3 + 1
+    splits = json.loads((out / "splits.json").read_text())
+    assert splits["test"] and not set(splits["test"]) & set(splits["validation"])
+
+
+def test_evaluate_model_reproduces_the_training_test_score(small_model, tmp_path):
+    """The serving path (ml.classifier + ml.preprocessing) scores the held-out test images
+    exactly as training scored them: training and serving cannot have drifted apart."""
+    ham, out = small_model
+    report = tmp_path / "eval.json"
+    call_command("evaluate_model", str(ham), "--model", str(out), "--split", "test", "--json", str(report),
+                 "--bootstrap", "50")
+    evaluated = json.loads(report.read_text())
+    trained = json.loads((out / "metrics.json").read_text())["test"]
+    assert evaluated["n"] == trained["n"]
+    assert evaluated["auc"] == pytest.approx(trained["auc"], abs=1e-6)
+    assert evaluated["sensitivity"] == pytest.approx(trained["sensitivity"], abs=1e-9)
+    assert evaluated["ece"] == pytest.approx(trained["ece"], abs=1e-4)
+    for key in ("n_malignant", "auc_ci95", "accuracy", "balanced_accuracy", "specificity",
+                "specificity_at_sensitivity_0.95"):
+        assert key in evaluated
+
+
+def test_train_model_refuses_an_unknown_folder(tmp_path):
+    from django.core.management.base import CommandError
+
+    (tmp_path / "random.txt").write_text("x")
+    with pytest.raises(CommandError):
+        call_command("train_model", str(tmp_path), "--output", str(tmp_path / "out"))
