@@ -1,0 +1,20 @@
+"""URL map: the clinic's pages, the JSON API, the admin, and the login-checked media view."""
+from django.conf import settings
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+
+from diagnosis import views as diagnosis_views
+
+admin.site.site_header = "skinCare review"
+admin.site.site_title = "skinCare review"
+admin.site.index_title = "Uploads, predictions and reviews"
+
+urlpatterns = [
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("admin/", admin.site.urls),
+    path("api/", include("diagnosis.api_urls")),
+    path(f"{settings.MEDIA_URL.strip('/')}/<path:path>", diagnosis_views.media, name="media"),
+    path("", include("diagnosis.urls")),
+]
