@@ -1,0 +1,151 @@
+"""Checking uploaded image bytes and re-encoding them for storage.
+
+Pillow decides what a file is from its bytes; the file name and the browser's
+content type are ignored. The checks run cheapest first and the expensive full
+decode runs last, after the header has shown the size is within the limits, so
+that a decompression bomb is refused without being decoded.
+"""
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from PIL import Image, UnidentifiedImageError
+
+from ml.preprocessing import load_rgb
+
+# Pillow names some camera JPEGs "MPO" (a JPEG carrying a second, preview image).
+FORMAT_ALIASES = {"MPO": "JPEG"}
+FORMAT_NAMES = {"JPEG": "JPEG", "PNG": "PNG", "BMP": "BMP", "WEBP": "WebP"}
+THUMBNAIL_SIZE = (256, 256)
+DOWNSCALE_ADVICE = "Downscale it (a dermoscopic photo needs far fewer pixels) and upload it again."
+
+
+@dataclass(frozen=True)
+class CheckedImage:
+    """An upload that passed every check: decoded, upright RGB, metadata dropped."""
+
+    image: Image.Image
+    format: str  # Pillow's name for the uploaded format, e.g. "JPEG"
+    size_bytes: int
+
+    @property
+    def width(self) -> int:
+        return self.image.width
+
+    @property
+    def height(self) -> int:
+        return self.image.height
+
+
+def accepted_formats_text() -> str:
+    names = [FORMAT_NAMES.get(f, f) for f in settings.SKINCARE_ALLOWED_IMAGE_FORMATS]
+    return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else "".join(names)
+
+
+def file_size(n: int) -> str:
+    if n >= 1024 * 1024:
+        return f"{n / (1024 * 1024):.1f} MB"
+    return f"{n / 1024:.1f} KB"
+
+
+def megapixels(n: int) -> str:
+    return f"{n / 1_000_000:g} megapixels"
+
+
+def check_image(uploaded) -> CheckedImage:
+    """Refuse anything but a complete image of an accepted format within the limits.
+
+    `uploaded` is a Django UploadedFile (or any file object with `.size` or seekable).
+    Raises ValidationError with a message the uploader can act on.
+    """
+    size = getattr(uploaded, "size", None)
+    if size is None:
+        uploaded.seek(0, io.SEEK_END)
+        size = uploaded.tell()
+    max_size = settings.SKINCARE_MAX_UPLOAD_SIZE
+    if size == 0:
+        raise ValidationError("The file is empty. Choose the photo again.", code="empty")
+    if size > max_size:
+        raise ValidationError(
+            f"The file is {file_size(size)}; the limit is {file_size(max_size)}. "
+            "Export the photo at a smaller size or higher compression and upload it again.",
+            code="file_too_large",
+        )
+
+    uploaded.seek(0)
+    max_pixels = settings.SKINCARE_MAX_IMAGE_PIXELS
+    try:
+        with warnings.catch_warnings():
+            # Our own pixel limit below is the one that speaks to the user.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(uploaded)  # reads the header only
+    except UnidentifiedImageError:
+        raise ValidationError(
+            f"This file is not an image that can be read. Upload a {accepted_formats_text()} photo.",
+            code="not_an_image",
+        )
+    except Image.DecompressionBombError:
+        # Pillow's own guard fired on the header, before any pixel was decoded.
+        raise ValidationError(
+            f"The image is over {megapixels(2 * Image.MAX_IMAGE_PIXELS)}, too large to decode safely; "
+            f"the limit is {megapixels(max_pixels)}. {DOWNSCALE_ADVICE}",
+            code="too_many_pixels",
+        )
+    except Exception as exc:  # a header so broken that the format plugin itself fails
+        raise ValidationError(
+            f"The image file is damaged and cannot be read ({type(exc).__name__}). Export it again and re-upload it.",
+            code="corrupt",
+        )
+
+    pil_format = FORMAT_ALIASES.get(image.format or "", image.format or "unknown")
+    if pil_format not in settings.SKINCARE_ALLOWED_IMAGE_FORMATS:
+        raise ValidationError(
+            f"{image.format} images are not accepted. Convert the photo to {accepted_formats_text()} and upload it again.",
+            code="unsupported_format",
+        )
+
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ValidationError(
+            f"The image is {width} x {height} pixels ({megapixels(width * height)}); "
+            f"the limit is {megapixels(max_pixels)}. {DOWNSCALE_ADVICE}",
+            code="too_many_pixels",
+        )
+
+    try:
+        image.load()  # decode every pixel: a truncated or corrupt file fails here
+        upright_rgb = pixels_only(load_rgb(image))
+    except Exception as exc:
+        raise ValidationError(
+            "The image file is damaged or incomplete (it could not be fully decoded: "
+            f"{exc}). Copy or export the photo again and re-upload it.",
+            code="corrupt",
+        )
+    return CheckedImage(image=upright_rgb, format=pil_format, size_bytes=size)
+
+
+def pixels_only(image: Image.Image) -> Image.Image:
+    """A copy holding nothing but the pixels: EXIF (GPS included), ICC, XMP and
+    text chunks stay behind in `image.info`, which encoders would otherwise reuse."""
+    clean = Image.new(image.mode, image.size)
+    clean.paste(image)
+    return clean
+
+
+def encode_png(image: Image.Image) -> bytes:
+    """Lossless, so the stored image is exactly what the model scores."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=6)
+    return buffer.getvalue()
+
+
+def encode_thumbnail(image: Image.Image) -> bytes:
+    thumb = image.copy()
+    thumb.thumbnail(THUMBNAIL_SIZE, Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    thumb.save(buffer, format="JPEG", quality=85)
+    return buffer.getvalue()
