@@ -1,0 +1,114 @@
+"""JSON API: POST /api/predictions/ (multipart), GET /api/predictions/[<id>/].
+
+Authenticated by token (`Authorization: Token ...`, from `manage.py drf_create_token`)
+or by the site's session. Input is checked by the same UploadForm as the upload
+page; the work is done by the same services.
+"""
+from __future__ import annotations
+
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from . import selectors, services
+from .forms import UploadForm
+from .models import Prediction
+
+
+class PredictionSerializer(serializers.ModelSerializer):
+    # `status` is the state of the prediction (done / no_model / failed / pending);
+    # `label` is null until the model has assessed the image.
+    label = serializers.SerializerMethodField()
+    verdict = serializers.CharField(source="get_outcome_display")
+    message = serializers.CharField()
+    image_url = serializers.SerializerMethodField()
+    thumbnail_url = serializers.SerializerMethodField()
+    patient_ref = serializers.CharField(source="upload.patient_ref")
+    body_site = serializers.CharField(source="upload.body_site")
+    note = serializers.CharField(source="upload.note")
+    uploaded_by = serializers.CharField(source="upload.uploaded_by.get_username")
+    review = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Prediction
+        fields = [
+            "id",
+            "status",
+            "message",
+            "outcome",
+            "verdict",
+            "label",
+            "probability_malignant",
+            "threshold",
+            "model_version",
+            "elapsed_ms",
+            "created_at",
+            "predicted_at",
+            "image_url",
+            "thumbnail_url",
+            "patient_ref",
+            "body_site",
+            "note",
+            "uploaded_by",
+            "review",
+        ]
+        read_only_fields = fields
+
+    def get_label(self, prediction: Prediction) -> str | None:
+        return prediction.label or None
+
+    def absolute(self, url: str) -> str:
+        request = self.context.get("request")
+        return request.build_absolute_uri(url) if request else url
+
+    def get_image_url(self, prediction: Prediction) -> str:
+        return self.absolute(prediction.upload.image.url)
+
+    def get_thumbnail_url(self, prediction: Prediction) -> str | None:
+        thumbnail = prediction.upload.thumbnail
+        return self.absolute(thumbnail.url) if thumbnail else None
+
+    def get_review(self, prediction: Prediction) -> dict:
+        return {
+            "reviewed": prediction.is_reviewed,
+            "decision": prediction.review_decision or None,
+            "comment": prediction.review_comment,
+            "reviewed_by": prediction.reviewed_by.get_username() if prediction.reviewed_by else None,
+            "reviewed_at": serializers.DateTimeField().to_representation(prediction.reviewed_at)
+            if prediction.reviewed_at
+            else None,
+        }
+
+
+class PredictionViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    serializer_class = PredictionSerializer
+    parser_classes = [MultiPartParser, FormParser]
+
+    def get_queryset(self):
+        return selectors.visible_predictions(self.request.user)
+
+    def create(self, request, *args, **kwargs):
+        form = UploadForm(request.data, request.FILES)
+        if not form.is_valid():
+            errors = {field: [str(message) for message in messages] for field, messages in form.errors.items()}
+            return Response(errors, status=status.HTTP_400_BAD_REQUEST)
+        prediction = services.submit_upload(uploaded_by=request.user, **form.cleaned_data)
+        # 201 even when the model could not assess it: the upload is stored, `status` says why.
+        return Response(self.get_serializer(prediction).data, status=status.HTTP_201_CREATED)
+
+
+def exception_handler(exc, context):
+    """DRF's handler, plus JSON (not an HTML 400 or a 500) for bodies Django refuses."""
+    response = drf_exception_handler(exc, context)
+    if response is not None:
+        return response
+    if isinstance(exc, RequestDataTooBig):
+        return Response(
+            {"detail": "The request body is too large. Send the photo as multipart form data in the 'image' field."},
+            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
+    if isinstance(exc, SuspiciousOperation):
+        return Response({"detail": f"The request was refused: {exc}"}, status=status.HTTP_400_BAD_REQUEST)
+    return None
