@@ -1,0 +1,63 @@
+"""Fixtures shared by the whole suite.
+
+Every test gets its own MEDIA_ROOT under pytest's tmp dir, so uploads never land
+in the project's media/ folder. The stand-in model (ml.testing) is written once
+per session; tests that use it point SKINCARE_MODEL_DIR at it.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent
+
+
+def datasets_dir() -> Path:
+    """$SKINCARE_DATASETS, else ../shared/datasets beside the repository (as in CI)."""
+    configured = os.environ.get("SKINCARE_DATASETS")
+    return Path(configured) if configured else REPO_ROOT.parent / "shared" / "datasets"
+
+
+@pytest.fixture
+def datasets() -> Path:
+    found = datasets_dir()
+    if not found.is_dir():
+        pytest.skip(f"shared datasets not found at {found} (set SKINCARE_DATASETS to their folder)")
+    return found
+
+
+@pytest.fixture(autouse=True)
+def media_root(settings, tmp_path) -> Path:
+    settings.MEDIA_ROOT = tmp_path / "media"
+    return settings.MEDIA_ROOT
+
+
+@pytest.fixture
+def no_model(settings, tmp_path):
+    """No model artifact at all: the state of a fresh clone before the model ships."""
+    from ml import classifier
+
+    settings.SKINCARE_MODEL_DIR = tmp_path / "no-model-here"
+    classifier.reset()
+    yield settings.SKINCARE_MODEL_DIR
+    classifier.reset()
+
+
+@pytest.fixture(scope="session")
+def standin_model_dir(tmp_path_factory) -> Path:
+    from ml.testing import write_standin_model
+
+    return write_standin_model(tmp_path_factory.mktemp("standin-model"), threshold=0.5)
+
+
+@pytest.fixture
+def standin_model(settings, standin_model_dir):
+    """The tiny real Keras stand-in: P(malignant) rises with redness (R - B)."""
+    from ml import classifier
+
+    settings.SKINCARE_MODEL_DIR = standin_model_dir
+    classifier.reset()
+    yield standin_model_dir
+    classifier.reset()

@@ -1,0 +1,56 @@
+"""Real dermoscopic images from the shared datasets, uploaded through the API and
+the page with the stand-in model. Skipped, with the reason, where the datasets
+are not beside the repository (see conftest.datasets_dir)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from django.urls import reverse
+from PIL import Image
+
+from diagnosis.models import Prediction
+from diagnosis.tests.helpers import upload_file
+
+pytestmark = pytest.mark.django_db
+
+SAMPLES = [
+    # (dataset-relative path, Pillow format of the original)
+    ("ham10000/images/ISIC_0024306.jpg", "JPEG"),
+    ("ph2/images/IMD002.jpg", "JPEG"),
+    ("becode_sample/SET_D/D53.BMP", "BMP"),
+]
+
+
+@pytest.mark.parametrize("relative, fmt", SAMPLES, ids=[Path(p).name for p, _ in SAMPLES])
+def test_real_dermoscopic_image_through_the_api(client, token_headers, standin_model, datasets, media_root, relative, fmt):
+    path = datasets / relative
+    if not path.is_file():
+        pytest.skip(f"{path} is not in this copy of the datasets")
+    # The name and content type say nothing true: the bytes decide.
+    response = client.post(
+        "/api/predictions/",
+        {"image": upload_file(path.read_bytes(), "upload.dat", "application/octet-stream")},
+        **token_headers,
+    )
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["status"] == "done" and body["label"] in {"benign", "malignant"}
+    assert 0.0 <= body["probability_malignant"] <= 1.0
+
+    upload = Prediction.objects.get(pk=body["id"]).upload
+    assert upload.original_format == fmt
+    with Image.open(path) as original, Image.open(media_root / upload.image.name) as stored:
+        assert stored.format == "PNG" and stored.size == original.size
+        # Lossless re-encoding: the stored pixels are the decoded original's.
+        assert stored.convert("RGB").tobytes() == original.convert("RGB").tobytes()
+
+
+def test_becode_bmp_through_the_upload_page(logged_in, standin_model, datasets):
+    path = datasets / "becode_sample" / "SET_F" / "F1000.BMP"
+    if not path.is_file():
+        pytest.skip(f"{path} is not in this copy of the datasets")
+    response = logged_in.post(reverse("diagnosis:upload"), {"image": upload_file(path.read_bytes(), "F1000.BMP", "image/bmp")})
+    assert response.status_code == 302
+    page = logged_in.get(response["Location"]).content.decode()
+    assert "standin-test" in page and "Decision support, not a diagnosis" in page
