@@ -1,0 +1,40 @@
+# skinCare: two commands on a fresh machine (Python 3.11, nothing else installed).
+#   make run    virtualenv + requirements, database, a clinician login, the dev server
+#   make test   virtualenv + requirements, the whole pytest suite
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Reinstall only when requirements.txt changes.
+STAMP := $(VENV)/.requirements-installed
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test venv migrate accounts check
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --disable-pip-version-check -r requirements.txt
+	@touch $(STAMP)
+
+migrate: venv
+	$(BIN)/python manage.py migrate --noinput
+
+# Random passwords, printed once when the accounts are created; never a fixed one.
+accounts: migrate
+	$(BIN)/python manage.py ensure_clinician --username clinician
+	$(BIN)/python manage.py ensure_clinician --username reviewer --reviewer
+
+# The local dev server runs with DEBUG on (so the admin's CSS is served);
+# the model is the shipped one in ml/artifacts/model unless SKINCARE_MODEL_DIR says otherwise.
+run: accounts
+	$(BIN)/python manage.py check
+	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(BIN)/python manage.py runserver $(HOST):$(PORT)
+
+test: venv
+	$(BIN)/python -m pytest
+
+check: venv
+	$(BIN)/python manage.py check
+	$(BIN)/python manage.py makemigrations --check --dry-run
