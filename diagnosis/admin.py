@@ -7,6 +7,7 @@ API, and the history is kept.
 """
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.urls import reverse
@@ -54,6 +55,18 @@ class QueueFilter(admin.SimpleListFilter):
         return queryset
 
 
+class ReviewForm(forms.ModelForm):
+    """The change form's editable part: the decision and the comment."""
+
+    def clean(self):
+        cleaned = super().clean()
+        try:
+            services.check_review(cleaned.get("review_decision", ""), cleaned.get("review_comment", ""))
+        except ValidationError as exc:
+            self.add_error("review_comment", exc)
+        return cleaned
+
+
 PREDICTION_FIELDS = [
     "status",
     "status_message",
@@ -71,6 +84,7 @@ PREDICTION_FIELDS = [
 
 @admin.register(Prediction)
 class PredictionAdmin(admin.ModelAdmin):
+    form = ReviewForm
     list_display = [
         "id",
         "thumbnail_image",
@@ -165,20 +179,6 @@ class PredictionAdmin(admin.ModelAdmin):
                 decision=form.cleaned_data["review_decision"],
                 comment=form.cleaned_data["review_comment"],
             )
-
-    def get_form(self, request, obj=None, change=False, **kwargs):
-        form = super().get_form(request, obj, change, **kwargs)
-
-        class ReviewForm(form):
-            def clean(self):
-                cleaned = super().clean()
-                try:
-                    services.check_review(cleaned.get("review_decision", ""), cleaned.get("review_comment", ""))
-                except ValidationError as exc:
-                    self.add_error("review_comment", exc)
-                return cleaned
-
-        return ReviewForm
 
     def _review_selected(self, request, queryset, decision):
         count = services.review_many(queryset, reviewer=request.user, decision=decision)

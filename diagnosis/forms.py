@@ -6,10 +6,9 @@ refused on the other with the same words.
 from __future__ import annotations
 
 from django import forms
-from django.conf import settings
 from django.core.validators import RegexValidator
 
-from .images import check_image
+from .images import accepted_mime_types, check_image
 from .models import BodySite
 
 # Pseudonymous: letters, digits and a few separators. A space, as in a name, is refused.
@@ -19,8 +18,6 @@ patient_ref_validator = RegexValidator(
     "never the patient's name.",
     code="patient_ref",
 )
-
-IMAGE_MIME_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "BMP": "image/bmp", "WEBP": "image/webp"}
 
 
 class UploadForm(forms.Form):
@@ -41,8 +38,7 @@ class UploadForm(forms.Form):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        accept = ",".join(IMAGE_MIME_TYPES[f] for f in settings.SKINCARE_ALLOWED_IMAGE_FORMATS if f in IMAGE_MIME_TYPES)
-        self.fields["image"].widget.attrs["accept"] = accept
+        self.fields["image"].widget.attrs["accept"] = accepted_mime_types()
 
     def clean_image(self):
         # Replaces the uploaded file with the decoded, checked image.

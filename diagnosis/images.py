@@ -17,9 +17,15 @@ from PIL import Image, UnidentifiedImageError
 
 from ml.preprocessing import load_rgb
 
+# Pillow format name -> (name for people, MIME type for the file picker).
+KNOWN_FORMATS = {
+    "JPEG": ("JPEG", "image/jpeg"),
+    "PNG": ("PNG", "image/png"),
+    "BMP": ("BMP", "image/bmp"),
+    "WEBP": ("WebP", "image/webp"),
+}
 # Pillow names some camera JPEGs "MPO" (a JPEG carrying a second, preview image).
 FORMAT_ALIASES = {"MPO": "JPEG"}
-FORMAT_NAMES = {"JPEG": "JPEG", "PNG": "PNG", "BMP": "BMP", "WEBP": "WebP"}
 THUMBNAIL_SIZE = (256, 256)
 DOWNSCALE_ADVICE = "Downscale it (a dermoscopic photo needs far fewer pixels) and upload it again."
 
@@ -42,8 +48,13 @@ class CheckedImage:
 
 
 def accepted_formats_text() -> str:
-    names = [FORMAT_NAMES.get(f, f) for f in settings.SKINCARE_ALLOWED_IMAGE_FORMATS]
+    names = [KNOWN_FORMATS.get(f, (f, ""))[0] for f in settings.SKINCARE_ALLOWED_IMAGE_FORMATS]
     return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else "".join(names)
+
+
+def accepted_mime_types() -> str:
+    """For the file picker's `accept` attribute: a hint only; the bytes still decide."""
+    return ",".join(KNOWN_FORMATS[f][1] for f in settings.SKINCARE_ALLOWED_IMAGE_FORMATS if f in KNOWN_FORMATS)
 
 
 def file_size(n: int) -> str:

@@ -46,8 +46,9 @@ class BodySite(models.TextChoices):
 class Upload(models.Model):
     """One photo as stored: re-encoded (EXIF and GPS gone) under a random name."""
 
-    image = models.ImageField(upload_to=random_image_name)
-    thumbnail = models.ImageField(upload_to=random_thumbnail_name, blank=True)
+    # Indexed: the media view finds the upload by the requested file name.
+    image = models.ImageField(upload_to=random_image_name, db_index=True)
+    thumbnail = models.ImageField(upload_to=random_thumbnail_name, blank=True, db_index=True)
     width = models.PositiveIntegerField()
     height = models.PositiveIntegerField()
     original_format = models.CharField(max_length=16, help_text="Format of the uploaded bytes, as Pillow read them.")
