@@ -20,8 +20,10 @@ def datasets_dir() -> Path:
     return Path(configured) if configured else REPO_ROOT.parent / "shared" / "datasets"
 
 
-@pytest.fixture
-def datasets() -> Path:
+@pytest.fixture(scope="session")
+def datasets_root() -> Path:
+    """The shared datasets folder, or a skip that says where it was looked for.
+    (ml/tests/conftest.py has its twin; this one serves the whole suite.)"""
     found = datasets_dir()
     if not found.is_dir():
         pytest.skip(f"shared datasets not found at {found} (set SKINCARE_DATASETS to their folder)")

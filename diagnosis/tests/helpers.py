@@ -3,6 +3,7 @@ behaviour depends on real photos; see test_datasets.py)."""
 from __future__ import annotations
 
 import io
+import os
 import struct
 import zlib
 
@@ -15,18 +16,12 @@ BLUE = (40, 40, 220)  # ... and this benign
 
 def image_bytes(fmt: str = "JPEG", size=(64, 48), color=RED, **save_kwargs) -> bytes:
     buffer = io.BytesIO()
-    mode = "RGB" if fmt != "GIF" else "P"
-    image = Image.new("RGB", size, color)
-    if mode == "P":
-        image = image.convert("P")
-    image.save(buffer, format=fmt, **save_kwargs)
+    Image.new("RGB", size, color).save(buffer, format=fmt, **save_kwargs)
     return buffer.getvalue()
 
 
 def noise_bytes(fmt: str = "JPEG", size=(256, 256), **save_kwargs) -> bytes:
     """Incompressible pixels: the file is about as large as the pixel data."""
-    import os
-
     image = Image.frombytes("RGB", size, os.urandom(size[0] * size[1] * 3))
     buffer = io.BytesIO()
     image.save(buffer, format=fmt, **save_kwargs)

@@ -1,6 +1,8 @@
 """The reviewer's admin: lists, filters, search, review form, bulk actions, read-only model output."""
 from __future__ import annotations
 
+import io
+
 import pytest
 from django.core.management import call_command
 from django.urls import reverse
@@ -24,7 +26,7 @@ def submit(user, color=RED, patient_ref="", note=""):
 
 @pytest.fixture
 def reviewer(django_user_model):
-    call_command("ensure_clinician", "--username", "reviewer", "--reviewer", stdout=open("/dev/null", "w"))
+    call_command("ensure_clinician", "--username", "reviewer", "--reviewer", stdout=io.StringIO())
     return django_user_model.objects.get(username="reviewer")
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 from django.urls import reverse
+from rest_framework.pagination import PageNumberPagination
 
 from diagnosis.models import Prediction
 from diagnosis.tests.helpers import BLUE, RED, image_bytes, noise_bytes, upload_file
@@ -71,13 +72,14 @@ def test_image_url_refuses_anonymous_and_bad_tokens(client, token_headers, stand
         assert "Location" not in response  # refused, not redirected to a login page
 
 
-def test_list_is_paginated_newest_first(client, token_headers, standin_model, settings):
+def test_list_is_paginated_newest_first(client, token_headers, standin_model, monkeypatch):
+    monkeypatch.setattr(PageNumberPagination, "page_size", 2)
     ids = [post_image(client, image_bytes(), headers=token_headers).json()["id"] for _ in range(3)]
-    body = client.get(LIST_URL, **token_headers).json()
-    assert body["count"] == 3
-    assert [item["id"] for item in body["results"]] == ids[::-1]
-    page = client.get(LIST_URL, {"page_size": 1}, **token_headers).json()
-    assert len(page["results"]) == 3  # page size is fixed by the server (REST_FRAMEWORK PAGE_SIZE)
+    first = client.get(LIST_URL, **token_headers).json()
+    assert first["count"] == 3 and first["previous"] is None
+    assert [item["id"] for item in first["results"]] == ids[:0:-1]
+    second = client.get(first["next"], **token_headers).json()
+    assert [item["id"] for item in second["results"]] == ids[:1] and second["next"] is None
 
 
 def test_detail(client, token_headers, standin_model):

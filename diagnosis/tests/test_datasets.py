@@ -23,8 +23,8 @@ SAMPLES = [
 
 
 @pytest.mark.parametrize("relative, fmt", SAMPLES, ids=[Path(p).name for p, _ in SAMPLES])
-def test_real_dermoscopic_image_through_the_api(client, token_headers, standin_model, datasets, media_root, relative, fmt):
-    path = datasets / relative
+def test_real_dermoscopic_image_through_the_api(client, token_headers, standin_model, datasets_root, media_root, relative, fmt):
+    path = datasets_root / relative
     if not path.is_file():
         pytest.skip(f"{path} is not in this copy of the datasets")
     # The name and content type say nothing true: the bytes decide.
@@ -46,8 +46,8 @@ def test_real_dermoscopic_image_through_the_api(client, token_headers, standin_m
         assert stored.convert("RGB").tobytes() == original.convert("RGB").tobytes()
 
 
-def test_becode_bmp_through_the_upload_page(logged_in, standin_model, datasets):
-    path = datasets / "becode_sample" / "SET_F" / "F1000.BMP"
+def test_becode_bmp_through_the_upload_page(logged_in, standin_model, datasets_root):
+    path = datasets_root / "becode_sample" / "SET_F" / "F1000.BMP"
     if not path.is_file():
         pytest.skip(f"{path} is not in this copy of the datasets")
     response = logged_in.post(reverse("diagnosis:upload"), {"image": upload_file(path.read_bytes(), "F1000.BMP", "image/bmp")})
