@@ -86,6 +86,17 @@ def test_twelve_megabyte_upload_gets_the_message_not_a_500(logged_in, standin_mo
     assert "The file is 12.0 MB; the limit is 10.0 MB." in response.content.decode()
 
 
+def test_large_upload_streamed_to_a_temporary_file_is_accepted(logged_in, standin_model, settings):
+    # Above FILE_UPLOAD_MAX_MEMORY_SIZE Django hands the form a temporary file, not memory.
+    content = noise_bytes("PNG", (1300, 1300))
+    assert settings.FILE_UPLOAD_MAX_MEMORY_SIZE < len(content) < settings.SKINCARE_MAX_UPLOAD_SIZE
+    response = post_upload(logged_in, content, "large.png")
+    assert response.status_code == 302
+    upload = Upload.objects.get()
+    assert (upload.width, upload.height, upload.original_size) == (1300, 1300, len(content))
+    assert upload.prediction.status == "done"
+
+
 def test_upload_limit_shrunk_by_setting_reaches_the_page(logged_in, settings, standin_model):
     settings.SKINCARE_MAX_UPLOAD_SIZE = 100
     response = post_upload(logged_in, image_bytes())
