@@ -10,7 +10,7 @@ import json
 import math
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +30,34 @@ class PredictionFailed(Exception):
     """The model is there but could not score this image."""
 
 
+OUTCOMES = ("needs_doctor", "uncertain", "low_risk", "not_assessed")
+
+
 @dataclass(frozen=True)
 class Result:
-    probability_malignant: float  # calibrated (temperature-scaled)
-    label: str  # "benign" or "malignant"
+    probability_malignant: float | None  # calibrated (prior-corrected, temperature-scaled); None when not assessed
+    label: str | None  # "benign" or "malignant"; None when not assessed
     threshold: float
     model_version: str
     elapsed_ms: float
+    outcome: str = "low_risk"  # one of OUTCOMES
+    uncertain_threshold: float | None = None
+    reason: str = ""  # why the image was not assessed
+    heatmap: Any = None  # Grad-CAM (H, W) array in 0..1, or None where the model has no feature layer
+    gate_measures: dict = field(default_factory=dict)
+
+    @property
+    def assessed(self) -> bool:
+        return self.outcome != "not_assessed"
+
+
+def outcome_for(probability: float, threshold: float, uncertain_threshold: float | None) -> str:
+    """Three outcomes from the calibrated probability and the bands saved with the model."""
+    if probability >= threshold:
+        return "needs_doctor"
+    if uncertain_threshold is not None and probability >= uncertain_threshold:
+        return "uncertain"
+    return "low_risk"
 
 
 def model_dir() -> Path:
@@ -72,10 +93,16 @@ def calibrated_probability(p_malignant: float, temperature: float, logit_offset:
 
 
 class LoadedModel:
+    """A model artifact in memory: the Keras model, its metadata, its image gate and,
+    where the model has the shipped structure (lower / upper / head), one traced
+    function that returns the probabilities, the pooled features (for the gate) and
+    the Grad-CAM map of the last convolutional layer (for the heat map) in one pass."""
+
     def __init__(self, directory: Path):
         self.directory = directory
         self.metadata = read_metadata(directory)
         import keras  # deferred: the first prediction pays for TensorFlow, nothing else does
+        import tensorflow as tf
 
         try:
             self.model = keras.models.load_model(directory / MODEL_FILENAME, compile=False)
@@ -83,11 +110,64 @@ class LoadedModel:
             raise ModelUnavailable(f"No model available: {directory / MODEL_FILENAME} could not be loaded ({exc})") from exc
         self.malignant_index = int(self.metadata.get("class_names", ["benign", "malignant"]).index("malignant"))
         self.lock = threading.Lock()
+        from .gate import Gate
+
+        self.gate = Gate.load(directory, self.metadata)
+        self.cam_layer = None
+        self._analyse = None
+        try:
+            lower, upper, head = (self.model.get_layer(n) for n in ("lower", "upper", "head"))
+            layer_name = self.metadata.get("cam_layer", "top_activation")
+            feature_model = keras.Model(upper.input, upper.get_layer(layer_name).output)
+        except ValueError:
+            return  # a model of another shape: probabilities only
+        self.cam_layer = layer_name
+        benign_index = 1 - self.malignant_index
+        malignant_index = self.malignant_index
+
+        @tf.function(reduce_retracing=True)
+        def analyse(x):
+            lower_map = lower(x, training=False)
+            # The image gate's features: per-channel mean and spread of the frozen ImageNet layers' map.
+            mean, variance = tf.nn.moments(lower_map, axes=[1, 2])
+            gate_features = tf.concat([mean, tf.sqrt(variance)], axis=1)
+            fmap = feature_model(lower_map, training=False)
+            pooled = tf.reduce_mean(fmap, axis=[1, 2])  # exactly the model's GlobalAveragePooling2D
+            with tf.GradientTape() as tape:
+                tape.watch(pooled)
+                probs = head(pooled, training=False)
+                eps = 1e-7
+                score = tf.math.log(probs[:, malignant_index] + eps) - tf.math.log(probs[:, benign_index] + eps)
+            # Grad-CAM: the channel weights are the spatial mean of the score's gradient with
+            # respect to the feature map, which through a global average pool is dscore/dpooled / (H*W).
+            weights = tape.gradient(score, pooled)
+            cam = tf.nn.relu(tf.einsum("bhwk,bk->bhw", fmap, weights))
+            return probs, gate_features, cam
+
+        self._analyse = analyse
+
+    def analyse(self, batch):
+        """(raw malignant probabilities, gate features or None, Grad-CAM maps or None)."""
+        with self.lock:  # one inference at a time per process; Keras objects are not re-entrant
+            if self._analyse is None:
+                probs = self.model(batch, training=False).numpy()
+                return probs[:, self.malignant_index].astype(float), None, None
+            probs, features, cam = self._analyse(batch)
+        return probs.numpy()[:, self.malignant_index].astype(float), features.numpy(), cam.numpy()
 
     def raw_probability(self, batch) -> "list[float]":
-        with self.lock:  # Keras models are not guaranteed re-entrant across threads
-            out = self.model(batch, training=False)
-        return [float(v) for v in out.numpy()[:, self.malignant_index]]
+        return [float(v) for v in self.analyse(batch)[0]]
+
+    def calibrate(self, raw: float) -> float:
+        return calibrated_probability(raw, self.metadata.get("temperature", 1.0), self.metadata.get("logit_offset", 0.0))
+
+
+def normalise_cam(cam):
+    import numpy as np
+
+    cam = np.asarray(cam, dtype=np.float32)
+    peak = float(cam.max())
+    return cam / peak if peak > 0 else cam
 
 
 _loaded: LoadedModel | None = None
@@ -116,46 +196,72 @@ def reset() -> None:
         _loaded = None
 
 
-def predict_many(sources, directory: Path | None = None, batch_size: int = 32, progress=None):
-    """Calibrated probabilities of malignancy for many images (evaluation, benchmarks).
+def _loaded_for(directory: Path | None) -> LoadedModel:
+    if directory is not None and Path(directory) != model_dir():
+        return LoadedModel(Path(directory))
+    return get_model()
 
-    Uses the same preprocessing and calibration as :func:`predict`, in batches."""
+
+def analyse_many(sources, directory: Path | None = None, batch_size: int = 32):
+    """Yield (index, model input, raw probability, gate features, cam) for many images, in batches."""
     import numpy as np
 
-    if directory is not None and Path(directory) != model_dir():
-        loaded = LoadedModel(Path(directory))
-    else:
-        loaded = get_model()
-    meta = loaded.metadata
-    size = int(meta.get("image_size", preprocessing.IMAGE_SIZE))
-    out = []
+    loaded = _loaded_for(directory)
+    size = int(loaded.metadata.get("image_size", preprocessing.IMAGE_SIZE))
     sources = list(sources)
     for start in range(0, len(sources), batch_size):
         batch = np.stack([preprocessing.preprocess(s, size) for s in sources[start:start + batch_size]])
-        out.extend(loaded.raw_probability(batch))
-        if progress:
-            progress(min(start + batch_size, len(sources)))
-    temperature, offset = meta.get("temperature", 1.0), meta.get("logit_offset", 0.0)
-    return np.array([calibrated_probability(p, temperature, offset) for p in out]), meta
+        raw, features, cam = loaded.analyse(batch)
+        for i in range(len(batch)):
+            yield (start + i, batch[i], float(raw[i]), None if features is None else features[i],
+                   None if cam is None else cam[i])
 
 
-def predict(image: preprocessing.ImageSource) -> Result:
-    """Score one image: calibrated probability of malignancy and the verdict."""
+def predict_many(sources, directory: Path | None = None, batch_size: int = 32):
+    """Calibrated probabilities of malignancy for many images (evaluation, benchmarks).
+
+    Uses the same preprocessing and calibration as :func:`predict`, in batches; no gate."""
+    import numpy as np
+
+    loaded = _loaded_for(directory)
+    probabilities = [loaded.calibrate(raw) for _i, _x, raw, _f, _c in analyse_many(sources, directory, batch_size)]
+    return np.array(probabilities), loaded.metadata
+
+
+def predict(image: preprocessing.ImageSource, *, use_gate: bool = True) -> Result:
+    """Score one image: calibrated probability, outcome, verdict and Grad-CAM map.
+
+    An image the gate refuses gets outcome "not_assessed" with the reason, and no
+    probability: a number for a photo of a cat would only mislead."""
     started = time.perf_counter()
     loaded = get_model()
     meta = loaded.metadata
     size = int(meta.get("image_size", preprocessing.IMAGE_SIZE))
+    threshold = float(meta["threshold"])
+    uncertain = meta.get("uncertain_threshold")
+    version = str(meta.get("model_version", "unknown"))
     try:
-        x = preprocessing.preprocess(image, size)[None, ...]
-        raw = loaded.raw_probability(x)[0]
+        x = preprocessing.preprocess(image, size)
+        raw, features, cam = loaded.analyse(x[None, ...])
     except Exception as exc:
         raise PredictionFailed(f"{type(exc).__name__}: {exc}") from exc
-    probability = calibrated_probability(raw, meta.get("temperature", 1.0), meta.get("logit_offset", 0.0))
-    threshold = float(meta["threshold"])
+    elapsed = lambda: (time.perf_counter() - started) * 1000.0
+    measures = {}
+    if use_gate and loaded.gate is not None:
+        decision = loaded.gate.decide(x, None if features is None else features[0])
+        measures = decision.measures
+        if not decision.accepted:
+            return Result(None, None, threshold, version, elapsed(), outcome="not_assessed",
+                          uncertain_threshold=uncertain, reason=decision.reason, gate_measures=measures)
+    probability = loaded.calibrate(float(raw[0]))
     return Result(
         probability_malignant=probability,
         label="malignant" if probability >= threshold else "benign",
         threshold=threshold,
-        model_version=str(meta.get("model_version", "unknown")),
-        elapsed_ms=(time.perf_counter() - started) * 1000.0,
+        model_version=version,
+        elapsed_ms=elapsed(),
+        outcome=outcome_for(probability, threshold, uncertain),
+        uncertain_threshold=uncertain,
+        heatmap=None if cam is None else normalise_cam(cam[0]),
+        gate_measures=measures,
     )

@@ -12,23 +12,40 @@ from pathlib import Path
 from .classifier import METADATA_FILENAME, MODEL_FILENAME
 
 
-def write_standin_model(directory, *, threshold: float = 0.5, version: str = "standin-test", red_is_malignant: bool = True) -> Path:
-    """Write model.keras + metadata.json. The probability of malignancy rises with
-    how much redder than blue the image is, so tests can steer the verdict with colour."""
+QUALITY_ONLY_GATE = {
+    # Image-quality limits only (no feature reference): enough for tests of the "not assessed" path.
+    "min_brightness": 40.0, "max_brightness": 215.0, "min_contrast": 4.0, "max_dark_share": 0.85,
+    "max_bright_share": 0.6, "min_sharpness": 0.5, "min_colourfulness": 0.0,
+}
+
+
+def write_standin_model(directory, *, threshold: float = 0.5, uncertain_threshold: float | None = None,
+                        version: str = "standin-test", red_is_malignant: bool = True, gate: bool = False) -> Path:
+    """Write model.keras + metadata.json with the shipped model's structure (lower / upper / head
+    sub-models, a `top_activation` feature layer), so Grad-CAM works on it too.
+
+    The probability of malignancy rises with how much redder than blue the image is
+    (logit = 8 * (R - B) on 0..1 colours), so tests can steer the verdict with colour, and
+    the heat map lands where the red is. `gate=True` adds image-quality limits: a uniform
+    image is then "not assessed"."""
     import keras
     import numpy as np
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    inputs = keras.Input((224, 224, 3), name="image")
-    x = keras.layers.Rescaling(1.0 / 255.0)(inputs)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    outputs = keras.layers.Dense(2, activation="softmax", name="probabilities")(x)
-    model = keras.Model(inputs, outputs, name="standin")
+    image = keras.Input((224, 224, 3), name="image")
+    lower = keras.Model(image, keras.layers.AveragePooling2D(32)(keras.layers.Rescaling(1.0 / 255.0)(image)), name="lower")
+    fmap = keras.Input((7, 7, 3), name="feature_map")
+    top = keras.layers.ReLU(name="top_activation")(fmap)
+    upper = keras.Model(fmap, keras.layers.GlobalAveragePooling2D(name="avg_pool")(top), name="upper")
+    features = keras.Input((3,), name="features")
+    dense = keras.layers.Dense(2, activation="softmax", name="probabilities")
+    head = keras.Model(features, dense(features), name="head")
+    model = keras.Model(image, head(upper(lower(image))), name="standin")
     sign = 1.0 if red_is_malignant else -1.0
     kernel = np.zeros((3, 2), dtype="float32")
-    kernel[0, 1], kernel[2, 1] = 8.0 * sign, -8.0 * sign  # malignant logit = 8 * (R - B)
-    model.get_layer("probabilities").set_weights([kernel, np.zeros(2, dtype="float32")])
+    kernel[0, 1], kernel[2, 1] = 8.0 * sign, -8.0 * sign
+    dense.set_weights([kernel, np.zeros(2, dtype="float32")])
     model.save(directory / MODEL_FILENAME)
     metadata = {
         "model_version": version,
@@ -36,7 +53,12 @@ def write_standin_model(directory, *, threshold: float = 0.5, version: str = "st
         "image_size": 224,
         "preprocessing": "ml.preprocessing.preprocess: RGB, squashed to 224x224, bilinear, 0..255",
         "threshold": threshold,
+        "uncertain_threshold": threshold if uncertain_threshold is None else uncertain_threshold,
         "temperature": 1.0,
+        "logit_offset": 0.0,
+        "cam_layer": "top_activation",
     }
+    if gate:
+        metadata["gate"] = dict(QUALITY_ONLY_GATE)
     (directory / METADATA_FILENAME).write_text(json.dumps(metadata, indent=2))
     return directory

@@ -459,6 +459,9 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
     # Which images were held out, so evaluate_model --split can score exactly them later.
     splits = {"validation": sorted(str(s.path.name) for s in val_s), "test": sorted(str(s.path.name) for s in test_s)}
     (output / "splits.json").write_text(json.dumps(splits))
+    from .gate import fit_for_model
+
+    metadata["gate"] = fit_for_model(output, [s.path for s in train_s], [s.path for s in val_s], log=log)
     results["history"] = history
     (output / "metrics.json").write_text(json.dumps(results, indent=2))
     evaluation.plot_history(history, output, phases=[config.epochs] if config.finetune_epochs else None)

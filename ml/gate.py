@@ -1,0 +1,186 @@
+"""The image gate: refuse what the model was never trained on, before it says anything.
+
+The model knows dermoscopic images of skin lesions and nothing else; a photo of a
+cat still gets a "probability of malignancy" unless something stops it. Two kinds
+of check, with limits learnt from the training images and saved with the model
+(gate.npz and metadata.json):
+
+* image quality, from the 224x224 model input: too dark, too bright, nearly one
+  colour, no skin colour at all (greyscale), too blurred to judge (variance of
+  the Laplacian);
+* familiarity: the distance, in the frozen ImageNet layers' feature statistics
+  (per-channel mean and spread of the lower backbone's feature map), to the five
+  nearest training images. The reference holds each training image twice, as it
+  is and through the training augmentation (other dermoscopes' colour, exposure,
+  zoom and vignetting), so a lesion from another clinic stays familiar while a
+  cat, a cup of coffee or random noise does not. The fine-tuned features are not
+  used: they were trained to tell benign from malignant and no longer tell a
+  lesion from a cat.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+GATE_FILENAME = "gate.npz"
+NEIGHBOURS = 5
+REFERENCE_IMAGES = 2000  # training images in the reference (each also augmented once)
+# Limits are set this far beyond what the training images themselves reach.
+QUALITY_QUANTILE = 0.002
+DISTANCE_QUANTILE = 0.999
+DISTANCE_MARGIN = 1.1
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    accepted: bool
+    reason: str  # empty when accepted; otherwise words for the clinician
+    measures: dict[str, float]
+
+
+def quality_measures(rgb: np.ndarray) -> dict[str, float]:
+    """Brightness, contrast, clipped share, colourfulness and sharpness of a (H, W, 3) 0..255 image."""
+    rgb = np.asarray(rgb, dtype=np.float32)
+    grey = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    rg = rgb[..., 0] - rgb[..., 1]
+    yb = 0.5 * (rgb[..., 0] + rgb[..., 1]) - rgb[..., 2]
+    colourfulness = np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean())  # Hasler & Suesstrunk
+    lap = (-4 * grey[1:-1, 1:-1] + grey[:-2, 1:-1] + grey[2:, 1:-1] + grey[1:-1, :-2] + grey[1:-1, 2:])
+    return {
+        "brightness": float(grey.mean()),
+        "contrast": float(grey.std()),
+        "dark_share": float((grey < 12).mean()),
+        "bright_share": float((grey > 243).mean()),
+        "sharpness": float(lap.var()),
+        "colourfulness": float(colourfulness),
+    }
+
+
+def feature_statistics(feature_maps) -> np.ndarray:
+    """Per-channel mean and standard deviation of (N, H, W, C) feature maps -> (N, 2C)."""
+    maps = np.asarray(feature_maps, dtype=np.float32)
+    return np.concatenate([maps.mean(axis=(1, 2)), maps.std(axis=(1, 2))], axis=1)
+
+
+class Gate:
+    def __init__(self, limits: dict[str, float], centre=None, scale=None, reference=None):
+        self.limits = dict(limits)
+        self.centre, self.scale, self.reference = centre, scale, reference
+
+    # ------------------------------------------------------------ fitting
+    @classmethod
+    def fit(cls, reference_features: np.ndarray, reference_quality: list[dict[str, float]],
+            val_features: np.ndarray) -> "Gate":
+        q = {k: np.array([m[k] for m in reference_quality]) for k in reference_quality[0]}
+        quantile = lambda k, at: float(np.quantile(q[k], at))
+        limits = {
+            "min_brightness": min(quantile("brightness", QUALITY_QUANTILE) * 0.6, 40.0),
+            "max_brightness": max((quantile("brightness", 1 - QUALITY_QUANTILE) + 255) / 2, 215.0),
+            "min_contrast": min(quantile("contrast", QUALITY_QUANTILE) * 0.5, 8.0),
+            "max_dark_share": 0.85,
+            "max_bright_share": 0.6,
+            "min_sharpness": quantile("sharpness", QUALITY_QUANTILE) * 0.35,
+            "min_colourfulness": quantile("colourfulness", QUALITY_QUANTILE) * 0.5,
+        }
+        centre = reference_features.mean(axis=0)
+        scale = reference_features.std(axis=0) + 1e-6
+        gate = cls(limits, centre.astype(np.float32), scale.astype(np.float32),
+                   ((reference_features - centre) / scale).astype(np.float16))
+        distances = gate.distance(val_features)
+        gate.limits["max_distance"] = float(np.quantile(distances, DISTANCE_QUANTILE) * DISTANCE_MARGIN)
+        gate.limits["validation_distance_p50"] = float(np.median(distances))
+        return gate
+
+    def distance(self, features: np.ndarray) -> np.ndarray:
+        """Mean distance to the nearest training images, in standardised feature statistics."""
+        z = (np.atleast_2d(features) - self.centre) / self.scale
+        ref = self.reference.astype(np.float32)
+        d2 = (z ** 2).sum(1)[:, None] - 2 * z @ ref.T + (ref ** 2).sum(1)[None, :]
+        nearest = np.sort(np.maximum(d2, 0), axis=1)[:, :NEIGHBOURS]
+        return np.sqrt(nearest).mean(axis=1)
+
+    # ------------------------------------------------------------ deciding
+    def decide(self, rgb: np.ndarray, features: np.ndarray | None) -> GateDecision:
+        """`features`: feature_statistics of this image's lower-backbone map (or None)."""
+        m = quality_measures(rgb)
+        L = self.limits
+        reason = ""
+        if m["contrast"] < L["min_contrast"]:
+            reason = "The image is nearly one colour: there is no lesion to assess."
+        elif m["brightness"] < L["min_brightness"] or m["dark_share"] > L["max_dark_share"]:
+            reason = "The image is far too dark to assess. Retake it with the dermoscope's light on."
+        elif m["brightness"] > L["max_brightness"] or m["bright_share"] > L["max_bright_share"]:
+            reason = "The image is overexposed (burnt out) and cannot be assessed. Retake it with less light."
+        elif m["sharpness"] < L["min_sharpness"]:
+            reason = "The image is too blurred to assess. Retake it in focus."
+        elif m["colourfulness"] < L.get("min_colourfulness", 0.0):
+            reason = "The image has no skin colour (greyscale?): it cannot be a dermoscopic photo of a lesion."
+        if features is not None and self.reference is not None and "max_distance" in L:
+            d = float(self.distance(features)[0])
+            m["feature_distance"] = d
+            if not reason and d > L["max_distance"]:
+                reason = ("This does not look like a dermoscopic image of a skin lesion, the only kind of image "
+                          "the model was trained on. Have a doctor look at the lesion.")
+        return GateDecision(not reason, reason, m)
+
+    # ------------------------------------------------------------ storage
+    def save(self, directory: Path) -> dict[str, float]:
+        np.savez_compressed(Path(directory) / GATE_FILENAME, centre=self.centre, scale=self.scale,
+                            reference=self.reference)
+        return self.limits
+
+    @classmethod
+    def load(cls, directory: Path, metadata: dict[str, Any]) -> "Gate | None":
+        limits = metadata.get("gate")
+        if not limits:
+            return None
+        path = Path(directory) / GATE_FILENAME
+        if path.is_file():
+            with np.load(path) as data:
+                return cls(limits, data["centre"], data["scale"], data["reference"])
+        return cls(limits)
+
+
+def fit_for_model(model_dir, train_paths, val_paths, log=print, seed: int = 0) -> dict[str, float]:
+    """Fit the gate of a saved model on its training images (as they are and augmented),
+    choose the distance limit on its validation images, and save both beside the model."""
+    import json
+    import random
+
+    import keras
+
+    from .preprocessing import preprocess
+    from .training import build_augmenter
+
+    model_dir = Path(model_dir)
+    lower = keras.models.load_model(model_dir / "model.keras", compile=False).get_layer("lower")
+    augmenter = build_augmenter(seed + 1000)
+    rng = random.Random(seed)
+    train_paths = list(train_paths)
+    if len(train_paths) > REFERENCE_IMAGES:
+        train_paths = rng.sample(train_paths, REFERENCE_IMAGES)
+
+    def collect(paths, quality=None):
+        features = []
+        for start in range(0, len(paths), 32):
+            x = np.stack([preprocess(p) for p in paths[start:start + 32]])
+            if quality is not None:
+                quality.extend(quality_measures(img) for img in x)
+            for batch in (x, augmenter(x, training=True)):
+                features.append(feature_statistics(lower(batch, training=False)))
+        return np.concatenate(features)
+
+    log(f"fitting the image gate on {len(train_paths)} training images (and an augmented view of each) ...")
+    quality: list[dict[str, float]] = []
+    reference = collect(train_paths, quality)
+    gate = Gate.fit(reference, quality, collect(list(val_paths)))
+    limits = gate.save(model_dir)
+    meta_path = model_dir / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    meta["gate"] = limits
+    meta_path.write_text(json.dumps(meta, indent=2))
+    log("gate limits: " + ", ".join(f"{k} {v:.3g}" for k, v in limits.items()))
+    return limits

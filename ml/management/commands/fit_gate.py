@@ -1,0 +1,37 @@
+"""manage.py fit_gate DATASET --model DIR: (re)fit a saved model's image gate."""
+import json
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+
+class Command(BaseCommand):
+    requires_system_checks = []
+    help = ("Fit the image gate (exposure, sharpness and feature-distance limits) of a saved model on the images "
+            "it was trained on; the distance limit is chosen on its validation split (splits.json).")
+
+    def add_arguments(self, parser):
+        parser.add_argument("dataset", help="the dataset the model was trained on")
+        parser.add_argument("--format", help="override the detected dataset format")
+        parser.add_argument("--model", help="model artifact folder (default: SKINCARE_MODEL_DIR)")
+
+    def handle(self, *args, **o):
+        from ml.datasets import DatasetError, read_dataset
+        from ml.gate import fit_for_model
+
+        model_dir = Path(o["model"] or settings.SKINCARE_MODEL_DIR)
+        splits_file = model_dir / "splits.json"
+        if not splits_file.is_file():
+            raise CommandError(f"{splits_file} not found: the gate needs to know which images were held out")
+        held = json.loads(splits_file.read_text())
+        try:
+            samples = read_dataset(o["dataset"], o["format"]).samples
+        except DatasetError as exc:
+            raise CommandError(str(exc)) from exc
+        val = [s.path for s in samples if s.path.name in set(held["validation"])]
+        train = [s.path for s in samples if s.path.name not in set(held["validation"]) | set(held["test"])]
+        if not train or not val:
+            raise CommandError("no training or validation images of this model found in that dataset")
+        limits = fit_for_model(model_dir, train, val, log=self.stdout.write)
+        self.stdout.write(json.dumps(limits, indent=2))
