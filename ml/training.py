@@ -51,7 +51,7 @@ class TrainConfig:
     epochs: int = 20
     learning_rate: float = 1e-3
     finetune_epochs: int = 6
-    finetune_learning_rate: float = 1e-4
+    finetune_learning_rate: float = 1e-5
     finetune_from_block: int = 8  # Lite0 blocks 8..15 and the head convolution are fine-tuned
     dense_units: int = 256
     dropout: float = 0.3
@@ -350,19 +350,31 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
     log(f"balancing by augmentation: {benign_views} views per benign image, {malignant_views} per malignant image "
         f"(view 1 unaugmented)")
     t0 = time.time()
-    map_parts, label_parts = [compute_maps(net.lower, x_train, None, config.batch_size, "clean views")], [y_train]
-    for v in range(1, malignant_views):
-        idx = np.arange(len(y_train)) if v < benign_views else np.flatnonzero(y_train == 1)
-        log(f"augmented view {v + 1}/{malignant_views} of {len(idx)} images")
-        map_parts.append(compute_maps(net.lower, x_train[idx], augmenter, config.batch_size, "aug"))
-        label_parts.append(y_train[idx])
-    maps_train = np.concatenate(map_parts)
-    labels_train = np.concatenate(label_parts)
-    del map_parts
-    maps_val = compute_maps(net.lower, x_val, None, config.batch_size, "validation")
-    maps_test = compute_maps(net.lower, x_test, None, config.batch_size, "test") if x_test is not None else None
+    maps_key = hashlib.sha1(json.dumps([[str(s.path) for s in train_s], [str(s.path) for s in val_s],
+                                        [str(s.path) for s in test_s], config.backbone, config.finetune_from_block,
+                                        config.seed, benign_views, malignant_views]).encode()).hexdigest()[:16]
+    maps_file = cache / f"maps-{maps_key}.npz"
+    if maps_file.exists():
+        log(f"feature maps from the cache {maps_file}")
+        with np.load(maps_file) as cached:
+            maps_train, labels_train, maps_val = cached["train"], cached["labels"], cached["val"]
+            maps_test = cached["test"] if test_s else None
+    else:
+        map_parts, label_parts = [compute_maps(net.lower, x_train, None, config.batch_size, "clean views")], [y_train]
+        for v in range(1, malignant_views):
+            idx = np.arange(len(y_train)) if v < benign_views else np.flatnonzero(y_train == 1)
+            log(f"augmented view {v + 1}/{malignant_views} of {len(idx)} images")
+            map_parts.append(compute_maps(net.lower, x_train[idx], augmenter, config.batch_size, "aug"))
+            label_parts.append(y_train[idx])
+        maps_train = np.concatenate(map_parts)
+        labels_train = np.concatenate(label_parts)
+        del map_parts
+        maps_val = compute_maps(net.lower, x_val, None, config.batch_size, "validation")
+        maps_test = compute_maps(net.lower, x_test, None, config.batch_size, "test") if x_test is not None else None
+        np.savez(maps_file, train=maps_train, labels=labels_train, val=maps_val,
+                 test=maps_test if maps_test is not None else np.zeros((0,)))
     cache_seconds = time.time() - t0
-    log(f"cached {len(maps_train)} training views ({int(labels_train.sum())} malignant) in {cache_seconds:.0f} s")
+    log(f"{len(maps_train)} training views ({int(labels_train.sum())} malignant) ready in {cache_seconds:.0f} s")
 
     onehot = lambda y: np.eye(2, dtype=np.float32)[y]
     metrics_list = lambda: ["accuracy", keras.metrics.AUC(name="auc")]
@@ -376,6 +388,9 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
                       batch_size=config.batch_size, shuffle=True, verbose=1 if _interactive() else 2)
     phase1_seconds = time.time() - t1
     history = {k: list(map(float, v)) for k, v in h1.history.items()}
+    phase1_auc = evaluation.roc_auc(y_val, predict_maps(net.upper_with_head(), maps_val))
+    phase1_weights = (net.upper.get_weights(), net.head.get_weights())
+    log(f"phase 1 (frozen backbone): validation AUC {phase1_auc:.4f}")
 
     # Phase 2: fine-tune the upper blocks from the cached maps.
     t2 = time.time()
@@ -392,6 +407,13 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
                           epochs=config.finetune_epochs, verbose=1 if _interactive() else 2, callbacks=[early])
         for k, v in h2.history.items():
             history.setdefault(k, []).extend(map(float, v))
+        phase2_auc = evaluation.roc_auc(y_val, predict_maps(net.upper_with_head(), maps_val))
+        log(f"phase 2 (fine-tuned): validation AUC {phase2_auc:.4f}")
+        if phase2_auc < phase1_auc:
+            # Fine-tuning did not help on the validation split: keep the frozen-backbone model.
+            log("fine-tuning did not beat the frozen backbone on validation: keeping phase 1's weights")
+            net.upper.set_weights(phase1_weights[0])
+            net.head.set_weights(phase1_weights[1])
     finetune_seconds = time.time() - t2
 
     model = net.full_model()

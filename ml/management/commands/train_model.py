@@ -20,7 +20,7 @@ class Command(BaseCommand):
         d("--epochs", type=int, default=20, help="frozen-backbone epochs, the original recipe (default: %(default)s)")
         d("--learning-rate", type=float, default=1e-3)
         d("--finetune-epochs", type=int, default=6, help="fine-tuning epochs of the upper blocks; 0 skips (default: %(default)s)")
-        d("--finetune-learning-rate", type=float, default=1e-4)
+        d("--finetune-learning-rate", type=float, default=1e-5)
         d("--finetune-from-block", type=int, default=8, help="Lite0 block (0-15) from which the backbone is fine-tuned")
         d("--benign-views", type=int, default=2, help="augmented views per benign image (malignant get as many as balance needs)")
         d("--max-views", type=int, default=12)
