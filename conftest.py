@@ -63,3 +63,26 @@ def standin_model(settings, standin_model_dir):
     classifier.reset()
     yield standin_model_dir
     classifier.reset()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def plain_http_test_server(tmp_path_factory):
+    """The test client and the live server talk plain HTTP on loopback, with no
+    collectstatic run. With DEBUG off the settings are HTTPS-only and expect
+    collectstatic's manifest (production); e2e/test_deploy.py checks exactly that,
+    in subprocesses with the production environment. Session-wide, so that the
+    live server's middleware (built once) sees these settings too."""
+    from django.test import override_settings
+
+    with override_settings(
+        SECURE_SSL_REDIRECT=False,
+        SESSION_COOKIE_SECURE=False,
+        CSRF_COOKIE_SECURE=False,
+        SECURE_HSTS_SECONDS=0,
+        STATIC_ROOT=tmp_path_factory.mktemp("static"),
+        STORAGES={
+            "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+            "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+        },
+    ):
+        yield
