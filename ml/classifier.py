@@ -92,15 +92,16 @@ def calibrated_probability(p_malignant: float, temperature: float, logit_offset:
     return 1.0 / (1.0 + math.exp(-logit))
 
 
-class LoadedModel:
-    """A model artifact in memory: the Keras model, its metadata, its image gate and,
-    where the model has the shipped structure (lower / upper / head), one traced
-    function that returns the probabilities, the pooled features (for the gate) and
-    the Grad-CAM map of the last convolutional layer (for the heat map) in one pass."""
+class KerasRuntime:
+    """The Keras model itself: the fallback, and the reference the LiteRT export is checked against.
 
-    def __init__(self, directory: Path):
-        self.directory = directory
-        self.metadata = read_metadata(directory)
+    Where the model has the shipped structure (lower / upper / head), one traced
+    function returns the probabilities, the image gate's features and the Grad-CAM
+    map of the last convolutional layer in one pass."""
+
+    name = "keras"
+
+    def __init__(self, directory: Path, metadata: dict[str, Any], malignant_index: int):
         import keras  # deferred: the first prediction pays for TensorFlow, nothing else does
         import tensorflow as tf
 
@@ -108,22 +109,17 @@ class LoadedModel:
             self.model = keras.models.load_model(directory / MODEL_FILENAME, compile=False)
         except Exception as exc:  # a corrupt or incompatible file is an unavailable model
             raise ModelUnavailable(f"No model available: {directory / MODEL_FILENAME} could not be loaded ({exc})") from exc
-        self.malignant_index = int(self.metadata.get("class_names", ["benign", "malignant"]).index("malignant"))
-        self.lock = threading.Lock()
-        from .gate import Gate
-
-        self.gate = Gate.load(directory, self.metadata)
+        self.malignant_index = malignant_index
         self.cam_layer = None
         self._analyse = None
         try:
             lower, upper, head = (self.model.get_layer(n) for n in ("lower", "upper", "head"))
-            layer_name = self.metadata.get("cam_layer", "top_activation")
+            layer_name = metadata.get("cam_layer", "top_activation")
             feature_model = keras.Model(upper.input, upper.get_layer(layer_name).output)
         except ValueError:
             return  # a model of another shape: probabilities only
         self.cam_layer = layer_name
-        benign_index = 1 - self.malignant_index
-        malignant_index = self.malignant_index
+        benign_index = 1 - malignant_index
 
         @tf.function(reduce_retracing=True)
         def analyse(x):
@@ -147,13 +143,94 @@ class LoadedModel:
         self._analyse = analyse
 
     def analyse(self, batch):
-        """(raw malignant probabilities, gate features or None, Grad-CAM maps or None)."""
-        with self.lock:  # one inference at a time per process; Keras objects are not re-entrant
-            if self._analyse is None:
-                probs = self.model(batch, training=False).numpy()
-                return probs[:, self.malignant_index].astype(float), None, None
-            probs, features, cam = self._analyse(batch)
+        if self._analyse is None:
+            probs = self.model(batch, training=False).numpy()
+            return probs[:, self.malignant_index].astype(float), None, None
+        probs, features, cam = self._analyse(batch)
         return probs.numpy()[:, self.malignant_index].astype(float), features.numpy(), cam.numpy()
+
+
+class LiteRTRuntime:
+    """The export made for inference (ml/export.py): LiteRT runs the convolutional
+    backbone, numpy runs the small head, its gradient for Grad-CAM, and the gate's
+    feature statistics. No TensorFlow is imported on this path."""
+
+    name = "litert"
+
+    def __init__(self, directory: Path, metadata: dict[str, Any], malignant_index: int):
+        import numpy as np
+        from ai_edge_litert.interpreter import Interpreter
+
+        spec = metadata["litert"]
+        threads = int(getattr(settings, "SKINCARE_INFERENCE_THREADS", 0) or 0) or None
+        self.interpreter = Interpreter(model_path=str(directory / spec["model"]), num_threads=threads)
+        self.interpreter.allocate_tensors()
+        self.input_index = self.interpreter.get_input_details()[0]["index"]
+        outputs = {int(d["shape"][-1]): d["index"] for d in self.interpreter.get_output_details()}
+        self.feature_index = outputs[int(spec["feature_channels"])]
+        self.lower_index = outputs[int(spec["lower_channels"])]
+        with np.load(directory / spec["head"]) as head:
+            self.head = {k: head[k].astype(np.float64) for k in head.files}
+        self.malignant_index = malignant_index
+        self.cam_layer = metadata.get("cam_layer", "top_activation")
+
+    def _run(self, image):
+        self.interpreter.set_tensor(self.input_index, image[None].astype("float32"))
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self.feature_index)[0], self.interpreter.get_tensor(self.lower_index)[0]
+
+    def analyse(self, batch):
+        import numpy as np
+
+        h = self.head
+        probs, features, cams = [], [], []
+        for image in batch:  # the export has a batch size of one: the serving case
+            fmap, lower_map = self._run(image)
+            features.append(np.concatenate([lower_map.mean(axis=(0, 1)), lower_map.std(axis=(0, 1))]))
+            pooled = fmap.mean(axis=(0, 1)).astype(np.float64)
+            pre = pooled @ h["dense_kernel"] + h["dense_bias"]
+            active = np.maximum(pre, 0.0)
+            bn_scale = h["bn_gamma"] / np.sqrt(h["bn_variance"] + h["bn_epsilon"])
+            normed = (active - h["bn_mean"]) * bn_scale + h["bn_beta"]
+            logits = normed @ h["out_kernel"] + h["out_bias"]
+            e = np.exp(logits - logits.max())
+            probs.append((e / e.sum())[self.malignant_index])
+            # d(logit_malignant - logit_benign)/d(pooled), by hand through BN, ReLU and Dense.
+            direction = h["out_kernel"][:, self.malignant_index] - h["out_kernel"][:, 1 - self.malignant_index]
+            grad = h["dense_kernel"] @ ((pre > 0) * bn_scale * direction)
+            cams.append(np.maximum(np.einsum("hwk,k->hw", fmap.astype(np.float64), grad), 0.0))
+        return np.array(probs, dtype=float), np.array(features, dtype=np.float32), np.array(cams, dtype=np.float32)
+
+
+class LoadedModel:
+    """A model artifact in memory: metadata, image gate and the runtime that runs it:
+    the LiteRT export where the artifact has one (and the runtime is installed),
+    the Keras model otherwise (or when SKINCARE_RUNTIME = "keras")."""
+
+    def __init__(self, directory: Path, runtime: str | None = None):
+        self.directory = directory
+        self.metadata = read_metadata(directory)
+        self.malignant_index = int(self.metadata.get("class_names", ["benign", "malignant"]).index("malignant"))
+        self.lock = threading.Lock()
+        from .gate import Gate
+
+        self.gate = Gate.load(directory, self.metadata)
+        wanted = runtime or getattr(settings, "SKINCARE_RUNTIME", "auto") or "auto"
+        self.runtime = None
+        if wanted in ("auto", "litert") and self.metadata.get("litert"):
+            try:
+                self.runtime = LiteRTRuntime(directory, self.metadata, self.malignant_index)
+            except (ImportError, OSError, ValueError, KeyError) as exc:
+                if wanted == "litert":
+                    raise ModelUnavailable(f"No model available: the LiteRT export could not be loaded ({exc})") from exc
+        if self.runtime is None:
+            self.runtime = KerasRuntime(directory, self.metadata, self.malignant_index)
+        self.cam_layer = self.runtime.cam_layer
+
+    def analyse(self, batch):
+        """(raw malignant probabilities, gate features or None, Grad-CAM maps or None)."""
+        with self.lock:  # one inference at a time per process: neither runtime is re-entrant
+            return self.runtime.analyse(batch)
 
     def raw_probability(self, batch) -> "list[float]":
         return [float(v) for v in self.analyse(batch)[0]]
@@ -196,17 +273,16 @@ def reset() -> None:
         _loaded = None
 
 
-def _loaded_for(directory: Path | None) -> LoadedModel:
-    if directory is not None and Path(directory) != model_dir():
-        return LoadedModel(Path(directory))
+def _loaded_for(directory: Path | None, runtime: str | None = None) -> LoadedModel:
+    if runtime or (directory is not None and Path(directory) != model_dir()):
+        return LoadedModel(Path(directory or model_dir()), runtime)
     return get_model()
 
 
-def analyse_many(sources, directory: Path | None = None, batch_size: int = 32):
+def analyse_many(sources, loaded: LoadedModel, batch_size: int = 32):
     """Yield (index, model input, raw probability, gate features, cam) for many images, in batches."""
     import numpy as np
 
-    loaded = _loaded_for(directory)
     size = int(loaded.metadata.get("image_size", preprocessing.IMAGE_SIZE))
     sources = list(sources)
     for start in range(0, len(sources), batch_size):
@@ -217,14 +293,14 @@ def analyse_many(sources, directory: Path | None = None, batch_size: int = 32):
                    None if cam is None else cam[i])
 
 
-def predict_many(sources, directory: Path | None = None, batch_size: int = 32):
+def predict_many(sources, directory: Path | None = None, batch_size: int = 32, runtime: str | None = None):
     """Calibrated probabilities of malignancy for many images (evaluation, benchmarks).
 
     Uses the same preprocessing and calibration as :func:`predict`, in batches; no gate."""
     import numpy as np
 
-    loaded = _loaded_for(directory)
-    probabilities = [loaded.calibrate(raw) for _i, _x, raw, _f, _c in analyse_many(sources, directory, batch_size)]
+    loaded = _loaded_for(directory, runtime)
+    probabilities = [loaded.calibrate(raw) for _i, _x, raw, _f, _c in analyse_many(sources, loaded, batch_size)]
     return np.array(probabilities), loaded.metadata
 
 

@@ -27,7 +27,7 @@ import numpy as np
 
 GATE_FILENAME = "gate.npz"
 NEIGHBOURS = 5
-REFERENCE_IMAGES = 2000  # training images in the reference (each also augmented once)
+REFERENCE_IMAGES = 1200  # training images in the reference (each also augmented once)
 # Limits are set this far beyond what the training images themselves reach.
 QUALITY_QUANTILE = 0.002
 DISTANCE_QUANTILE = 0.999

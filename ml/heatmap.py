@@ -36,3 +36,17 @@ def overlay(image: Image.Image, cam: np.ndarray, alpha: float = 0.45, max_side: 
     weight = (alpha * np.clip(heat * 1.5, 0, 1))[..., None]  # cold areas stay mostly visible
     blended = base * (1 - weight) + colours * weight
     return Image.fromarray(blended.astype(np.uint8), "RGB")
+
+
+def heat_inside_mask(cam: np.ndarray, mask_path) -> tuple[float, float]:
+    """(share of the heat map's mass inside the lesion mask, the lesion's share of the image).
+
+    The model saw the image squashed to a square, so the map is stretched back over the
+    whole mask, which has the original image's size."""
+    with Image.open(mask_path) as m:
+        mask = np.asarray(m.convert("L"), dtype=np.float32) > 127
+    cam = np.asarray(cam, dtype=np.float32)
+    peak = float(cam.max())
+    heat = upsample(cam / peak if peak > 0 else cam, (mask.shape[1], mask.shape[0]))
+    total = float(heat.sum())
+    return (float(heat[mask].sum()) / total if total > 0 else 0.0), float(mask.mean())

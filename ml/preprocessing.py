@@ -23,16 +23,25 @@ RESAMPLE = Image.Resampling.BILINEAR
 ImageSource = Union[bytes, bytearray, str, os.PathLike, Image.Image, io.IOBase]
 
 
-def load_rgb(source: ImageSource) -> Image.Image:
-    """Decode any Pillow-readable image into an upright 8-bit RGB image."""
+def open_image(source: ImageSource) -> Image.Image:
     if isinstance(source, Image.Image):
-        image = source
-    elif isinstance(source, (bytes, bytearray)):
-        image = Image.open(io.BytesIO(source))
-    elif isinstance(source, (str, os.PathLike)):
-        image = Image.open(Path(source))
-    else:
-        image = Image.open(source)
+        return source
+    if isinstance(source, (bytes, bytearray)):
+        return Image.open(io.BytesIO(source))
+    if isinstance(source, (str, os.PathLike)):
+        return Image.open(Path(source))
+    return Image.open(source)
+
+
+def load_rgb(source: ImageSource, draft_size: int | None = None) -> Image.Image:
+    """Decode any Pillow-readable image into an upright 8-bit RGB image.
+
+    With draft_size, a large JPEG is decoded directly at a reduced scale (1/2, 1/4, 1/8)
+    that still covers draft_size x draft_size: several times faster than decoding every
+    pixel only to throw most of them away in the resize."""
+    image = open_image(source)
+    if draft_size and image.format == "JPEG" and min(image.size) >= 2 * draft_size:
+        image.draft("RGB", (draft_size, draft_size))
     image = ImageOps.exif_transpose(image)
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         # 16-bit greyscale: scale down to 8 bits instead of clipping.
@@ -56,5 +65,5 @@ def resize_rgb(image: Image.Image, size: int = IMAGE_SIZE) -> Image.Image:
 
 def preprocess(source: ImageSource, size: int = IMAGE_SIZE) -> np.ndarray:
     """Image bytes/path/PIL image -> float32 array (size, size, 3), RGB in 0..255."""
-    image = resize_rgb(load_rgb(source), size)
+    image = resize_rgb(load_rgb(source, draft_size=size), size)
     return np.asarray(image, dtype=np.float32)

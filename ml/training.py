@@ -448,6 +448,9 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
                                             f"GPU: {bool(tf.config.list_physical_devices('GPU'))}"}
 
     model.save(output / MODEL_FILENAME)
+    from .export import compress_keras_file, export_litert
+
+    compress_keras_file(output / MODEL_FILENAME)
     metadata = {
         "model_version": version,
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -484,6 +487,8 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
     from .gate import fit_for_model
 
     metadata["gate"] = fit_for_model(output, [s.path for s in train_s], [s.path for s in val_s], log=log)
+    if config.backbone == "efficientnet-lite0":
+        export_litert(output, log=log)
     results["history"] = history
     (output / "metrics.json").write_text(json.dumps(results, indent=2))
     evaluation.plot_history(history, output, phases=[config.epochs] if config.finetune_epochs else None)

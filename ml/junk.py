@@ -1,0 +1,68 @@
+"""A set of images the model must refuse: what the image gate is measured on.
+
+Everything here is either generated or comes from scikit-image's sample photos
+(shipped inside the package, nothing downloaded), plus real lesion images made
+useless on purpose: nearly black, burnt out, blurred beyond recognition.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+SKIMAGE_PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "camera", "coins", "page", "cat", "horse", "text",
+                  "moon", "brick", "grass", "gravel", "hubble_deep_field", "immunohistochemistry", "retina", "logo",
+                  "colorwheel", "motorcycle_left", "clock", "checkerboard")
+UNIFORM_COLOURS = ((0, 0, 0), (255, 255, 255), (128, 128, 128), (200, 50, 50), (180, 140, 120), (90, 60, 40),
+                   (230, 200, 180), (20, 80, 200))
+
+
+def _skimage_photo(name: str) -> Image.Image | None:
+    from skimage import data
+
+    loader = getattr(data, name, None)
+    if loader is None:
+        return None
+    try:
+        array = loader()
+    except Exception:  # some samples need an optional download: skip those
+        return None
+    if isinstance(array, tuple):
+        array = array[0]
+    array = np.asarray(array)
+    if array.dtype != np.uint8:
+        array = (255 * (array - array.min()) / max(float(np.ptp(array)), 1e-9)).astype(np.uint8)
+    return Image.fromarray(array).convert("RGB")
+
+
+def spoil(image: Image.Image) -> dict[str, Image.Image]:
+    """A real lesion image made nearly black, burnt out, and blurred beyond recognition."""
+    rgb = np.asarray(image.convert("RGB"), dtype=np.float32)
+    small = image.convert("RGB").resize((224, 224), Image.Resampling.BILINEAR)
+    return {
+        "nearly_black": Image.fromarray((rgb * 0.08).astype(np.uint8)),
+        "burnt_out": Image.fromarray(np.clip(rgb * 2.5 + 110, 0, 255).astype(np.uint8)),
+        "blurred": small.filter(ImageFilter.GaussianBlur(14)),
+    }
+
+
+def junk_images(lesion_paths: list[Path] = (), seed: int = 0) -> list[tuple[str, Image.Image]]:
+    """(name, image) pairs: photos, uniform colours, noise, and spoiled lesion images."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for name in SKIMAGE_PHOTOS:
+        photo = _skimage_photo(name)
+        if photo is not None:
+            out.append((f"photo:{name}", photo))
+    for colour in UNIFORM_COLOURS:
+        out.append((f"uniform:{colour}", Image.new("RGB", (400, 300), colour)))
+    for i in range(4):
+        out.append((f"noise:rgb{i}", Image.fromarray(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8))))
+    out.append(("noise:grey", Image.fromarray(rng.integers(0, 256, (300, 400), dtype=np.uint8)).convert("RGB")))
+    out.append(("noise:smooth", Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).resize((400, 300))))
+    for path in lesion_paths:
+        with Image.open(path) as img:
+            for kind, spoilt in spoil(img).items():
+                out.append((f"{kind}:{Path(path).name}", spoilt))
+    return out

@@ -1,0 +1,121 @@
+"""manage.py benchmark_model: how fast and how big the serving path is, beside the naive baseline.
+
+Everything in one run on the same images:
+- p50_ms / p95_ms: ml.classifier.predict on image bytes (decode, preprocessing, gate, model,
+  calibration and Grad-CAM included), one image at a time, as a request does it;
+- baseline_keras_predict_p50_ms: the naive way, Keras `model.predict` on each preprocessed image;
+- rss_mb: this worker's resident memory after 100 serving predictions (measured before the
+  baseline loads TensorFlow, so it is what a serving worker holds);
+- cold_start_s: a fresh Python process, from start to its first prediction returned.
+"""
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+COLD_START_SCRIPT = r"""
+import os, sys, time
+t0 = float(sys.argv[1])
+import django
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "skincare_site.settings")
+django.setup()
+from ml import classifier
+result = classifier.predict(open(sys.argv[2], "rb").read())
+print(time.time() - t0, classifier.get_model().runtime.name, "tensorflow" in sys.modules)
+"""
+
+
+def _rss_mb() -> float:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _percentile(values, q):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q / 100.0 * (len(values) - 1))))]
+
+
+class Command(BaseCommand):
+    requires_system_checks = []
+    help = "Measure the serving path's latency, memory and cold start against calling Keras model.predict."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--images", help="folder of images to use (default: the shared HAM10000 and PH2 images)")
+        parser.add_argument("-n", type=int, default=100, help="predictions to time (default: %(default)s)")
+        parser.add_argument("--baseline-n", type=int, default=30, help="baseline predictions to time")
+        parser.add_argument("--json", dest="json_path", help="also write the figures to this JSON file")
+
+    def _images(self, folder, n):
+        if folder:
+            paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png", ".bmp"})
+        else:
+            shared = Path(os.environ.get("SKINCARE_DATASETS") or Path(settings.BASE_DIR).parent / "shared" / "datasets")
+            paths = sorted((shared / "ham10000" / "images").glob("*.jpg"))[:n // 2] + \
+                sorted((shared / "ph2" / "images").glob("*.jpg"))[:n - n // 2]
+        if not paths:
+            raise CommandError("no images found: pass --images FOLDER")
+        return [paths[i % len(paths)] for i in range(n)]
+
+    def handle(self, *args, **o):
+        from ml import classifier
+
+        paths = self._images(o["images"], o["n"])
+        blobs = [p.read_bytes() for p in paths]
+        self.stdout.write(f"benchmarking {settings.SKINCARE_MODEL_DIR} on {len(blobs)} images ...")
+        cold = subprocess.run([sys.executable, "-c", COLD_START_SCRIPT, str(time.time()), str(paths[0])],
+                              capture_output=True, text=True, cwd=settings.BASE_DIR, env={**os.environ})
+        if cold.returncode != 0:
+            raise CommandError(f"cold-start run failed: {cold.stderr.strip()[-500:]}")
+        cold_s, runtime_name, tf_loaded = cold.stdout.split()[-3:]
+
+        classifier.predict(blobs[0])  # load the model: not part of the per-request latency
+        times = []
+        for blob in blobs:
+            started = time.perf_counter()
+            classifier.predict(blob)
+            times.append((time.perf_counter() - started) * 1000.0)
+        rss = _rss_mb()
+        tf_in_serving = "tensorflow" in sys.modules
+
+        import keras
+        import numpy as np
+
+        from ml import preprocessing
+
+        model = keras.models.load_model(Path(settings.SKINCARE_MODEL_DIR) / classifier.MODEL_FILENAME, compile=False)
+        model.predict(preprocessing.preprocess(blobs[0])[None], verbose=0)
+        baseline = []
+        for blob in blobs[:o["baseline_n"]]:
+            started = time.perf_counter()
+            model.predict(preprocessing.preprocess(blob)[None], verbose=0)
+            baseline.append((time.perf_counter() - started) * 1000.0)
+        figures = {
+            "runtime": classifier.get_model().runtime.name,
+            "n": len(times),
+            "p50_ms": round(_percentile(times, 50), 2),
+            "p95_ms": round(_percentile(times, 95), 2),
+            "baseline_keras_predict_p50_ms": round(_percentile(baseline, 50), 2),
+            "speedup_vs_baseline": round(_percentile(baseline, 50) / _percentile(times, 50), 1),
+            "rss_mb": round(rss, 1),
+            "cold_start_s": round(float(cold_s), 2),
+            "cold_start_runtime": runtime_name,
+            "tensorflow_imported_by_serving": tf_in_serving or tf_loaded == "True",
+            "cpus": os.cpu_count(),
+        }
+        for key, value in figures.items():
+            self.stdout.write(f"{key:>32}: {value}")
+        if o["json_path"]:
+            Path(o["json_path"]).write_text(json.dumps(figures, indent=2))
+            self.stdout.write(f"wrote {o['json_path']}")

@@ -1,0 +1,81 @@
+"""manage.py evaluate_gate: how often the image gate refuses junk and accepts real lesions."""
+import json
+import os
+from collections import Counter
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+
+class Command(BaseCommand):
+    requires_system_checks = []
+    help = ("Measure the image gate: the share of a junk set refused (sample photos, uniform colours, noise, "
+            "lesion images made black, burnt out or blurred) and the share of real lesion images accepted "
+            "(the model's HAM10000 test split and PH2).")
+
+    def add_arguments(self, parser):
+        parser.add_argument("--datasets", help="the shared datasets folder (default: $SKINCARE_DATASETS or ../shared/datasets)")
+        parser.add_argument("--spoiled", type=int, default=20, help="lesion images per dataset to spoil for the junk set")
+        parser.add_argument("--json", dest="json_path")
+
+    def handle(self, *args, **o):
+        import numpy as np
+
+        from ml import classifier, preprocessing
+        from ml.datasets import read_dataset
+        from ml.junk import junk_images
+
+        root = Path(o["datasets"] or os.environ.get("SKINCARE_DATASETS") or Path(settings.BASE_DIR).parent / "shared" / "datasets")
+        model_dir = Path(settings.SKINCARE_MODEL_DIR)
+        if not (root / "ham10000").is_dir() or not (root / "ph2").is_dir():
+            raise CommandError(f"HAM10000 and PH2 not found under {root}")
+        loaded = classifier.get_model()
+        if loaded.gate is None:
+            raise CommandError(f"the model at {model_dir} has no image gate")
+        held = json.loads((model_dir / "splits.json").read_text())["test"]
+        ham = [s.path for s in read_dataset(root / "ham10000").samples if s.path.name in set(held)]
+        ph2 = [s.path for s in read_dataset(root / "ph2").samples]
+        rng = np.random.default_rng(0)
+        spoil_from = list(rng.choice(ham, o["spoiled"], replace=False)) + list(rng.choice(ph2, o["spoiled"], replace=False))
+
+        def decide(source):
+            x = preprocessing.preprocess(source)
+            _raw, features, _cam = loaded.analyse(x[None])
+            return loaded.gate.decide(x, None if features is None else features[0])
+
+        junk = junk_images(spoil_from)
+        refused_by_kind, missed = Counter(), []
+        for name, image in junk:
+            decision = decide(image)
+            kind = name.split(":")[0]
+            refused_by_kind[kind] += int(not decision.accepted)
+            if decision.accepted:
+                missed.append(name)
+        kinds = Counter(name.split(":")[0] for name, _ in junk)
+        result = {"model_version": loaded.metadata.get("model_version"), "gate": loaded.gate.limits,
+                  "junk": {"n": len(junk), "refused": len(junk) - len(missed),
+                           "refused_share": (len(junk) - len(missed)) / len(junk),
+                           "by_kind": {k: {"n": kinds[k], "refused": refused_by_kind[k]} for k in kinds},
+                           "accepted": missed}}
+        for name, paths in (("ham10000_test", ham), ("ph2", ph2)):
+            reasons = Counter()
+            for path in paths:
+                d = decide(path)
+                if not d.accepted:
+                    reasons[d.reason] += 1
+            refused = sum(reasons.values())
+            result[name] = {"n": len(paths), "accepted": len(paths) - refused,
+                            "accepted_share": (len(paths) - refused) / len(paths), "refusal_reasons": dict(reasons)}
+        self.stdout.write(f"junk refused: {result['junk']['refused']}/{len(junk)} = {result['junk']['refused_share']:.3f}")
+        for k, row in result["junk"]["by_kind"].items():
+            self.stdout.write(f"  {k:>14}: {row['refused']}/{row['n']} refused")
+        if missed:
+            self.stdout.write("  accepted by mistake: " + ", ".join(missed))
+        for name in ("ham10000_test", "ph2"):
+            r = result[name]
+            self.stdout.write(f"{name} accepted: {r['accepted']}/{r['n']} = {r['accepted_share']:.3f}")
+            for reason, n in r["refusal_reasons"].items():
+                self.stdout.write(f"  refused {n}: {reason}")
+        if o["json_path"]:
+            Path(o["json_path"]).write_text(json.dumps(result, indent=2))

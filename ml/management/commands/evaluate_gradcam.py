@@ -1,0 +1,52 @@
+"""manage.py evaluate_gradcam: does the heat map land on the lesion? Checked on PH2's lesion masks."""
+import json
+import os
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+
+class Command(BaseCommand):
+    requires_system_checks = []
+    help = ("Over the PH2 images, the share of Grad-CAM heat that falls inside the dermatologists' lesion outline, "
+            "beside the lesion's share of the image.")
+
+    def add_arguments(self, parser):
+        parser.add_argument("--datasets", help="the shared datasets folder (default: $SKINCARE_DATASETS or ../shared/datasets)")
+        parser.add_argument("--limit", type=int, help="only the first N images")
+        parser.add_argument("--json", dest="json_path")
+
+    def handle(self, *args, **o):
+        from ml.classifier import get_model
+        from ml.datasets import read_dataset
+        from ml.heatmap import heat_inside_mask
+
+        root = Path(o["datasets"] or os.environ.get("SKINCARE_DATASETS") or Path(settings.BASE_DIR).parent / "shared" / "datasets")
+        if not (root / "ph2").is_dir():
+            raise CommandError(f"PH2 not found under {root}")
+        samples = [s for s in read_dataset(root / "ph2").samples if s.mask_path]
+        if o["limit"]:
+            samples = samples[:o["limit"]]
+        loaded = get_model()
+        if loaded.cam_layer is None:
+            raise CommandError("this model has no feature layer for Grad-CAM")
+        from ml import preprocessing
+
+        inside, area = [], []
+        for s in samples:
+            _raw, _features, cam = loaded.analyse(preprocessing.preprocess(s.path)[None])
+            share, lesion_share = heat_inside_mask(cam[0], s.mask_path)
+            inside.append(share)
+            area.append(lesion_share)
+        import numpy as np
+
+        result = {"n": len(samples), "layer": loaded.cam_layer, "runtime": loaded.runtime.name,
+                  "model_version": loaded.metadata.get("model_version"),
+                  "mean_heat_inside_lesion": float(np.mean(inside)), "median_heat_inside_lesion": float(np.median(inside)),
+                  "mean_lesion_area_share": float(np.mean(area)),
+                  "share_of_images_with_heat_mostly_inside": float(np.mean(np.array(inside) >= 0.5))}
+        for k, v in result.items():
+            self.stdout.write(f"{k:>40}: {v}")
+        if o["json_path"]:
+            Path(o["json_path"]).write_text(json.dumps(result, indent=2))
