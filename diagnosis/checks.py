@@ -33,3 +33,17 @@ def upload_limits_check(app_configs, **kwargs):
     if not allowed:
         errors.append(Error("SKINCARE_ALLOWED_IMAGE_FORMATS is empty: no upload could be accepted.", id="diagnosis.E002"))
     return errors
+
+
+@register()
+def evolution_rule_check(app_configs, **kwargs):
+    rise = getattr(settings, "SKINCARE_EVOLUTION_MIN_RISE", None)
+    if isinstance(rise, bool) or not isinstance(rise, (int, float)) or not 0 < rise <= 1:
+        return [
+            Error(
+                f"SKINCARE_EVOLUTION_MIN_RISE must be a probability difference above 0 and at most 1, not {rise!r}.",
+                hint="The default, 0.15, marks a rise of 15 percentage points since the previous visit.",
+                id="diagnosis.E003",
+            )
+        ]
+    return []

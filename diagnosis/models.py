@@ -1,16 +1,23 @@
 """What the clinic keeps: an upload (the stored image and what the clinician said
-about it), the model's prediction for it, and the reviewer's decision.
+about it), the lesion it shows when that lesion is followed over time, the model's
+prediction for it (with its Grad-CAM heat map), the reviewer's decision, and the
+audit trail of who did what.
 
 The model's output fields are written once, by `services.run_prediction`; the
 review fields are written by `services.record_review`. Neither writes the other's.
+Audit events are only ever added (`audit.record`), never changed.
 """
 from __future__ import annotations
 
 import uuid
 
 from django.conf import settings
+from django.contrib.contenttypes.fields import GenericForeignKey
+from django.contrib.contenttypes.models import ContentType
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Lower
+from django.utils import timezone
 
 
 def random_image_name(instance, filename: str) -> str:
@@ -22,6 +29,10 @@ def random_image_name(instance, filename: str) -> str:
 
 def random_thumbnail_name(instance, filename: str) -> str:
     return f"uploads/thumbnails/{uuid.uuid4().hex}.jpg"
+
+
+def random_heatmap_name(instance, filename: str) -> str:
+    return f"uploads/heatmaps/{uuid.uuid4().hex}.png"
 
 
 class BodySite(models.TextChoices):
@@ -43,6 +54,29 @@ class BodySite(models.TextChoices):
     UNKNOWN = "unknown", "Unknown"
 
 
+class Lesion(models.Model):
+    """One mole of one patient, followed over time: its uploads are the visits.
+
+    It belongs to the pseudonymous patient reference, never to a name; its own
+    name says where it is ("left shoulder, upper"), unique per patient whatever
+    the capitals."""
+
+    patient_ref = models.CharField("patient reference", max_length=64, db_index=True)
+    name = models.CharField(max_length=100, help_text='Where it is, e.g. "left shoulder, upper".')
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="skin_lesions")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["patient_ref", "name", "id"]
+        constraints = [
+            models.UniqueConstraint("patient_ref", Lower("name"), name="one_lesion_name_per_patient"),
+            models.CheckConstraint(name="lesion_has_patient_and_name", condition=~Q(patient_ref="") & ~Q(name="")),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.patient_ref} · {self.name}"
+
+
 class Upload(models.Model):
     """One photo as stored: re-encoded (EXIF and GPS gone) under a random name."""
 
@@ -56,6 +90,10 @@ class Upload(models.Model):
     patient_ref = models.CharField("patient reference", max_length=64, blank=True, db_index=True)
     body_site = models.CharField(max_length=32, choices=BodySite.choices, blank=True)
     note = models.TextField(blank=True)
+    lesion = models.ForeignKey(
+        Lesion, on_delete=models.PROTECT, null=True, blank=True, related_name="uploads",
+        help_text="The lesion this photo shows, when it is followed over time.",
+    )
     uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="skin_uploads")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
@@ -75,11 +113,15 @@ class Prediction(models.Model):
         DONE = "done", "Done"
         NO_MODEL = "no_model", "No model available"
         FAILED = "failed", "Failed"
+        # The model's image check refused the photo (not a dermoscopic image, too dark,
+        # blurred...): a final answer, like "done", but without a probability.
+        REFUSED = "refused", "Refused by the image check"
 
     class Outcome(models.TextChoices):
-        # What the clinician reads. A later issue adds "uncertain" between the two.
+        # What the clinician reads; the values are ml.classifier.OUTCOMES.
         NEEDS_DOCTOR = "needs_doctor", "Needs a doctor"
-        LOW_RISK = "low_risk", "No doctor needed"
+        UNCERTAIN = "uncertain", "Uncertain — have a doctor look"
+        LOW_RISK = "low_risk", "Low risk"
         NOT_ASSESSED = "not_assessed", "Not assessed"
 
     class Label(models.TextChoices):
@@ -92,17 +134,33 @@ class Prediction(models.Model):
         OTHER = "other", "Other (see comment)"
 
     RETRYABLE = (Status.PENDING, Status.NO_MODEL, Status.FAILED)
+    FINAL = (Status.DONE, Status.REFUSED)  # what the model said; never rewritten
+    # The review queue: what a doctor should look at, until someone has.
+    QUEUE_OUTCOMES = (Outcome.NEEDS_DOCTOR, Outcome.UNCERTAIN)
+    # For "moved into a higher outcome" (lesions followed over time).
+    OUTCOME_RANK = {Outcome.LOW_RISK: 0, Outcome.UNCERTAIN: 1, Outcome.NEEDS_DOCTOR: 2}
 
     upload = models.OneToOneField(Upload, on_delete=models.CASCADE, related_name="prediction")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     # What the model said: written by services.run_prediction only.
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
-    status_message = models.TextField(blank=True)
+    reason = models.TextField(blank=True, help_text="Why it was not assessed (image check, no model, failure).")
     outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.NOT_ASSESSED, db_index=True)
     label = models.CharField(max_length=16, choices=Label.choices, blank=True)
     probability_malignant = models.FloatField(null=True, blank=True)
-    threshold = models.FloatField(null=True, blank=True)
+    threshold = models.FloatField(null=True, blank=True, help_text="At or above it: needs a doctor.")
+    uncertain_threshold = models.FloatField(
+        null=True, blank=True, help_text="Lower edge of the uncertain band (up to the threshold)."
+    )
+    gate_measures = models.JSONField(
+        "image check measures", default=dict, blank=True,
+        help_text="What the model's image check measured (brightness, contrast, sharpness, familiarity...).",
+    )
+    heatmap = models.ImageField(
+        "heat map", upload_to=random_heatmap_name, blank=True, db_index=True,
+        help_text="Grad-CAM: where in the image the model's answer came from, drawn over the photo.",
+    )
     model_version = models.CharField(max_length=100, blank=True, db_index=True)
     elapsed_ms = models.FloatField("prediction time (ms)", null=True, blank=True)
     predicted_at = models.DateTimeField(null=True, blank=True)
@@ -128,6 +186,10 @@ class Prediction(models.Model):
                 name="done_has_probability",
                 condition=~Q(status="done") | Q(probability_malignant__isnull=False, threshold__isnull=False),
             ),
+            models.CheckConstraint(
+                name="assessed_only_when_done",
+                condition=Q(outcome="not_assessed") | Q(status="done"),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -135,7 +197,16 @@ class Prediction(models.Model):
 
     @property
     def is_flagged(self) -> bool:
-        return self.outcome == self.Outcome.NEEDS_DOCTOR
+        """Needs a doctor, or uncertain: a doctor should look (the review queue)."""
+        return self.outcome in self.QUEUE_OUTCOMES
+
+    @property
+    def is_assessed(self) -> bool:
+        return self.outcome != self.Outcome.NOT_ASSESSED
+
+    @property
+    def has_uncertain_band(self) -> bool:
+        return self.uncertain_threshold is not None and self.threshold is not None and self.uncertain_threshold < self.threshold
 
     @property
     def is_reviewed(self) -> bool:
@@ -149,16 +220,25 @@ class Prediction(models.Model):
     def message(self) -> str:
         """One sentence for the clinician about where this prediction stands."""
         if self.status == self.Status.DONE:
-            relation = "at or above" if self.probability_malignant >= self.threshold else "below"
-            return (
-                f"{self.get_outcome_display()}: the probability of malignancy {self.probability_malignant:.3f} "
-                f"is {relation} the threshold {self.threshold:.3f}."
-            )
+            p = self.probability_malignant
+            if self.outcome == self.Outcome.NEEDS_DOCTOR:
+                relation = f"is at or above the threshold {self.threshold:.3f}"
+            elif self.outcome == self.Outcome.UNCERTAIN:
+                relation = (
+                    f"is below the threshold {self.threshold:.3f} but at or above the uncertain "
+                    f"threshold {self.uncertain_threshold:.3f}"
+                )
+            elif self.has_uncertain_band:
+                relation = f"is below the uncertain threshold {self.uncertain_threshold:.3f}"
+            else:
+                relation = f"is below the threshold {self.threshold:.3f}"
+            return f"{self.get_outcome_display()}: the probability of malignancy {p:.3f} {relation}."
+        if self.status == self.Status.REFUSED:
+            return f"Not assessed: {self.reason} The upload is saved; the model gives no probability for it."
         if self.status == self.Status.NO_MODEL:
             return "Not assessed: no model available. The upload is saved and can be assessed later with a retry."
         if self.status == self.Status.FAILED:
-            detail = self.status_message.removeprefix("failed: ")
-            return f"Not assessed: the prediction failed ({detail}). The upload is saved; retry it."
+            return f"Not assessed: the prediction failed ({self.reason}). The upload is saved; retry it."
         return "Not assessed yet: the prediction has not run. The upload is saved; retry it."
 
     @property
@@ -166,3 +246,43 @@ class Prediction(models.Model):
         if not self.is_reviewed:
             return "Not reviewed"
         return self.get_review_decision_display()
+
+
+class AuditEvent(models.Model):
+    """One thing someone did: uploaded, viewed, reviewed, retried. Only ever added.
+
+    The object is named by type and id (and a snapshot of its name), so that the
+    trail reads the same after the object has changed."""
+
+    class Action(models.TextChoices):
+        UPLOAD = "upload", "Uploaded"
+        VIEW = "view", "Viewed"
+        REVIEW = "review", "Reviewed"
+        RETRY = "retry", "Retried the prediction"
+
+    class Via(models.TextChoices):
+        PAGE = "page", "Site"
+        API = "api", "JSON API"
+        ADMIN = "admin", "Admin"
+        COMMAND = "command", "Management command"
+
+    at = models.DateTimeField("when", default=timezone.now, db_index=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="skin_audit_events",
+        help_text="Empty for a management command.",
+    )
+    action = models.CharField(max_length=16, choices=Action.choices, db_index=True)
+    via = models.CharField(max_length=16, choices=Via.choices)
+    content_type = models.ForeignKey(ContentType, on_delete=models.PROTECT, null=True, blank=True)
+    object_id = models.PositiveBigIntegerField(null=True, blank=True)
+    target = GenericForeignKey("content_type", "object_id")
+    object_repr = models.CharField("object", max_length=200, blank=True)
+    details = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [models.Index(fields=["content_type", "object_id"], name="audit_object")]
+
+    def __str__(self) -> str:
+        who = self.user.get_username() if self.user else "system"
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {who} {self.get_action_display().lower()} {self.object_repr}"

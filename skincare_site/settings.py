@@ -32,6 +32,11 @@ def env_int(name: str, default: int) -> int:
     return int(value) if value else default
 
 
+def env_float(name: str, default: float) -> float:
+    value = os.environ.get(name, "").strip()
+    return float(value) if value else default
+
+
 def local_secret_key(path: Path) -> str:
     """A per-checkout key, generated on first use and never committed (.gitignore)."""
     try:
@@ -200,6 +205,11 @@ SKINCARE_MAX_IMAGE_PIXELS = env_int("SKINCARE_MAX_IMAGE_PIXELS", 40_000_000)  # 
 # Pillow format names accepted; the bytes decide the format, never the file name.
 SKINCARE_ALLOWED_IMAGE_FORMATS = env_list("SKINCARE_ALLOWED_IMAGE_FORMATS", "JPEG,PNG,BMP,WEBP")
 SKINCARE_HISTORY_PAGE_SIZE = env_int("SKINCARE_HISTORY_PAGE_SIZE", 25)
+# A lesion followed over time is flagged as changed (the E of ABCDE, evolution) when the
+# probability of malignancy rose by at least this much since the previous assessed visit,
+# or (when SKINCARE_EVOLUTION_HIGHER_OUTCOME) it moved into a higher outcome. See diagnosis/evolution.py.
+SKINCARE_EVOLUTION_MIN_RISE = env_float("SKINCARE_EVOLUTION_MIN_RISE", 0.15)
+SKINCARE_EVOLUTION_HIGHER_OUTCOME = env_bool("SKINCARE_EVOLUTION_HIGHER_OUTCOME", True)
 
 LOGGING = {
     "version": 1,

@@ -1,0 +1,37 @@
+"""The audit trail: who uploaded, viewed, reviewed or retried what, and when.
+
+Services and views call `record`; nothing updates or deletes an event (the admin
+shows them read-only). An event is written in the same transaction as what it
+records, so a trail never claims something that was rolled back.
+"""
+from __future__ import annotations
+
+from django.contrib.contenttypes.models import ContentType
+from django.db import models
+
+from .models import AuditEvent
+
+Action = AuditEvent.Action
+Via = AuditEvent.Via
+
+
+def record(user, action: str, target: models.Model | None, *, via: str, **details) -> AuditEvent:
+    """Add one event. `user` may be None (a management command) or anonymous (stored as None)."""
+    if user is not None and not getattr(user, "is_authenticated", False):
+        user = None
+    return AuditEvent.objects.create(
+        user=user,
+        action=action,
+        via=via,
+        content_type=ContentType.objects.get_for_model(target) if target is not None else None,
+        object_id=target.pk if target is not None else None,
+        object_repr=str(target)[:200] if target is not None else "",
+        details=details,
+    )
+
+
+def events_for(target: models.Model):
+    """The trail of one object, oldest first."""
+    return AuditEvent.objects.filter(
+        content_type=ContentType.objects.get_for_model(target), object_id=target.pk
+    ).select_related("user").order_by("at", "id")
