@@ -1,20 +1,22 @@
 """The reviewer's side, in the Django admin.
 
-What the model said is shown read-only; a reviewer writes only the decision and
-the comment, through services.record_review, which also records who and when.
-Nothing is added or deleted here: uploads come through the upload page or the
-API, and the history is kept.
+What the model said (with its heat map) is shown read-only; a reviewer writes only
+the decision and the comment, through services.record_review, which also records
+who and when. Nothing is added or deleted here: uploads come through the upload
+page or the API, and the history is kept. The audit trail is read-only.
 """
 from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
-from django.urls import reverse
+from django.db.models import Count
+from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html
 
 from . import services
-from .models import Prediction, Upload
+from .audit import Via
+from .models import AuditEvent, Lesion, Prediction, Upload
 
 
 def thumbnail_tag(upload: Upload, size: int = 64):
@@ -39,19 +41,26 @@ class ReviewedFilter(admin.SimpleListFilter):
 
 
 class QueueFilter(admin.SimpleListFilter):
-    """The reviewer's two work lists, one click from the change list."""
+    """The reviewer's work lists, one click from the change list. The review queue
+    is the site's /queue/ page: needs a doctor or uncertain, not yet reviewed, oldest first."""
 
     title = "work list"
     parameter_name = "queue"
 
     def lookups(self, request, model_admin):
-        return [("flagged", "Flagged (needs a doctor), not yet reviewed"), ("not_assessed", "Not assessed (retry)")]
+        return [
+            ("review", "Review queue: needs a doctor or uncertain, not yet reviewed (oldest first)"),
+            ("not_assessed", "Not assessed, can be retried"),
+            ("refused", "Refused by the image check"),
+        ]
 
     def queryset(self, request, queryset):
-        if self.value() == "flagged":
-            return queryset.filter(outcome=Prediction.Outcome.NEEDS_DOCTOR, reviewed_at__isnull=True)
+        if self.value() == "review":
+            return queryset.filter(outcome__in=Prediction.QUEUE_OUTCOMES, reviewed_at__isnull=True)
         if self.value() == "not_assessed":
             return queryset.filter(status__in=Prediction.RETRYABLE)
+        if self.value() == "refused":
+            return queryset.filter(status=Prediction.Status.REFUSED)
         return queryset
 
 
@@ -69,17 +78,23 @@ class ReviewForm(forms.ModelForm):
 
 PREDICTION_FIELDS = [
     "status",
-    "status_message",
+    "reason",
     "outcome",
     "label",
     "probability_malignant",
     "threshold",
+    "uncertain_threshold",
     "model_version",
     "elapsed_ms",
     "predicted_at",
     "attempts",
     "created_at",
+    "gate_measures",
 ]
+
+
+def image_tag(url: str, alt: str = ""):
+    return format_html('<a href="{0}"><img src="{0}" alt="{1}" style="max-width:480px;max-height:360px"></a>', url, alt)
 
 
 @admin.register(Prediction)
@@ -94,25 +109,28 @@ class PredictionAdmin(admin.ModelAdmin):
         "status",
         "review",
         "patient_ref",
+        "lesion",
         "uploaded_by",
         "created_at",
     ]
     list_display_links = ["id", "thumbnail_image"]
     list_filter = [QueueFilter, "outcome", ReviewedFilter, "review_decision", "status", "model_version", "created_at"]
-    search_fields = ["upload__patient_ref", "upload__note", "review_comment"]
+    search_fields = ["upload__patient_ref", "upload__note", "upload__lesion__name", "review_comment"]
     date_hierarchy = "created_at"
-    list_select_related = ["upload", "upload__uploaded_by", "reviewed_by"]
+    list_select_related = ["upload", "upload__uploaded_by", "upload__lesion", "reviewed_by"]
     list_per_page = 50
     actions = ["mark_confirmed", "mark_dismissed", "retry"]
     fieldsets = [
-        ("Upload", {"fields": ["image_preview", "upload_link", "patient_ref", "body_site", "note", "uploaded_by"]}),
-        ("What the model said (read-only)", {"fields": PREDICTION_FIELDS}),
+        ("Upload", {"fields": ["image_preview", "upload_link", "patient_ref", "lesion", "body_site", "note", "uploaded_by"]}),
+        ("What the model said (read-only)", {"fields": ["heatmap_preview", *PREDICTION_FIELDS]}),
         ("Review", {"fields": ["review_decision", "review_comment", "reviewed_by", "reviewed_at"]}),
     ]
     readonly_fields = [
         "image_preview",
+        "heatmap_preview",
         "upload_link",
         "patient_ref",
+        "lesion",
         "body_site",
         "note",
         "uploaded_by",
@@ -131,11 +149,33 @@ class PredictionAdmin(admin.ModelAdmin):
     def thumbnail_image(self, obj):
         return thumbnail_tag(obj.upload)
 
+    def get_ordering(self, request):
+        # The review queue is worked oldest first; everything else newest first.
+        if request.GET.get(QueueFilter.parameter_name) == "review":
+            return ["upload__created_at", "id"]
+        return super().get_ordering(request)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        if request.method == "GET":
+            prediction = self.get_object(request, object_id)
+            if prediction is not None:
+                services.note_viewed(request.user, prediction, via=Via.ADMIN)
+        return super().change_view(request, object_id, form_url, extra_context)
+
     @admin.display(description="image")
     def image_preview(self, obj):
-        return format_html(
-            '<a href="{0}"><img src="{0}" alt="" style="max-width:480px;max-height:360px"></a>', obj.upload.image.url
-        )
+        return image_tag(obj.upload.image.url)
+
+    @admin.display(description="heat map (Grad-CAM)")
+    def heatmap_preview(self, obj):
+        return image_tag(obj.heatmap.url, "heat map") if obj.heatmap else "-"
+
+    @admin.display(description="lesion", ordering="upload__lesion__name")
+    def lesion(self, obj):
+        lesion = obj.upload.lesion
+        if lesion is None:
+            return "-"
+        return format_html('<a href="{}">{}</a>', reverse("diagnosis:lesion", args=[lesion.pk]), lesion.name)
 
     @admin.display(description="upload")
     def upload_link(self, obj):
@@ -178,10 +218,11 @@ class PredictionAdmin(admin.ModelAdmin):
                 reviewer=request.user,
                 decision=form.cleaned_data["review_decision"],
                 comment=form.cleaned_data["review_comment"],
+                via=Via.ADMIN,
             )
 
     def _review_selected(self, request, queryset, decision):
-        count = services.review_many(queryset, reviewer=request.user, decision=decision)
+        count = services.review_many(queryset, reviewer=request.user, decision=decision, via=Via.ADMIN)
         self.message_user(request, f"{count} prediction(s) marked '{Prediction.Decision(decision).label}'.", messages.SUCCESS)
 
     @admin.action(description="Review: confirmed, needs a doctor", permissions=["change"])
@@ -194,7 +235,7 @@ class PredictionAdmin(admin.ModelAdmin):
 
     @admin.action(description="Retry the prediction (those not assessed)", permissions=["change"])
     def retry(self, request, queryset):
-        summary = services.retry_predictions(queryset)
+        summary = services.retry_predictions(queryset, user=request.user, via=Via.ADMIN)
         text = ", ".join(f"{count} {state}" for state, count in sorted(summary.items())) or "nothing to retry"
         self.message_user(request, f"Retried: {text}.", messages.INFO)
 
@@ -219,16 +260,17 @@ class PredictionInline(admin.StackedInline):
 
 @admin.register(Upload)
 class UploadAdmin(admin.ModelAdmin):
-    list_display = ["id", "thumbnail_image", "patient_ref", "body_site", "verdict", "uploaded_by", "created_at"]
+    list_display = ["id", "thumbnail_image", "patient_ref", "lesion", "body_site", "verdict", "uploaded_by", "created_at"]
     list_display_links = ["id", "thumbnail_image"]
     list_filter = ["prediction__outcome", "body_site", "original_format", "created_at"]
-    search_fields = ["patient_ref", "note"]
+    search_fields = ["patient_ref", "note", "lesion__name"]
     date_hierarchy = "created_at"
-    list_select_related = ["prediction", "uploaded_by"]
+    list_select_related = ["prediction", "uploaded_by", "lesion"]
     inlines = [PredictionInline]
     fields = [
         "image_preview",
         "patient_ref",
+        "lesion",
         "body_site",
         "note",
         "uploaded_by",
@@ -239,7 +281,9 @@ class UploadAdmin(admin.ModelAdmin):
         "original_size",
     ]
     # The clinician's description may be corrected; the image and its facts may not.
-    readonly_fields = ["image_preview", "uploaded_by", "created_at", "width", "height", "original_format", "original_size"]
+    readonly_fields = [
+        "image_preview", "lesion", "uploaded_by", "created_at", "width", "height", "original_format", "original_size"
+    ]
 
     def has_add_permission(self, request):
         return False
@@ -253,8 +297,71 @@ class UploadAdmin(admin.ModelAdmin):
 
     @admin.display(description="image")
     def image_preview(self, obj):
-        return format_html('<a href="{0}"><img src="{0}" alt="" style="max-width:480px;max-height:360px"></a>', obj.image.url)
+        return image_tag(obj.image.url)
 
     @admin.display(description="verdict", ordering="prediction__outcome")
     def verdict(self, obj):
         return obj.prediction.get_outcome_display()
+
+
+@admin.register(Lesion)
+class LesionAdmin(admin.ModelAdmin):
+    """Lesions followed over time. Only the name may be corrected; the photos stay theirs."""
+
+    list_display = ["id", "patient_ref", "name", "visits", "created_by", "created_at", "site_link"]
+    search_fields = ["patient_ref", "name"]
+    fields = ["patient_ref", "name", "created_by", "created_at", "site_link"]
+    readonly_fields = ["patient_ref", "created_by", "created_at", "site_link"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(visit_count=Count("uploads"))
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="photos", ordering="visit_count")
+    def visits(self, obj):
+        return obj.visit_count
+
+    @admin.display(description="on the site")
+    def site_link(self, obj):
+        return format_html('<a href="{}">photos side by side</a>', reverse("diagnosis:lesion", args=[obj.pk]))
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    """The audit trail, read-only: nobody adds, changes or deletes an event here."""
+
+    list_display = ["at", "user", "action", "object_link", "via", "details_text"]
+    list_filter = ["action", "via", "at", "content_type"]
+    search_fields = ["object_repr", "user__username"]
+    date_hierarchy = "at"
+    list_select_related = ["user", "content_type"]
+    fields = ["at", "user", "action", "via", "content_type", "object_id", "object_link", "details_text"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="object", ordering="object_repr")
+    def object_link(self, obj):
+        if obj.content_type_id is None:
+            return obj.object_repr or "-"
+        try:
+            url = reverse(f"admin:{obj.content_type.app_label}_{obj.content_type.model}_change", args=[obj.object_id])
+        except NoReverseMatch:
+            return obj.object_repr
+        return format_html('<a href="{}">{}</a>', url, obj.object_repr)
+
+    @admin.display(description="details")
+    def details_text(self, obj):
+        return ", ".join(f"{key}: {value}" for key, value in obj.details.items() if value not in (None, "")) or "-"

@@ -2,7 +2,8 @@
 
 Authenticated by token (`Authorization: Token ...`, from `manage.py drf_create_token`)
 or by the site's session. Input is checked by the same UploadForm as the upload
-page; the work is done by the same services.
+page; the work is done by the same services. Uploads and detail reads are written
+to the audit trail.
 """
 from __future__ import annotations
 
@@ -13,14 +14,19 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from . import selectors, services
+from .audit import Via
 from .forms import UploadForm
 from .models import Prediction
 
 
 class PredictionSerializer(serializers.ModelSerializer):
-    # `status` is the state of the prediction (done / no_model / failed / pending);
-    # `label` is null until the model has assessed the image.
+    # `status` is the state of the prediction (done / refused / no_model / failed / pending);
+    # `outcome` is what the clinician reads (needs_doctor / uncertain / low_risk / not_assessed);
+    # `label` is null, and `reason` says why, until the model has assessed the image.
     label = serializers.SerializerMethodField()
+    reason = serializers.SerializerMethodField()
+    heatmap_url = serializers.SerializerMethodField()
+    lesion = serializers.SerializerMethodField()
     verdict = serializers.CharField(source="get_outcome_display")
     message = serializers.CharField()
     image_url = serializers.SerializerMethodField()
@@ -42,13 +48,17 @@ class PredictionSerializer(serializers.ModelSerializer):
             "label",
             "probability_malignant",
             "threshold",
+            "uncertain_threshold",
+            "reason",
             "model_version",
             "elapsed_ms",
             "created_at",
             "predicted_at",
             "image_url",
             "thumbnail_url",
+            "heatmap_url",
             "patient_ref",
+            "lesion",
             "body_site",
             "note",
             "uploaded_by",
@@ -58,6 +68,18 @@ class PredictionSerializer(serializers.ModelSerializer):
 
     def get_label(self, prediction: Prediction) -> str | None:
         return prediction.label or None
+
+    def get_reason(self, prediction: Prediction) -> str | None:
+        return None if prediction.is_assessed else (prediction.reason or prediction.message)
+
+    def get_heatmap_url(self, prediction: Prediction) -> str | None:
+        return self.absolute(prediction.heatmap.url) if prediction.heatmap else None
+
+    def get_lesion(self, prediction: Prediction) -> dict | None:
+        lesion = prediction.upload.lesion
+        if lesion is None:
+            return None
+        return {"id": lesion.pk, "name": lesion.name, "patient_ref": lesion.patient_ref}
 
     def absolute(self, url: str) -> str:
         request = self.context.get("request")
@@ -87,15 +109,28 @@ class PredictionViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.R
     parser_classes = [MultiPartParser, FormParser]
 
     def get_queryset(self):
-        return selectors.visible_predictions(self.request.user)
+        """Filters for the list: ?patient_ref= (exactly), ?lesion=<id>, ?outcome=."""
+        params = self.request.query_params
+        lesion = params.get("lesion", "")
+        return selectors.history(
+            self.request.user,
+            patient=params.get("patient_ref", ""),
+            lesion=int(lesion) if lesion.isdigit() else None,
+            outcome=params.get("outcome", ""),
+        )
+
+    def retrieve(self, request, *args, **kwargs):
+        prediction = self.get_object()
+        services.note_viewed(request.user, prediction, via=Via.API)
+        return Response(self.get_serializer(prediction).data)
 
     def create(self, request, *args, **kwargs):
         form = UploadForm(request.data, request.FILES)
         if not form.is_valid():
             errors = {field: [str(message) for message in messages] for field, messages in form.errors.items()}
             return Response(errors, status=status.HTTP_400_BAD_REQUEST)
-        prediction = services.submit_upload(uploaded_by=request.user, **form.cleaned_data)
-        # 201 even when the model could not assess it: the upload is stored, `status` says why.
+        prediction = services.submit_upload(uploaded_by=request.user, via=Via.API, **form.cleaned_data)
+        # 201 even when the model could not assess it: the upload is stored, `outcome` and `reason` say why.
         return Response(self.get_serializer(prediction).data, status=status.HTTP_201_CREATED)
 
 

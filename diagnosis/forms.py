@@ -8,8 +8,9 @@ from __future__ import annotations
 from django import forms
 from django.core.validators import RegexValidator
 
+from . import services
 from .images import accepted_mime_types, check_image
-from .models import BodySite
+from .models import BodySite, Lesion, Prediction
 
 # Pseudonymous: letters, digits and a few separators. A space, as in a name, is refused.
 patient_ref_validator = RegexValidator(
@@ -35,11 +36,81 @@ class UploadForm(forms.Form):
     )
     body_site = forms.ChoiceField(label="Body site", required=False, choices=[("", "Not given")] + BodySite.choices)
     note = forms.CharField(label="Note", required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 3}))
+    lesion = forms.ModelChoiceField(
+        label="Lesion followed over time",
+        queryset=Lesion.objects.all(),
+        required=False,
+        empty_label="Not followed, or a new lesion (name it below)",
+        help_text="Optional. A lesion of this patient photographed before: this photo becomes its next visit.",
+        error_messages={"invalid_choice": "There is no such lesion. Choose one of the patient's lesions, or name a new one."},
+    )
+    lesion_name = forms.CharField(
+        label="…or name a new lesion",
+        required=False,
+        max_length=100,
+        help_text='Optional. Where it is, e.g. "left shoulder, upper". Needs the patient reference; '
+        "an existing name of this patient picks that lesion.",
+    )
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, lesions_of: str = "", **kwargs):
+        """`lesions_of`: show only this patient's lesions in the list (validation still
+        accepts any lesion and says when it belongs to another patient)."""
         super().__init__(*args, **kwargs)
         self.fields["image"].widget.attrs["accept"] = accepted_mime_types()
+        self.fields["lesion"].widget.choices = self.lesion_choices(lesions_of)
+
+    def lesion_choices(self, patient_ref: str) -> list:
+        """The lesions grouped by patient, for the page's list."""
+        lesions = Lesion.objects.order_by("patient_ref", "name", "id")
+        if patient_ref:
+            lesions = lesions.filter(patient_ref=patient_ref)
+        groups: dict[str, list] = {}
+        for lesion in lesions:
+            groups.setdefault(lesion.patient_ref, []).append((lesion.pk, lesion.name))
+        return [("", self.fields["lesion"].empty_label), *groups.items()]
 
     def clean_image(self):
         # Replaces the uploaded file with the decoded, checked image.
         return check_image(self.cleaned_data["image"])
+
+    def clean_lesion_name(self):
+        return " ".join(self.cleaned_data["lesion_name"].split())
+
+    def clean(self):
+        cleaned = super().clean()
+        lesion, name = cleaned.get("lesion"), cleaned.get("lesion_name", "")
+        patient_ref = cleaned.get("patient_ref", "")
+        if "patient_ref" not in cleaned:
+            return cleaned  # its own error says what is wrong
+        if lesion is not None:
+            if name and name.lower() != lesion.name.lower():
+                self.add_error("lesion_name", "Choose an existing lesion or name a new one, not both.")
+            elif patient_ref and patient_ref != lesion.patient_ref:
+                self.add_error(
+                    "lesion", f"The lesion '{lesion.name}' belongs to patient {lesion.patient_ref}, not {patient_ref}."
+                )
+            else:
+                cleaned["patient_ref"] = lesion.patient_ref
+                cleaned["lesion_name"] = ""
+        elif name and not patient_ref:
+            self.add_error("patient_ref", "A lesion followed over time belongs to a patient: give the patient reference.")
+        return cleaned
+
+
+class ReviewForm(forms.Form):
+    """A reviewer's decision on the site (the admin has its own form, same rules)."""
+
+    decision = forms.ChoiceField(
+        label="Decision", choices=Prediction.Decision.choices, widget=forms.RadioSelect,
+        error_messages={"required": "Choose a decision."},
+    )
+    comment = forms.CharField(label="Comment", required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 2}))
+
+    def clean(self):
+        cleaned = super().clean()
+        if "decision" in cleaned:
+            try:
+                services.check_review(cleaned["decision"], cleaned.get("comment", ""))
+            except forms.ValidationError as exc:
+                self.add_error("comment", exc)
+        return cleaned
