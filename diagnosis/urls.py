@@ -9,6 +9,10 @@ urlpatterns = [
     path("", RedirectView.as_view(pattern_name="diagnosis:upload"), name="home"),
     path("upload/", views.upload, name="upload"),
     path("history/", views.history, name="history"),
+    path("queue/", views.queue, name="queue"),
+    path("lesions/", views.lesion_list, name="lesions"),
+    path("lesions/<int:pk>/", views.lesion_detail, name="lesion"),
     path("predictions/<int:pk>/", views.result, name="result"),
     path("predictions/<int:pk>/retry/", views.retry, name="retry"),
+    path("predictions/<int:pk>/review/", views.review, name="review"),
 ]

@@ -1,71 +1,175 @@
 """The clinician's pages. Thin: they read through selectors and write through services.
 
 Every page needs a logged-in user (LoginRequiredMiddleware); the media view
-answers the API's token as well as the session cookie.
+answers the API's token as well as the session cookie. Opening a result or a
+lesion is written to the audit trail.
 """
 from __future__ import annotations
 
 from django.conf import settings
 from django.contrib import messages
+from django.contrib.auth.decorators import permission_required
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 from rest_framework.decorators import api_view
 
 from ml import classifier
 
-from . import selectors, services
-from .forms import UploadForm
+from . import evolution, selectors, services
+from .audit import Via
+from .forms import ReviewForm, UploadForm
+from .models import Prediction
+
+REVIEW_PERMISSION = "diagnosis.change_prediction"
+
+
+def _int_or_none(value) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 @require_http_methods(["GET", "POST"])
 def upload(request):
     if request.method == "POST":
-        form = UploadForm(request.POST, request.FILES)
+        form = UploadForm(request.POST, request.FILES, lesions_of=request.POST.get("patient_ref", "").strip())
         if form.is_valid():
-            prediction = services.submit_upload(uploaded_by=request.user, **form.cleaned_data)
+            prediction = services.submit_upload(uploaded_by=request.user, via=Via.PAGE, **form.cleaned_data)
             return redirect("diagnosis:result", pk=prediction.pk)
     else:
-        form = UploadForm()
+        # "Add a photo of this lesion" (?lesion=<id>) and "of this patient" (?patient_ref=) links.
+        initial = {}
+        lesion = selectors.visible_lesions(request.user).filter(pk=_int_or_none(request.GET.get("lesion"))).first()
+        if lesion is not None:
+            initial = {"lesion": lesion.pk, "patient_ref": lesion.patient_ref}
+        elif request.GET.get("patient_ref"):
+            initial = {"patient_ref": request.GET["patient_ref"].strip()}
+        form = UploadForm(initial=initial, lesions_of=initial.get("patient_ref", ""))
     return render(request, "diagnosis/upload.html", {"form": form, "model_info": classifier.model_info()})
 
 
 def result(request, pk: int):
     prediction = get_object_or_404(selectors.visible_predictions(request.user), pk=pk)
-    return render(request, "diagnosis/result.html", {"prediction": prediction, "upload": prediction.upload})
+    services.note_viewed(request.user, prediction, via=Via.PAGE)
+    return render(
+        request,
+        "diagnosis/result.html",
+        {
+            "prediction": prediction,
+            "upload": prediction.upload,
+            "may_review": request.user.has_perm(REVIEW_PERMISSION),
+            "review_form": ReviewForm(initial={"decision": prediction.review_decision or None}),
+            "from_queue": request.GET.get("from") == "queue",
+        },
+    )
 
 
 @require_POST
 def retry(request, pk: int):
     prediction = get_object_or_404(selectors.visible_predictions(request.user), pk=pk)
     if prediction.is_retryable:
-        prediction = services.run_prediction(prediction)
+        prediction = services.retry_prediction(prediction, user=request.user, via=Via.PAGE)
         level = messages.SUCCESS if prediction.status == prediction.Status.DONE else messages.WARNING
         messages.add_message(request, level, prediction.message)
     return redirect("diagnosis:result", pk=prediction.pk)
 
 
+@require_POST
+@permission_required(REVIEW_PERMISSION, raise_exception=True)
+def review(request, pk: int):
+    """Record a reviewer's decision from the result page; back to the queue when it came from there."""
+    prediction = get_object_or_404(selectors.visible_predictions(request.user), pk=pk)
+    form = ReviewForm(request.POST)
+    from_queue = request.POST.get("from") == "queue"
+    if not form.is_valid():
+        for errors in form.errors.values():
+            for error in errors:
+                messages.error(request, f"The review was not recorded: {error}")
+        url = reverse("diagnosis:result", args=[pk]) + ("?from=queue" if from_queue else "")
+        return redirect(url)
+    services.record_review(
+        prediction, reviewer=request.user, decision=form.cleaned_data["decision"],
+        comment=form.cleaned_data["comment"], via=Via.PAGE,
+    )
+    messages.success(request, f"Review recorded for #{prediction.pk}: {prediction.get_review_decision_display()}.")
+    if from_queue:
+        return redirect("diagnosis:queue")
+    return redirect("diagnosis:result", pk=pk)
+
+
 def history(request):
+    lesion_id = _int_or_none(request.GET.get("lesion"))
     filters = {
-        "flagged": request.GET.get("flagged") == "1",
+        "outcome": request.GET.get("outcome", "").strip(),
         "unreviewed": request.GET.get("unreviewed") == "1",
         "patient_ref": request.GET.get("q", "").strip(),
+        "patient": request.GET.get("patient", "").strip(),
+        "lesion": lesion_id,
     }
     predictions = selectors.history(request.user, **filters)
     page = Paginator(predictions, settings.SKINCARE_HISTORY_PAGE_SIZE).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
+    lesion_options = selectors.lesions(request.user, patient=filters["patient"])
     return render(
         request,
         "diagnosis/history.html",
-        {"page": page, "filters": filters, "query": query.urlencode()},
+        {
+            "page": page,
+            "filters": filters,
+            "filtered": any(filters.values()),
+            "query": query.urlencode(),
+            "outcome_choices": [("attention", "Needs a doctor or uncertain"), *Prediction.Outcome.choices],
+            "lesion_options": lesion_options,
+            "chosen_lesion": selectors.visible_lesions(request.user).filter(pk=lesion_id).first(),
+        },
+    )
+
+
+def queue(request):
+    """The review queue: needs a doctor or uncertain, not yet reviewed, oldest first."""
+    page = Paginator(selectors.review_queue(request.user), settings.SKINCARE_HISTORY_PAGE_SIZE).get_page(
+        request.GET.get("page")
+    )
+    return render(request, "diagnosis/queue.html", {"page": page, "may_review": request.user.has_perm(REVIEW_PERMISSION)})
+
+
+def lesion_list(request):
+    patient = request.GET.get("patient", "").strip()
+    page = Paginator(selectors.lesions(request.user, patient=patient), settings.SKINCARE_HISTORY_PAGE_SIZE).get_page(
+        request.GET.get("page")
+    )
+    return render(request, "diagnosis/lesion_list.html", {"page": page, "patient": patient})
+
+
+def lesion_detail(request, pk: int):
+    """A lesion's photos side by side, oldest first, and whether it has changed markedly."""
+    lesion = get_object_or_404(selectors.visible_lesions(request.user), pk=pk)
+    rule = evolution.Rule.from_settings()
+    visits = evolution.follow(selectors.lesion_visits(request.user, lesion), rule)
+    services.note_viewed(request.user, lesion, via=Via.PAGE)
+    versions = sorted({v.prediction.model_version for v in visits if v.prediction.is_assessed})
+    return render(
+        request,
+        "diagnosis/lesion.html",
+        {
+            "lesion": lesion,
+            "visits": visits,
+            "rule": rule,
+            "change": evolution.latest_change(visits),
+            "model_versions": versions,
+        },
     )
 
 
 @api_view(["GET"])
 def media(request, path: str):
-    """Serve an uploaded image to a signed-in user (session or API token); 401/403 otherwise."""
+    """Serve a stored photo, thumbnail or heat map to a signed-in user (session or API
+    token); 401/403 otherwise."""
     stored = selectors.media_file(request.user, path)
     if stored is None:
         raise Http404("No such image.")
