@@ -29,3 +29,55 @@ def token(clinician) -> str:
 @pytest.fixture
 def token_headers(token) -> dict:
     return {"HTTP_AUTHORIZATION": f"Token {token}"}
+
+
+@pytest.fixture(scope="session")
+def banded_model_dir(tmp_path_factory):
+    """The stand-in with an uncertain band: needs a doctor at 0.6 or above, uncertain from 0.4."""
+    from ml.testing import write_standin_model
+
+    return write_standin_model(tmp_path_factory.mktemp("banded-model"), threshold=0.6, uncertain_threshold=0.4)
+
+
+@pytest.fixture(scope="session")
+def gated_model_dir(tmp_path_factory):
+    """The stand-in with image-quality limits: a uniform image is not assessed."""
+    from ml.testing import write_standin_model
+
+    return write_standin_model(tmp_path_factory.mktemp("gated-model"), threshold=0.5, gate=True)
+
+
+def _model_fixture(settings, directory):
+    from ml import classifier
+
+    settings.SKINCARE_MODEL_DIR = directory
+    classifier.reset()
+    yield directory
+    classifier.reset()
+
+
+@pytest.fixture
+def banded_model(settings, banded_model_dir):
+    yield from _model_fixture(settings, banded_model_dir)
+
+
+@pytest.fixture
+def gated_model(settings, gated_model_dir):
+    yield from _model_fixture(settings, gated_model_dir)
+
+
+@pytest.fixture
+def reviewer(django_user_model):
+    """A reviewer as `make run` creates one (ensure_clinician --reviewer)."""
+    import io
+
+    from django.core.management import call_command
+
+    call_command("ensure_clinician", "--username", "reviewer", "--reviewer", stdout=io.StringIO())
+    return django_user_model.objects.get(username="reviewer")
+
+
+@pytest.fixture
+def reviewer_client(client, reviewer):
+    client.force_login(reviewer)
+    return client

@@ -61,3 +61,32 @@ def jpeg_with_exif(size=(64, 48), color=RED, orientation: int = 6) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", size, color).save(buffer, format="JPEG", exif=exif.tobytes(), quality=95)
     return buffer.getvalue()
+
+
+# The stand-in model's probability of malignancy is sigmoid(8 * (R - B) / 255) of the
+# image's mean colour, so the redness steers it exactly (PNG keeps the colour lossless).
+def redness_png(difference: int, size=(64, 64)) -> bytes:
+    """A uniform PNG whose red exceeds its blue by `difference` (negative: bluer)."""
+    red = 128 + difference // 2
+    return image_bytes("PNG", size=size, color=(red, 100, red - difference))
+
+
+def probability_for(difference: int) -> float:
+    import math
+
+    red = 128 + difference // 2
+    return 1 / (1 + math.exp(-8 * (red - (red - difference)) / 255))
+
+
+SKIN = (200, 170, 150)
+DARK_RED = (150, 30, 30)
+
+
+def lesion_on_skin_png(size=(224, 224), patch=(32, 32, 128, 128), background=SKIN, lesion=DARK_RED) -> bytes:
+    """Skin colour with a darker red patch: passes the stand-in's image check (gate=True),
+    unlike a uniform image, and the heat lands on the patch."""
+    image = Image.new("RGB", size, background)
+    image.paste(lesion, patch)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()

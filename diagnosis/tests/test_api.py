@@ -41,7 +41,7 @@ def test_post_with_token_returns_201_and_the_prediction(client, token_headers, s
 
 def test_benign_label(client, token_headers, standin_model):
     body = post_image(client, image_bytes(color=BLUE), headers=token_headers).json()
-    assert body["label"] == "benign" and body["probability_malignant"] < 0.5 and body["verdict"] == "No doctor needed"
+    assert body["label"] == "benign" and body["probability_malignant"] < 0.5 and body["verdict"] == "Low risk" and body["outcome"] == "low_risk"
 
 
 def test_post_with_session_works_too(logged_in, standin_model):

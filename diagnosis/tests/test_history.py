@@ -1,4 +1,4 @@
-"""History: newest first, paginated, filters to flagged and unreviewed, search by patient."""
+"""History: newest first, paginated, filters by outcome and unreviewed, search by patient."""
 from __future__ import annotations
 
 import re
@@ -39,7 +39,7 @@ def test_every_upload_newest_first_with_its_facts(logged_in, history_data):
     ids = shown_ids(response)
     assert ids == [history_data[k].pk for k in "dcba"]
     page = response.content.decode()
-    for word in ("Needs a doctor", "No doctor needed", "colleague", "clinician", "Not reviewed", "Confirmed: needs a doctor"):
+    for word in ("Needs a doctor", "Low risk", "colleague", "clinician", "Not reviewed", "Confirmed: needs a doctor"):
         assert word in page
     b = Prediction.objects.get(pk=history_data["b"].pk)
     assert f"{b.probability_malignant:.3f}" in page
@@ -47,7 +47,7 @@ def test_every_upload_newest_first_with_its_facts(logged_in, history_data):
 
 
 def test_filter_flagged(logged_in, history_data):
-    assert shown_ids(logged_in.get(reverse("diagnosis:history"), {"flagged": "1"})) == [
+    assert shown_ids(logged_in.get(reverse("diagnosis:history"), {"outcome": "needs_doctor"})) == [
         history_data["b"].pk,
         history_data["a"].pk,
     ]
@@ -61,7 +61,7 @@ def test_filter_not_yet_reviewed(logged_in, history_data):
 
 
 def test_flagged_and_unreviewed_together(logged_in, history_data):
-    ids = shown_ids(logged_in.get(reverse("diagnosis:history"), {"flagged": "1", "unreviewed": "1"}))
+    ids = shown_ids(logged_in.get(reverse("diagnosis:history"), {"outcome": "needs_doctor", "unreviewed": "1"}))
     assert ids == [history_data["b"].pk]
 
 
@@ -74,11 +74,11 @@ def test_search_by_patient_reference(logged_in, history_data):
 
 def test_pagination_keeps_the_filters(logged_in, history_data, settings):
     settings.SKINCARE_HISTORY_PAGE_SIZE = 1
-    first = logged_in.get(reverse("diagnosis:history"), {"flagged": "1"})
+    first = logged_in.get(reverse("diagnosis:history"), {"outcome": "needs_doctor"})
     assert shown_ids(first) == [history_data["b"].pk]
     assert "Page 1 of 2" in first.content.decode()
-    assert "?flagged=1&amp;page=2" in first.content.decode()
-    second = logged_in.get(reverse("diagnosis:history"), {"flagged": "1", "page": "2"})
+    assert "?outcome=needs_doctor&amp;page=2" in first.content.decode()
+    second = logged_in.get(reverse("diagnosis:history"), {"outcome": "needs_doctor", "page": "2"})
     assert shown_ids(second) == [history_data["a"].pk]
     # Out-of-range and junk page numbers land on a real page, never an error.
     assert logged_in.get(reverse("diagnosis:history"), {"page": "99"}).status_code == 200

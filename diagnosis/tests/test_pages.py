@@ -65,11 +65,11 @@ def test_upload_red_mole_needs_a_doctor(logged_in, standin_model, clinician):
     assert upload.image.url in page
 
 
-def test_upload_blue_mole_needs_no_doctor(logged_in, standin_model):
+def test_upload_blue_mole_is_low_risk(logged_in, standin_model):
     response = post_upload(logged_in, image_bytes(color=BLUE))
     prediction = Prediction.objects.get()
     assert prediction.outcome == "low_risk" and prediction.probability_malignant < 0.5
-    assert "No doctor needed" in logged_in.get(response["Location"]).content.decode()
+    assert "Low risk" in logged_in.get(response["Location"]).content.decode()
 
 
 def test_refused_upload_shows_the_message_and_stores_nothing(logged_in, standin_model, media_root):
@@ -142,7 +142,7 @@ def test_no_model_keeps_the_upload_shows_it_and_retry_assesses_it(logged_in, no_
     prediction = Prediction.objects.get()
     assert prediction.status == "no_model" and prediction.outcome == "not_assessed"
     assert prediction.label == "" and prediction.probability_malignant is None
-    assert prediction.status_message.startswith("No model available")
+    assert prediction.reason.startswith("No model available")
     page = logged_in.get(response["Location"]).content.decode()
     assert "Not assessed" in page and "no model available" in page
     assert "Retry the prediction" in page
@@ -168,7 +168,7 @@ def test_failed_prediction_is_kept_with_the_reason(logged_in, settings, tmp_path
     finally:
         classifier.reset()
     prediction = Prediction.objects.get()
-    assert prediction.status == "failed" and prediction.status_message.startswith("failed: ")
+    assert prediction.status == "failed" and prediction.reason.startswith("ValueError: ")
     assert prediction.outcome == "not_assessed" and prediction.upload.image
     page = logged_in.get(response["Location"]).content.decode()
     assert "the prediction failed" in page and "Retry the prediction" in page

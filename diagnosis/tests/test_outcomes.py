@@ -1,0 +1,150 @@
+"""Three outcomes and "not assessed": needs a doctor (at or above the threshold),
+uncertain (the band below it), low risk (below the band), and not assessed (the
+image check refused the photo, or no model, or a failure). The stand-in model's
+probability is steered exactly by the photo's redness (helpers.redness_png)."""
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from diagnosis.models import Prediction
+from diagnosis.tests.helpers import lesion_on_skin_png, probability_for, redness_png, upload_file
+
+pytestmark = pytest.mark.django_db
+
+API = "/api/predictions/"
+
+
+def post_upload(client, content: bytes, **fields):
+    return client.post(reverse("diagnosis:upload"), {"image": upload_file(content, "mole.png", "image/png"), **fields})
+
+
+def post_api(client, content: bytes, headers):
+    return client.post(API, {"image": upload_file(content, "mole.png", "image/png")}, **headers)
+
+
+@pytest.mark.parametrize(
+    "difference, outcome, label, words",
+    [
+        (40, "needs_doctor", "malignant", "Needs a doctor"),  # p = 0.778 >= 0.6
+        (0, "uncertain", "benign", "Uncertain — have a doctor look"),  # 0.4 <= p = 0.5 < 0.6
+        (-40, "low_risk", "benign", "Low risk"),  # p = 0.222 < 0.4
+    ],
+)
+def test_three_outcomes_from_the_band(logged_in, banded_model, difference, outcome, label, words):
+    response = post_upload(logged_in, redness_png(difference))
+    prediction = Prediction.objects.get()
+    assert (prediction.status, prediction.outcome, prediction.label) == ("done", outcome, label)
+    assert prediction.probability_malignant == pytest.approx(probability_for(difference), abs=1e-3)
+    assert (prediction.threshold, prediction.uncertain_threshold) == (0.6, 0.4)
+    assert prediction.heatmap and prediction.reason == ""
+
+    page = logged_in.get(response["Location"]).content.decode()
+    assert words in page
+    # The clinician's words, and the numbers behind them.
+    assert f"{prediction.probability_malignant:.3f}" in page and "0.600" in page and "0.400" in page
+    assert "Uncertain threshold" in page
+
+
+def test_messages_say_where_the_probability_lies(banded_model, clinician):
+    from diagnosis import services
+    from diagnosis.images import check_image
+
+    def message(difference):
+        image = check_image(upload_file(redness_png(difference), "m.png", "image/png"))
+        return services.submit_upload(uploaded_by=clinician, image=image).message
+
+    assert message(40) == "Needs a doctor: the probability of malignancy 0.778 is at or above the threshold 0.600."
+    assert message(0) == (
+        "Uncertain — have a doctor look: the probability of malignancy 0.500 is below the threshold 0.600 "
+        "but at or above the uncertain threshold 0.400."
+    )
+    assert message(-40) == "Low risk: the probability of malignancy 0.222 is below the uncertain threshold 0.400."
+
+
+@pytest.mark.parametrize("difference, outcome", [(40, "needs_doctor"), (0, "uncertain"), (-40, "low_risk")])
+def test_api_carries_the_outcome_and_numbers(client, token_headers, banded_model, difference, outcome):
+    response = post_api(client, redness_png(difference), token_headers)
+    assert response.status_code == 201
+    body = response.json()
+    assert body["outcome"] == outcome and body["status"] == "done"
+    assert body["label"] == ("malignant" if outcome == "needs_doctor" else "benign")
+    assert body["threshold"] == 0.6 and body["uncertain_threshold"] == 0.4
+    assert body["reason"] is None and body["heatmap_url"]
+
+
+def test_without_a_band_there_are_two_outcomes(logged_in, standin_model):
+    # The stand-in's default saves uncertain_threshold == threshold: the band is empty.
+    response = post_upload(logged_in, redness_png(-10))
+    prediction = Prediction.objects.get()
+    assert prediction.outcome == "low_risk" and not prediction.has_uncertain_band
+    page = logged_in.get(response["Location"]).content.decode()
+    assert "Uncertain threshold" not in page and "below the threshold 0.500" in page
+
+
+class TestNotAssessedByTheImageCheck:
+    def test_uniform_image_is_stored_as_not_assessed_with_the_reason(self, logged_in, gated_model):
+        response = post_upload(logged_in, redness_png(60))
+        assert response.status_code == 302
+        prediction = Prediction.objects.get()
+        assert prediction.status == "refused" and prediction.outcome == "not_assessed"
+        assert prediction.label == "" and prediction.probability_malignant is None and not prediction.heatmap
+        assert prediction.reason.startswith("The image is nearly one colour")
+        assert prediction.gate_measures["contrast"] < 4.0  # what the check measured is kept
+        assert prediction.model_version == "standin-test" and prediction.upload.image
+
+        page = logged_in.get(response["Location"]).content.decode()
+        assert "Not assessed" in page and "The image is nearly one colour" in page
+        assert "Retry the prediction" not in page  # the model has answered: retake the photo instead
+        assert "Image check measures" in page
+
+    def test_api_answers_201_with_outcome_and_reason(self, client, token_headers, gated_model):
+        response = post_api(client, redness_png(60), token_headers)
+        assert response.status_code == 201
+        body = response.json()
+        assert body["outcome"] == "not_assessed" and body["status"] == "refused"
+        assert body["label"] is None and body["probability_malignant"] is None and body["heatmap_url"] is None
+        assert body["reason"].startswith("The image is nearly one colour")
+        assert body["verdict"] == "Not assessed" and body["message"].startswith("Not assessed: The image is nearly one colour")
+        assert Prediction.objects.filter(pk=body["id"]).exists()
+
+    def test_a_lesion_on_skin_passes_the_check(self, client, token_headers, gated_model):
+        body = post_api(client, lesion_on_skin_png(), token_headers).json()
+        assert body["status"] == "done" and body["outcome"] == "needs_doctor" and body["heatmap_url"]
+        assert set(Prediction.objects.get().gate_measures) >= {"brightness", "contrast", "sharpness"}
+
+    def test_retry_leaves_a_refused_prediction_alone(self, logged_in, gated_model):
+        post_upload(logged_in, redness_png(60))
+        prediction = Prediction.objects.get()
+        logged_in.post(reverse("diagnosis:retry", args=[prediction.pk]))
+        prediction.refresh_from_db()
+        assert prediction.status == "refused" and prediction.attempts == 1
+
+
+def test_no_model_is_not_assessed_with_the_reason_in_the_api(client, token_headers, no_model):
+    body = post_api(client, redness_png(40), token_headers).json()
+    assert body["outcome"] == "not_assessed" and body["status"] == "no_model"
+    assert body["reason"].startswith("No model available")
+
+
+def test_history_filters_by_outcome(logged_in, banded_model):
+    for difference in (40, 0, -40):
+        post_upload(logged_in, redness_png(difference))
+    ids = {p.outcome: p.pk for p in Prediction.objects.all()}
+
+    def shown(outcome):
+        page = logged_in.get(reverse("diagnosis:history"), {"outcome": outcome}).content.decode()
+        return {pk for pk in ids.values() if f'href="/predictions/{pk}/"><img' in page}
+
+    assert shown("uncertain") == {ids["uncertain"]}
+    assert shown("low_risk") == {ids["low_risk"]}
+    assert shown("attention") == {ids["needs_doctor"], ids["uncertain"]}
+    assert shown("") == set(ids.values())
+
+
+def test_admin_lists_the_uncertain_outcome(admin_client, logged_in, banded_model):
+    post_upload(logged_in, redness_png(0))
+    changelist = reverse("admin:diagnosis_prediction_changelist")
+    response = admin_client.get(changelist, {"outcome__exact": "uncertain"})
+    assert [p.outcome for p in response.context["cl"].result_list] == ["uncertain"]
+    assert "Uncertain — have a doctor look" in response.content.decode()
