@@ -12,10 +12,11 @@ from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db.models import Count
 from django.urls import NoReverseMatch, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
 from . import services
-from .audit import Via
+from .audit import Via, events_for
 from .models import AuditEvent, Lesion, Prediction, Upload
 
 
@@ -124,6 +125,7 @@ class PredictionAdmin(admin.ModelAdmin):
         ("Upload", {"fields": ["image_preview", "upload_link", "patient_ref", "lesion", "body_site", "note", "uploaded_by"]}),
         ("What the model said (read-only)", {"fields": ["heatmap_preview", *PREDICTION_FIELDS]}),
         ("Review", {"fields": ["review_decision", "review_comment", "reviewed_by", "reviewed_at"]}),
+        ("Audit trail (read-only)", {"fields": ["audit_trail"], "classes": ["collapse"]}),
     ]
     readonly_fields = [
         "image_preview",
@@ -137,6 +139,7 @@ class PredictionAdmin(admin.ModelAdmin):
         *PREDICTION_FIELDS,
         "reviewed_by",
         "reviewed_at",
+        "audit_trail",
     ]
 
     def has_add_permission(self, request):
@@ -148,6 +151,17 @@ class PredictionAdmin(admin.ModelAdmin):
     @admin.display(description="image")
     def thumbnail_image(self, obj):
         return thumbnail_tag(obj.upload)
+
+    @admin.display(description="who did what, when")
+    def audit_trail(self, obj):
+        events = list(events_for(obj))
+        if not events:
+            return "-"
+        rows = (
+            (f"{e.at:%Y-%m-%d %H:%M:%S}", e.user.get_username() if e.user else "system", e.get_action_display(), e.get_via_display())
+            for e in events
+        )
+        return format_html_join(mark_safe("<br>"), "{} · {} · {} ({})", rows)
 
     def get_ordering(self, request):
         # The review queue is worked oldest first; everything else newest first.

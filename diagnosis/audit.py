@@ -9,7 +9,7 @@ from __future__ import annotations
 from django.contrib.contenttypes.models import ContentType
 from django.db import models
 
-from .models import AuditEvent
+from .models import AuditEvent, Prediction
 
 Action = AuditEvent.Action
 Via = AuditEvent.Via
@@ -25,9 +25,18 @@ def record(user, action: str, target: models.Model | None, *, via: str, **detail
         via=via,
         content_type=ContentType.objects.get_for_model(target) if target is not None else None,
         object_id=target.pk if target is not None else None,
-        object_repr=str(target)[:200] if target is not None else "",
+        object_repr=describe(target)[:200] if target is not None else "",
         details=details,
     )
+
+
+def describe(target: models.Model) -> str:
+    """The object's name as the trail keeps it: what identifies it, not its state then
+    (a prediction's outcome changes from "not assessed" when it is retried)."""
+    if isinstance(target, Prediction):
+        ref = target.upload.patient_ref
+        return f"Prediction {target.pk}" + (f" ({ref})" if ref else "")
+    return str(target)
 
 
 def events_for(target: models.Model):
