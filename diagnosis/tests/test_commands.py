@@ -70,3 +70,14 @@ def test_ensure_clinician_reviewer_can_use_the_admin(client):
 def test_drf_create_token(clinician):
     out = run("drf_create_token", "clinician")
     assert Token.objects.get(user=clinician).key in out
+
+
+def test_ensure_clinician_gives_an_existing_reviewer_the_new_permissions(django_user_model):
+    run("ensure_clinician", "--username", "reviewer", "--reviewer")
+    reviewer = django_user_model.objects.get(username="reviewer")
+    reviewer.user_permissions.remove(*reviewer.user_permissions.filter(codename="view_auditevent"))
+    out = run("ensure_clinician", "--username", "reviewer", "--reviewer")
+    assert "password is unchanged" in out
+    reviewer = django_user_model.objects.get(username="reviewer")  # fresh permission cache
+    assert reviewer.has_perm("diagnosis.view_auditevent") and reviewer.has_perm("diagnosis.view_lesion")
+    assert not reviewer.has_perm("diagnosis.change_auditevent") and not reviewer.has_perm("diagnosis.delete_auditevent")

@@ -54,3 +54,27 @@ def test_becode_bmp_through_the_upload_page(logged_in, standin_model, datasets_r
     assert response.status_code == 302
     page = logged_in.get(response["Location"]).content.decode()
     assert "standin-test" in page and "Decision support, not a diagnosis" in page
+
+
+def test_ph2_melanoma_through_the_page_shows_a_heatmap(logged_in, standin_model, datasets_root, media_root):
+    """A melanoma from PH2 (the first the xlsx labels so, IMD058 in the full set), uploaded
+    with the stand-in: the result page shows the photo's Grad-CAM heat map."""
+    from ml.datasets import read_dataset
+
+    ph2 = datasets_root / "ph2"
+    if not ph2.is_dir():
+        pytest.skip(f"{ph2} is not in this copy of the datasets")
+    melanomas = [s for s in read_dataset(ph2).samples if s.label == 1 and s.detail == "melanoma" and s.path.is_file()]
+    if not melanomas:
+        pytest.skip(f"no melanoma image found in {ph2}")
+    path = melanomas[0].path
+    response = logged_in.post(reverse("diagnosis:upload"), {"image": upload_file(path.read_bytes(), path.name)})
+    assert response.status_code == 302
+    prediction = Prediction.objects.get()
+    assert prediction.status == "done" and prediction.heatmap
+    page = logged_in.get(response["Location"]).content.decode()
+    assert prediction.heatmap.url in page and "Heat map (Grad-CAM)" in page
+    with Image.open(path) as original, Image.open(media_root / prediction.heatmap.name) as heat:
+        scale = min(1.0, 640 / max(original.size))
+        assert heat.format == "PNG" and heat.size == (round(original.width * scale), round(original.height * scale))
+    assert logged_in.get(prediction.heatmap.url)["Content-Type"] == "image/png"
