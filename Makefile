@@ -1,6 +1,7 @@
 # skinCare: two commands on a fresh machine (Python 3.11, nothing else installed).
 #   make run    virtualenv + requirements, database, a clinician login, the dev server
-#   make test   virtualenv + requirements, the whole pytest suite
+#   make test   virtualenv + requirements, the whole pytest suite (PYTEST_ARGS="..." to narrow it)
+#   make bench  the load test against gunicorn, on SQLite then PostgreSQL (DURATION=60)
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -8,8 +9,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.requirements-installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
+PYTEST_ARGS ?=
+DURATION ?= 60
 
-.PHONY: run test venv migrate accounts check
+.PHONY: run test venv migrate accounts check bench
 
 venv: $(STAMP)
 
@@ -33,8 +36,14 @@ run: accounts
 	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(BIN)/python manage.py runserver $(HOST):$(PORT)
 
 test: venv
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 check: venv
 	$(BIN)/python manage.py check
 	$(BIN)/python manage.py makemigrations --check --dry-run
+
+# The load test (bench/load.py): gunicorn with 2 workers, 4 clients uploading real photos
+# through the API. PostgreSQL needs Debian's server (apt-get install postgresql).
+bench: venv
+	$(BIN)/python bench/load.py --duration $(DURATION)
+	$(BIN)/python bench/load.py --duration $(DURATION) --database postgres

@@ -3,6 +3,8 @@ clinician's path: log in, upload a real dermoscopic photo, read the result (with
 heat map where the page shows one), and find the upload in the history.
 
 A full-page screenshot of every page is saved under test-artifacts/test_clinician_journey/.
+(The live server serves uploads itself; the login-checked media view behind gunicorn is
+checked in test_deploy.py.)
 Outside CI the test skips when /usr/bin/chromium is missing; in CI (CI=true) that fails.
 """
 from __future__ import annotations
@@ -111,6 +113,8 @@ def test_clinician_journey(browser, live_server, serving_model, datasets_root, d
     assert any(f"Uploaded photo {pk}" == image["alt"] for image in images), images
     # The heat map, where the result page shows one, is an image that loaded too.
     heat_maps = [image for image in images if "heat" in " ".join([image["src"], image["alt"], image["cls"], image["id"]]).lower()]
+    if getattr(prediction, "heatmap", None):  # the model gave one: the page must show it
+        assert heat_maps and all(image["ok"] for image in heat_maps), images
     save_page(browser, artifacts_dir / "3-result.png")
     (artifacts_dir / "heat-map.txt").write_text(
         f"{len(heat_maps)} heat map image(s) on the result page: {heat_maps}\n" if heat_maps
