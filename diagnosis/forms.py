@@ -52,12 +52,14 @@ class UploadForm(forms.Form):
         "an existing name of this patient picks that lesion.",
     )
 
-    def __init__(self, *args, lesions_of: str = "", **kwargs):
-        """`lesions_of`: show only this patient's lesions in the list (validation still
-        accepts any lesion and says when it belongs to another patient)."""
+    def __init__(self, *args, lesions_of: str | None = None, **kwargs):
+        """For the page, `lesions_of` groups the list of lesions by patient, showing only
+        this patient's when it is not empty (validation still accepts any lesion and says
+        when it belongs to another patient). The API leaves it None: nothing is listed."""
         super().__init__(*args, **kwargs)
         self.fields["image"].widget.attrs["accept"] = accepted_mime_types()
-        self.fields["lesion"].widget.choices = self.lesion_choices(lesions_of)
+        if lesions_of is not None:
+            self.fields["lesion"].widget.choices = self.lesion_choices(lesions_of)
 
     def lesion_choices(self, patient_ref: str) -> list:
         """The lesions grouped by patient, for the page's list."""

@@ -69,3 +69,19 @@ def test_check_is_quiet_with_a_model(standin_model):
     err = io.StringIO()
     call_command("check", stdout=io.StringIO(), stderr=err)
     assert "diagnosis.W001" not in err.getvalue()
+
+
+@pytest.mark.parametrize("rise", [0, -0.1, 1.5, "0.2"])
+def test_check_refuses_an_impossible_evolution_rise(settings, rise):
+    from diagnosis.checks import evolution_rule_check
+
+    settings.SKINCARE_EVOLUTION_MIN_RISE = rise
+    assert [e.id for e in evolution_rule_check(None)] == ["diagnosis.E003"]
+
+
+def test_evolution_settings_follow_the_environment():
+    code = "import django, json; from django.conf import settings; django.setup(); print(json.dumps([settings.SKINCARE_EVOLUTION_MIN_RISE, settings.SKINCARE_EVOLUTION_HIGHER_OUTCOME]))"
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "skincare_site.settings", "SKINCARE_EVOLUTION_MIN_RISE": "0.25", "SKINCARE_EVOLUTION_HIGHER_OUTCOME": "0"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[0.25, false]"
