@@ -22,6 +22,8 @@ class Command(BaseCommand):
                             help="score only the images the model held out as this split (its splits.json)")
         parser.add_argument("--atypical-is-malignant", action="store_true",
                             help="PH2: count atypical nevi as needing a doctor (the original challenge's convention)")
+        parser.add_argument("--runtime", choices=["auto", "keras", "litert"], default="auto",
+                            help="which runtime scores the images (default: what serving uses)")
         parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the AUC interval")
 
     def handle(self, *args, **o):
@@ -50,7 +52,8 @@ class Command(BaseCommand):
             raise CommandError("the dataset needs both benign and malignant images to be scored")
         self.stdout.write(f"scoring {len(samples)} images ({int(y.sum())} malignant) with {model_dir} ...")
         try:
-            p, meta = predict_many([s.path for s in samples], directory=model_dir)
+            p, meta = predict_many([s.path for s in samples], directory=model_dir,
+                                   runtime=None if o["runtime"] == "auto" else o["runtime"])
         except ModelUnavailable as exc:
             raise CommandError(str(exc)) from exc
         result = evaluation.metrics(y, p, float(meta["threshold"]), n_boot=o["bootstrap"],
