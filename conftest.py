@@ -6,7 +6,6 @@ per session; tests that use it point SKINCARE_MODEL_DIR at it.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -16,14 +15,14 @@ REPO_ROOT = Path(__file__).resolve().parent
 
 def datasets_dir() -> Path:
     """$SKINCARE_DATASETS, else ../shared/datasets beside the repository (as in CI)."""
-    configured = os.environ.get("SKINCARE_DATASETS")
-    return Path(configured) if configured else REPO_ROOT.parent / "shared" / "datasets"
+    from ml.datasets import shared_datasets_root
+
+    return shared_datasets_root()
 
 
 @pytest.fixture(scope="session")
 def datasets_root() -> Path:
-    """The shared datasets folder, or a skip that says where it was looked for.
-    (ml/tests/conftest.py has its twin; this one serves the whole suite.)"""
+    """The shared datasets folder, or a skip that says where it was looked for."""
     found = datasets_dir()
     if not found.is_dir():
         pytest.skip(f"shared datasets not found at {found} (set SKINCARE_DATASETS to their folder)")

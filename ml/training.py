@@ -150,7 +150,7 @@ class Network:
 
         self.config = config
         if config.backbone == "efficientnet-lite0":
-            from .backbone import Lite0Layers, build_lite0, load_lite0_weights
+            from .backbone import Lite0Layers, load_lite0_weights
 
             parts = Lite0Layers()
             image = keras.Input((224, 224, 3), name="image")

@@ -5,25 +5,9 @@ data still has a green, honest test run.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def shared_datasets_path() -> Path:
-    configured = os.environ.get("SKINCARE_DATASETS")
-    return Path(configured) if configured else REPO_ROOT.parent / "shared" / "datasets"
-
-
-@pytest.fixture(scope="session")
-def datasets_root() -> Path:
-    path = shared_datasets_path()
-    if not path.is_dir():
-        pytest.skip(f"shared datasets not found at {path} (set SKINCARE_DATASETS to their folder)")
-    return path
 
 
 def _dataset(datasets_root: Path, name: str) -> Path:

@@ -1,5 +1,4 @@
 """The Lite0 port: weights read without torch, refused when unsafe, and right on real photos."""
-import io
 import pickle
 
 import numpy as np

@@ -10,9 +10,9 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture(scope="module")
 def small_model(tmp_path_factory, request):
-    from ml.tests.conftest import shared_datasets_path
+    from ml.datasets import shared_datasets_root
 
-    ham = shared_datasets_path() / "ham10000"
+    ham = shared_datasets_root() / "ham10000"
     if not ham.is_dir():
         pytest.skip(f"shared datasets not found at {ham.parent} (set SKINCARE_DATASETS to their folder)")
     out = tmp_path_factory.mktemp("model")

@@ -19,6 +19,8 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from ml.datasets import shared_datasets_root
+
 COLD_START_SCRIPT = r"""
 import os, sys, time
 t0 = float(sys.argv[1])
@@ -61,7 +63,7 @@ class Command(BaseCommand):
         if folder:
             paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png", ".bmp"})
         else:
-            shared = Path(os.environ.get("SKINCARE_DATASETS") or Path(settings.BASE_DIR).parent / "shared" / "datasets")
+            shared = shared_datasets_root()
             paths = sorted((shared / "ham10000" / "images").glob("*.jpg"))[:n // 2] + \
                 sorted((shared / "ph2" / "images").glob("*.jpg"))[:n - n // 2]
         if not paths:
@@ -90,7 +92,6 @@ class Command(BaseCommand):
         tf_in_serving = "tensorflow" in sys.modules
 
         import keras
-        import numpy as np
 
         from ml import preprocessing
 

@@ -1,11 +1,12 @@
 """manage.py evaluate_gate: how often the image gate refuses junk and accepts real lesions."""
 import json
-import os
 from collections import Counter
 from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+
+from ml.datasets import shared_datasets_root
 
 
 class Command(BaseCommand):
@@ -26,7 +27,7 @@ class Command(BaseCommand):
         from ml.datasets import read_dataset
         from ml.junk import junk_images
 
-        root = Path(o["datasets"] or os.environ.get("SKINCARE_DATASETS") or Path(settings.BASE_DIR).parent / "shared" / "datasets")
+        root = Path(o["datasets"]) if o["datasets"] else shared_datasets_root()
         model_dir = Path(settings.SKINCARE_MODEL_DIR)
         if not (root / "ham10000").is_dir() or not (root / "ph2").is_dir():
             raise CommandError(f"HAM10000 and PH2 not found under {root}")

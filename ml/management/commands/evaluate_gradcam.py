@@ -1,10 +1,10 @@
 """manage.py evaluate_gradcam: does the heat map land on the lesion? Checked on PH2's lesion masks."""
 import json
-import os
 from pathlib import Path
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+
+from ml.datasets import shared_datasets_root
 
 
 class Command(BaseCommand):
@@ -22,7 +22,7 @@ class Command(BaseCommand):
         from ml.datasets import read_dataset
         from ml.heatmap import heat_inside_mask
 
-        root = Path(o["datasets"] or os.environ.get("SKINCARE_DATASETS") or Path(settings.BASE_DIR).parent / "shared" / "datasets")
+        root = Path(o["datasets"]) if o["datasets"] else shared_datasets_root()
         if not (root / "ph2").is_dir():
             raise CommandError(f"PH2 not found under {root}")
         samples = [s for s in read_dataset(root / "ph2").samples if s.mask_path]
