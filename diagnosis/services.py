@@ -100,7 +100,8 @@ def heatmap_png(upload: Upload, cam) -> bytes:
         with Image.open(stored) as photo:
             drawn = heatmap.overlay(photo, cam)
     buffer = io.BytesIO()
-    drawn.save(buffer, format="PNG", optimize=True)
+    # Fast compression: optimize=True tripled the request time under load for ~10% smaller files.
+    drawn.save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
 
 

@@ -104,7 +104,7 @@ def test_clinician_journey(browser, live_server, serving_model, datasets_root, d
     wait.until(ec.url_matches(r"/predictions/\d+/$"))
     pk = int(re.search(r"/predictions/(\d+)/$", browser.current_url).group(1))
     prediction = Prediction.objects.select_related("upload").get(pk=pk)
-    assert prediction.status == Prediction.Status.DONE, prediction.status_message
+    assert prediction.status == Prediction.Status.DONE, prediction.reason
     verdict = browser.find_element(By.CSS_SELECTOR, ".verdict").text
     assert verdict == prediction.get_outcome_display()
     assert "E2E-0001" in browser.find_element(By.TAG_NAME, "body").text

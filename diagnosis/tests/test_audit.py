@@ -104,7 +104,8 @@ class TestAdmin:
         assert response.status_code == 200
         assert {e.pk for e in response.context["cl"].result_list} == {e.pk for e in events}
         page = response.content.decode()
-        assert "Uploaded" in page and "Viewed" in page and "clinician" in page and "Prediction 1" in page
+        prediction = Prediction.objects.get()  # its key, not 1: PostgreSQL's sequences do not roll back between tests
+        assert "Uploaded" in page and "Viewed" in page and "clinician" in page and f"Prediction {prediction.pk}" in page
         assert reviewer_client.get(AUDIT_CHANGELIST, {"action__exact": "upload"}).context["cl"].result_count == 1
 
     def test_the_trail_is_read_only(self, admin_client, events):
