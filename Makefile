@@ -12,7 +12,7 @@ PORT ?= 8000
 PYTEST_ARGS ?=
 DURATION ?= 60
 
-.PHONY: run test venv migrate accounts check bench
+.PHONY: run test venv migrate accounts check bench train evaluate
 
 venv: $(STAMP)
 
@@ -47,3 +47,20 @@ check: venv
 bench: venv
 	$(BIN)/python bench/load.py --duration $(DURATION)
 	$(BIN)/python bench/load.py --duration $(DURATION) --database postgres
+
+# The model: train it (about an hour on 2 CPU cores), then every figure in its model card.
+DATASETS ?= ../shared/datasets
+MODEL ?= ml/artifacts/model
+train: venv
+	$(BIN)/python manage.py train_model $(DATASETS)/ham10000 --output $(MODEL)
+
+evaluate: venv
+	mkdir -p $(MODEL)/evaluation
+	$(BIN)/python manage.py evaluate_model $(DATASETS)/ham10000 --model $(MODEL) --split test --json $(MODEL)/evaluation/ham10000_test.json
+	$(BIN)/python manage.py evaluate_model $(DATASETS)/ham10000 --model $(MODEL) --split validation --json $(MODEL)/evaluation/ham10000_validation.json
+	$(BIN)/python manage.py evaluate_model $(DATASETS)/ph2 --model $(MODEL) --json $(MODEL)/evaluation/ph2_melanoma.json
+	$(BIN)/python manage.py evaluate_model $(DATASETS)/ph2 --model $(MODEL) --atypical-is-malignant --json $(MODEL)/evaluation/ph2_atypical.json
+	SKINCARE_MODEL_DIR=$(MODEL) $(BIN)/python manage.py evaluate_gate --datasets $(DATASETS) --json $(MODEL)/evaluation/gate.json
+	SKINCARE_MODEL_DIR=$(MODEL) $(BIN)/python manage.py evaluate_gradcam --datasets $(DATASETS) --json $(MODEL)/evaluation/gradcam.json
+	SKINCARE_MODEL_DIR=$(MODEL) $(BIN)/python manage.py benchmark_model --json $(MODEL)/evaluation/benchmark.json
+	$(BIN)/python manage.py write_model_card --model $(MODEL)
