@@ -170,7 +170,10 @@ class LiteRTRuntime:
         self.feature_index = outputs[int(spec["feature_channels"])]
         self.lower_index = outputs[int(spec["lower_channels"])]
         with np.load(directory / spec["head"]) as head:
-            self.head = {k: head[k].astype(np.float64) for k in head.files}
+            self.head = {k: head[k].astype(np.float32) for k in head.files}
+        h = self.head
+        h["bn_scale"] = h["bn_gamma"] / np.sqrt(h["bn_variance"] + h["bn_epsilon"])
+        self.direction = h["out_kernel"][:, malignant_index] - h["out_kernel"][:, 1 - malignant_index]
         self.malignant_index = malignant_index
         self.cam_layer = metadata.get("cam_layer", "top_activation")
 
@@ -186,19 +189,18 @@ class LiteRTRuntime:
         probs, features, cams = [], [], []
         for image in batch:  # the export has a batch size of one: the serving case
             fmap, lower_map = self._run(image)
-            features.append(np.concatenate([lower_map.mean(axis=(0, 1)), lower_map.std(axis=(0, 1))]))
-            pooled = fmap.mean(axis=(0, 1)).astype(np.float64)
+            lower_flat = lower_map.reshape(-1, lower_map.shape[-1])
+            features.append(np.concatenate([lower_flat.mean(axis=0), lower_flat.std(axis=0)]))
+            fmap_flat = fmap.reshape(-1, fmap.shape[-1])
+            pooled = fmap_flat.mean(axis=0)
             pre = pooled @ h["dense_kernel"] + h["dense_bias"]
-            active = np.maximum(pre, 0.0)
-            bn_scale = h["bn_gamma"] / np.sqrt(h["bn_variance"] + h["bn_epsilon"])
-            normed = (active - h["bn_mean"]) * bn_scale + h["bn_beta"]
-            logits = normed @ h["out_kernel"] + h["out_bias"]
+            normed = (np.maximum(pre, 0.0) - h["bn_mean"]) * h["bn_scale"] + h["bn_beta"]
+            logits = (normed @ h["out_kernel"] + h["out_bias"]).astype(np.float64)
             e = np.exp(logits - logits.max())
             probs.append((e / e.sum())[self.malignant_index])
             # d(logit_malignant - logit_benign)/d(pooled), by hand through BN, ReLU and Dense.
-            direction = h["out_kernel"][:, self.malignant_index] - h["out_kernel"][:, 1 - self.malignant_index]
-            grad = h["dense_kernel"] @ ((pre > 0) * bn_scale * direction)
-            cams.append(np.maximum(np.einsum("hwk,k->hw", fmap.astype(np.float64), grad), 0.0))
+            grad = h["dense_kernel"] @ ((pre > 0) * h["bn_scale"] * self.direction)
+            cams.append(np.maximum(fmap_flat @ grad, 0.0).reshape(fmap.shape[:2]))
         return np.array(probs, dtype=float), np.array(features, dtype=np.float32), np.array(cams, dtype=np.float32)
 
 

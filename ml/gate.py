@@ -69,6 +69,9 @@ class Gate:
     def __init__(self, limits: dict[str, float], centre=None, scale=None, reference=None):
         self.limits = dict(limits)
         self.centre, self.scale, self.reference = centre, scale, reference
+        if reference is not None:  # once, not per image: the reference in float32 and its squared norms
+            self._reference32 = np.asarray(reference, dtype=np.float32)
+            self._reference_norms = (self._reference32 ** 2).sum(axis=1)
 
     # ------------------------------------------------------------ fitting
     @classmethod
@@ -96,10 +99,9 @@ class Gate:
 
     def distance(self, features: np.ndarray) -> np.ndarray:
         """Mean distance to the nearest training images, in standardised feature statistics."""
-        z = (np.atleast_2d(features) - self.centre) / self.scale
-        ref = self.reference.astype(np.float32)
-        d2 = (z ** 2).sum(1)[:, None] - 2 * z @ ref.T + (ref ** 2).sum(1)[None, :]
-        nearest = np.sort(np.maximum(d2, 0), axis=1)[:, :NEIGHBOURS]
+        z = ((np.atleast_2d(features) - self.centre) / self.scale).astype(np.float32)
+        d2 = (z ** 2).sum(1)[:, None] - 2 * z @ self._reference32.T + self._reference_norms[None, :]
+        nearest = np.partition(np.maximum(d2, 0), NEIGHBOURS - 1, axis=1)[:, :NEIGHBOURS]
         return np.sqrt(nearest).mean(axis=1)
 
     # ------------------------------------------------------------ deciding

@@ -31,7 +31,9 @@ def _skimage_photo(name: str) -> Image.Image | None:
     if isinstance(array, tuple):
         array = array[0]
     array = np.asarray(array)
-    if array.dtype != np.uint8:
+    if array.dtype == bool:
+        array = array.astype(np.uint8) * 255
+    elif array.dtype != np.uint8:
         array = (255 * (array - array.min()) / max(float(np.ptp(array)), 1e-9)).astype(np.uint8)
     return Image.fromarray(array).convert("RGB")
 

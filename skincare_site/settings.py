@@ -199,6 +199,11 @@ REST_FRAMEWORK = {
 # --- skinCare ---------------------------------------------------------------
 # Where the shipped model (model.keras + metadata.json) lives; see ml/classifier.py.
 SKINCARE_MODEL_DIR = Path(os.environ.get("SKINCARE_MODEL_DIR", BASE_DIR / "ml" / "artifacts" / "model"))
+# "auto": the LiteRT export when the artifact has one (no TensorFlow in the worker), else Keras;
+# "keras" or "litert" to force one.
+SKINCARE_RUNTIME = os.environ.get("SKINCARE_RUNTIME", "auto")
+# LiteRT threads per worker process; 0 lets the runtime decide.
+SKINCARE_INFERENCE_THREADS = env_int("SKINCARE_INFERENCE_THREADS", 0)
 # Upload limits, checked before the image is decoded.
 SKINCARE_MAX_UPLOAD_SIZE = env_int("SKINCARE_MAX_UPLOAD_SIZE", 10 * 1024 * 1024)  # bytes
 SKINCARE_MAX_IMAGE_PIXELS = env_int("SKINCARE_MAX_IMAGE_PIXELS", 40_000_000)  # width * height
