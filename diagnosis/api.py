@@ -112,11 +112,18 @@ class PredictionViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.R
         """Filters for the list: ?patient_ref= (exactly), ?lesion=<id>, ?outcome=."""
         params = self.request.query_params
         lesion = params.get("lesion", "")
+        outcome = params.get("outcome", "")
+        if outcome and outcome != "attention" and outcome not in Prediction.Outcome.values:
+            # An unknown filter value must not quietly return everything.
+            raise serializers.ValidationError(
+                {"outcome": [f"Unknown outcome {outcome!r}: use one of {', '.join(Prediction.Outcome.values)}."]})
+        if lesion and not lesion.isdigit():
+            raise serializers.ValidationError({"lesion": ["The lesion filter takes a lesion id (a number)."]})
         return selectors.history(
             self.request.user,
             patient=params.get("patient_ref", ""),
             lesion=int(lesion) if lesion.isdigit() else None,
-            outcome=params.get("outcome", ""),
+            outcome=outcome,
         )
 
     def retrieve(self, request, *args, **kwargs):

@@ -82,6 +82,14 @@ def test_list_is_paginated_newest_first(client, token_headers, standin_model, mo
     assert [item["id"] for item in second["results"]] == ids[:1] and second["next"] is None
 
 
+@pytest.mark.parametrize("query, field", [("outcome=bogus", "outcome"), ("lesion=left-arm", "lesion")])
+def test_unknown_list_filter_is_a_400_not_everything(client, token_headers, standin_model, query, field):
+    post_image(client, image_bytes(), headers=token_headers)
+    response = client.get(f"{LIST_URL}?{query}", **token_headers)
+    assert response.status_code == 400 and field in response.json()
+    assert client.get(f"{LIST_URL}?outcome=low_risk", **token_headers).status_code == 200
+
+
 def test_detail(client, token_headers, standin_model):
     created = post_image(client, image_bytes(), headers=token_headers).json()
     response = client.get(f"{LIST_URL}{created['id']}/", **token_headers)
