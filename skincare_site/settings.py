@@ -222,6 +222,8 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {
+        # Django's own default handler would print these a second time through the root logger.
+        "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
         "diagnosis": {"handlers": ["console"], "level": os.environ.get("SKINCARE_LOG_LEVEL", "INFO"), "propagate": False},
     },
 }
