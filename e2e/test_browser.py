@@ -94,7 +94,10 @@ def test_clinician_journey(browser, live_server, serving_model, datasets_root, d
     browser.find_element(By.NAME, "password").send_keys(PASSWORD)
     browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
 
-    wait.until(ec.url_contains("/upload/"))
+    # Not url_contains("/upload/"): the login page's own URL has it (?next=/upload/), so that
+    # wait could return before the browser has left the login page.
+    wait.until(ec.url_matches(r"/upload/$"))
+    wait.until(ec.text_to_be_present_in_element((By.TAG_NAME, "h1"), "Upload a mole photo"))
     assert browser.find_element(By.TAG_NAME, "h1").text == "Upload a mole photo"
     browser.find_element(By.NAME, "image").send_keys(str(photo))
     browser.find_element(By.NAME, "patient_ref").send_keys("E2E-0001")
