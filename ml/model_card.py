@@ -167,6 +167,9 @@ def render(model_dir) -> str:
         "PH2-like images get little more than a coin toss's help, which is why every flagged or uncertain case goes "
         "to a doctor.",
         "- Dermoscopic images only. Phone photos look different, and nothing here measures them.",
+        f"- The lowest probability it reports is {_floor(meta):.3f}: the raw softmax is clipped at 1e-7 before "
+        "calibration (in training, where the temperature was fitted, and in serving alike), so every lesion the "
+        "model is all but certain about reads the same low value.",
         "- HAM10000 comes from two sites (Vienna, Queensland) and mostly light skin; performance on darker skin types "
         "is unmeasured.",
         "- The HAM10000 images were squashed from 600x450 to a square; every image is squashed the same way.",
@@ -197,6 +200,12 @@ TARGETS = (
     ("benchmark", "rss_mb", "<=", 400, "worker memory after 100 predictions, MB"),
     ("benchmark", "cold_start_s", "<=", 2, "cold start to first prediction, s"),
 )
+
+
+def _floor(meta) -> float:
+    from .classifier import calibrated_probability
+
+    return calibrated_probability(0.0, meta.get("temperature", 1.0), meta.get("logit_offset", 0.0))
 
 
 def _targets(ev: Path) -> list[str]:
