@@ -36,13 +36,19 @@ def test_artifact_is_complete_and_small():
     assert total < 25 * 1024 * 1024, f"ml/artifacts holds {total / 1e6:.1f} MB"
 
 
-@pytest.fixture(scope="module")
-def ph2_result(tmp_path_factory):
+def _ph2_or_skip() -> Path:
+    """PH2 for module-scoped fixtures (the session fixtures in conftest need a session scope)."""
     from ml.datasets import shared_datasets_root
 
     ph2 = shared_datasets_root() / "ph2"
     if not ph2.is_dir():
         pytest.skip(f"shared datasets not found at {ph2.parent} (set SKINCARE_DATASETS to their folder)")
+    return ph2
+
+
+@pytest.fixture(scope="module")
+def ph2_result(tmp_path_factory):
+    ph2 = _ph2_or_skip()
     out = tmp_path_factory.mktemp("eval") / "ph2.json"
     call_command("evaluate_model", str(ph2), "--model", str(SHIPPED), "--json", str(out), "--bootstrap", "100")
     return json.loads(out.read_text())
@@ -116,11 +122,7 @@ def test_gradcam_comes_from_the_layer_it_claims(ph2_root):
 
 @pytest.fixture(scope="module")
 def gradcam_result(tmp_path_factory):
-    from ml.datasets import shared_datasets_root
-
-    ph2 = shared_datasets_root() / "ph2"
-    if not ph2.is_dir():
-        pytest.skip(f"shared datasets not found at {ph2.parent} (set SKINCARE_DATASETS to their folder)")
+    ph2 = _ph2_or_skip()
     out = tmp_path_factory.mktemp("cam") / "cam.json"
     with override_settings(SKINCARE_MODEL_DIR=str(SHIPPED)):
         classifier.reset()
