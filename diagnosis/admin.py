@@ -98,8 +98,18 @@ def image_tag(url: str, alt: str = ""):
     return format_html('<a href="{0}"><img src="{0}" alt="{1}" style="max-width:480px;max-height:360px"></a>', url, alt)
 
 
+class NoAddOrDeleteAdmin(admin.ModelAdmin):
+    """Records come from uploads and the model, never typed into the admin, and nothing is deleted."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(Prediction)
-class PredictionAdmin(admin.ModelAdmin):
+class PredictionAdmin(NoAddOrDeleteAdmin):
     form = ReviewForm
     list_display = [
         "id",
@@ -141,12 +151,6 @@ class PredictionAdmin(admin.ModelAdmin):
         "reviewed_at",
         "audit_trail",
     ]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     @admin.display(description="image")
     def thumbnail_image(self, obj):
@@ -273,7 +277,7 @@ class PredictionInline(admin.StackedInline):
 
 
 @admin.register(Upload)
-class UploadAdmin(admin.ModelAdmin):
+class UploadAdmin(NoAddOrDeleteAdmin):
     list_display = ["id", "thumbnail_image", "patient_ref", "lesion", "body_site", "verdict", "uploaded_by", "created_at"]
     list_display_links = ["id", "thumbnail_image"]
     list_filter = ["prediction__outcome", "body_site", "original_format", "created_at"]
@@ -299,12 +303,6 @@ class UploadAdmin(admin.ModelAdmin):
         "image_preview", "lesion", "uploaded_by", "created_at", "width", "height", "original_format", "original_size"
     ]
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
     @admin.display(description="image")
     def thumbnail_image(self, obj):
         return thumbnail_tag(obj)
@@ -319,7 +317,7 @@ class UploadAdmin(admin.ModelAdmin):
 
 
 @admin.register(Lesion)
-class LesionAdmin(admin.ModelAdmin):
+class LesionAdmin(NoAddOrDeleteAdmin):
     """Lesions followed over time. Only the name may be corrected; the photos stay theirs."""
 
     list_display = ["id", "patient_ref", "name", "visits", "created_by", "created_at", "site_link"]
@@ -329,12 +327,6 @@ class LesionAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(visit_count=Count("uploads"))
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     @admin.display(description="photos", ordering="visit_count")
     def visits(self, obj):
@@ -346,7 +338,7 @@ class LesionAdmin(admin.ModelAdmin):
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(NoAddOrDeleteAdmin):
     """The audit trail, read-only: nobody adds, changes or deletes an event here."""
 
     list_display = ["at", "user", "action", "object_link", "via", "details_text"]
@@ -357,13 +349,7 @@ class AuditEventAdmin(admin.ModelAdmin):
     fields = ["at", "user", "action", "via", "content_type", "object_id", "object_link", "details_text"]
     readonly_fields = fields
 
-    def has_add_permission(self, request):
-        return False
-
     def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
         return False
 
     @admin.display(description="object", ordering="object_repr")
