@@ -17,6 +17,7 @@ from typing import Any
 from django.conf import settings
 
 from . import preprocessing
+from .heatmap import normalise_cam  # noqa: F401 (part of this module's interface)
 
 MODEL_FILENAME = "model.keras"
 METADATA_FILENAME = "metadata.json"
@@ -185,12 +186,13 @@ class LiteRTRuntime:
     def analyse(self, batch):
         import numpy as np
 
+        from .gate import feature_statistics
+
         h = self.head
         probs, features, cams = [], [], []
         for image in batch:  # the export has a batch size of one: the serving case
             fmap, lower_map = self._run(image)
-            lower_flat = lower_map.reshape(-1, lower_map.shape[-1])
-            features.append(np.concatenate([lower_flat.mean(axis=0), lower_flat.std(axis=0)]))
+            features.append(feature_statistics(lower_map[None])[0])
             fmap_flat = fmap.reshape(-1, fmap.shape[-1])
             pooled = fmap_flat.mean(axis=0)
             pre = pooled @ h["dense_kernel"] + h["dense_bias"]
@@ -241,14 +243,6 @@ class LoadedModel:
         return calibrated_probability(raw, self.metadata.get("temperature", 1.0), self.metadata.get("logit_offset", 0.0))
 
 
-def normalise_cam(cam):
-    import numpy as np
-
-    cam = np.asarray(cam, dtype=np.float32)
-    peak = float(cam.max())
-    return cam / peak if peak > 0 else cam
-
-
 _loaded: LoadedModel | None = None
 _load_lock = threading.Lock()
 
@@ -281,20 +275,6 @@ def _loaded_for(directory: Path | None, runtime: str | None = None) -> LoadedMod
     return get_model()
 
 
-def analyse_many(sources, loaded: LoadedModel, batch_size: int = 32):
-    """Yield (index, model input, raw probability, gate features, cam) for many images, in batches."""
-    import numpy as np
-
-    size = int(loaded.metadata.get("image_size", preprocessing.IMAGE_SIZE))
-    sources = list(sources)
-    for start in range(0, len(sources), batch_size):
-        batch = np.stack([preprocessing.preprocess(s, size) for s in sources[start:start + batch_size]])
-        raw, features, cam = loaded.analyse(batch)
-        for i in range(len(batch)):
-            yield (start + i, batch[i], float(raw[i]), None if features is None else features[i],
-                   None if cam is None else cam[i])
-
-
 def predict_many(sources, directory: Path | None = None, batch_size: int = 32, runtime: str | None = None):
     """Calibrated probabilities of malignancy for many images (evaluation, benchmarks).
 
@@ -302,7 +282,12 @@ def predict_many(sources, directory: Path | None = None, batch_size: int = 32, r
     import numpy as np
 
     loaded = _loaded_for(directory, runtime)
-    probabilities = [loaded.calibrate(raw) for _i, _x, raw, _f, _c in analyse_many(sources, loaded, batch_size)]
+    size = int(loaded.metadata.get("image_size", preprocessing.IMAGE_SIZE))
+    sources = list(sources)
+    probabilities = []
+    for start in range(0, len(sources), batch_size):
+        batch = np.stack([preprocessing.preprocess(s, size) for s in sources[start:start + batch_size]])
+        probabilities.extend(loaded.calibrate(raw) for raw in loaded.analyse(batch)[0])
     return np.array(probabilities), loaded.metadata
 
 

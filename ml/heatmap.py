@@ -8,6 +8,13 @@ from PIL import Image
 _STOPS = np.array([[0.0, 0, 0, 160], [0.35, 0, 200, 255], [0.65, 255, 230, 0], [1.0, 220, 0, 0]], dtype=np.float32)
 
 
+def normalise_cam(cam) -> np.ndarray:
+    """A Grad-CAM map scaled so its peak is 1 (an all-zero map stays zero)."""
+    cam = np.asarray(cam, dtype=np.float32)
+    peak = float(cam.max())
+    return cam / peak if peak > 0 else cam
+
+
 def colourise(cam: np.ndarray) -> np.ndarray:
     """(H, W) values in 0..1 -> (H, W, 3) uint8 colours."""
     cam = np.clip(np.asarray(cam, dtype=np.float32), 0, 1)
@@ -45,8 +52,6 @@ def heat_inside_mask(cam: np.ndarray, mask_path) -> tuple[float, float]:
     whole mask, which has the original image's size."""
     with Image.open(mask_path) as m:
         mask = np.asarray(m.convert("L"), dtype=np.float32) > 127
-    cam = np.asarray(cam, dtype=np.float32)
-    peak = float(cam.max())
-    heat = upsample(cam / peak if peak > 0 else cam, (mask.shape[1], mask.shape[0]))
+    heat = upsample(normalise_cam(cam), (mask.shape[1], mask.shape[0]))
     total = float(heat.sum())
     return (float(heat[mask].sum()) / total if total > 0 else 0.0), float(mask.mean())

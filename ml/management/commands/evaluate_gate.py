@@ -23,7 +23,7 @@ class Command(BaseCommand):
     def handle(self, *args, **o):
         import numpy as np
 
-        from ml import classifier, preprocessing
+        from ml import classifier
         from ml.datasets import read_dataset
         from ml.junk import junk_images
 
@@ -41,17 +41,15 @@ class Command(BaseCommand):
         spoil_from = list(rng.choice(ham, o["spoiled"], replace=False)) + list(rng.choice(ph2, o["spoiled"], replace=False))
 
         def decide(source):
-            x = preprocessing.preprocess(source)
-            _raw, features, _cam = loaded.analyse(x[None])
-            return loaded.gate.decide(x, None if features is None else features[0])
+            return classifier.predict(source)  # the serving path itself: the gate, as a request meets it
 
         junk = junk_images(spoil_from)
         refused_by_kind, missed = Counter(), []
         for name, image in junk:
             decision = decide(image)
             kind = name.split(":")[0]
-            refused_by_kind[kind] += int(not decision.accepted)
-            if decision.accepted:
+            refused_by_kind[kind] += int(not decision.assessed)
+            if decision.assessed:
                 missed.append(name)
         kinds = Counter(name.split(":")[0] for name, _ in junk)
         result = {"model_version": loaded.metadata.get("model_version"), "gate": loaded.gate.limits,
@@ -63,7 +61,7 @@ class Command(BaseCommand):
             reasons = Counter()
             for path in paths:
                 d = decide(path)
-                if not d.accepted:
+                if not d.assessed:
                     reasons[d.reason] += 1
             refused = sum(reasons.values())
             result[name] = {"n": len(paths), "accepted": len(paths) - refused,
