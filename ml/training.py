@@ -53,6 +53,9 @@ class TrainConfig:
     finetune_epochs: int = 6
     finetune_learning_rate: float = 1e-5
     finetune_from_block: int = 8  # Lite0 blocks 8..15 and the head convolution are fine-tuned
+    # "upper": phase 2 trains the blocks after finetune_from_block from the cached maps (fast, fixed views);
+    # "all": phase 2 trains every block from images, augmented afresh each epoch, in balanced batches.
+    finetune_scope: str = "upper"
     dense_units: int = 256
     dropout: float = 0.3
     batch_size: int = 32
@@ -196,10 +199,18 @@ class Network:
         return keras.Model(image, self.head(self.upper(self.lower(image))), name="skincare_classifier")
 
     def set_upper_trainable(self, trainable: bool) -> None:
+        self._set_trainable(self.upper, trainable)
+
+    def set_all_trainable(self, trainable: bool) -> None:
+        self._set_trainable(self.lower, trainable)
+        self._set_trainable(self.upper, trainable)
+
+    @staticmethod
+    def _set_trainable(model, trainable: bool) -> None:
         import keras
 
-        self.upper.trainable = trainable
-        for layer in self.upper.layers:
+        model.trainable = trainable
+        for layer in model.layers:
             # BatchNormalization stays in inference mode: small batches would wreck its statistics.
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.trainable = False
@@ -376,50 +387,48 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
     cache_seconds = time.time() - t0
     log(f"{len(maps_train)} training views ({int(labels_train.sum())} malignant) ready in {cache_seconds:.0f} s")
 
-    onehot = lambda y: np.eye(2, dtype=np.float32)[y]
-    metrics_list = lambda: ["accuracy", keras.metrics.AUC(name="auc")]
     # Phase 1: the original recipe on the frozen backbone's pooled features.
     t1 = time.time()
     net.set_upper_trainable(False)
     f_train = pooled_features(net.upper, maps_train)
     f_val = pooled_features(net.upper, maps_val)
-    net.head.compile(keras.optimizers.Adam(config.learning_rate), "binary_crossentropy", metrics=metrics_list())
-    h1 = net.head.fit(f_train, onehot(labels_train), validation_data=(f_val, onehot(y_val)), epochs=config.epochs,
+    net.head.compile(keras.optimizers.Adam(config.learning_rate), "binary_crossentropy", metrics=_metrics())
+    h1 = net.head.fit(f_train, _onehot(labels_train), validation_data=(f_val, _onehot(y_val)), epochs=config.epochs,
                       batch_size=config.batch_size, shuffle=True, verbose=1 if _interactive() else 2)
     phase1_seconds = time.time() - t1
     history = {k: list(map(float, v)) for k, v in h1.history.items()}
     phase1_auc = evaluation.roc_auc(y_val, predict_maps(net.upper_with_head(), maps_val))
-    phase1_weights = (net.upper.get_weights(), net.head.get_weights())
+    phase1_weights = (net.upper.get_weights(), net.head.get_weights(), net.lower.get_weights())
     log(f"phase 1 (frozen backbone): validation AUC {phase1_auc:.4f}")
 
-    # Phase 2: fine-tune the upper blocks from the cached maps.
+    # Phase 2: fine-tune the backbone (its upper blocks from the cached maps, or every block from images).
     t2 = time.time()
+    phase2_auc = None
     if config.finetune_epochs > 0:
-        net.set_upper_trainable(True)
-        finetune = net.upper_with_head()
-        finetune.compile(keras.optimizers.Adam(config.finetune_learning_rate), "binary_crossentropy", metrics=metrics_list())
-        early = keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=config.patience,
-                                              restore_best_weights=True, verbose=1)
-        train_ds = (tf.data.Dataset.from_tensor_slices((maps_train, onehot(labels_train)))
-                    .shuffle(len(maps_train), seed=config.seed).batch(config.batch_size)
-                    .map(lambda m, y: (tf.cast(m, tf.float32), y)).prefetch(2))
-        h2 = finetune.fit(train_ds, validation_data=(maps_val.astype(np.float32), onehot(y_val)),
-                          epochs=config.finetune_epochs, verbose=1 if _interactive() else 2, callbacks=[early])
-        for k, v in h2.history.items():
+        if config.finetune_scope == "all":
+            h2 = finetune_all(net, config, x_train, y_train, x_val, y_val, augmenter, log)
+            phase2_auc = evaluation.roc_auc(y_val, predict_images(net.full_model(), x_val))
+        else:
+            h2 = finetune_upper(net, config, maps_train, labels_train, maps_val, y_val)
+            phase2_auc = evaluation.roc_auc(y_val, predict_maps(net.upper_with_head(), maps_val))
+        for k, v in h2.items():
             history.setdefault(k, []).extend(map(float, v))
-        phase2_auc = evaluation.roc_auc(y_val, predict_maps(net.upper_with_head(), maps_val))
-        log(f"phase 2 (fine-tuned): validation AUC {phase2_auc:.4f}")
+        log(f"phase 2 (fine-tuned, scope {config.finetune_scope}): validation AUC {phase2_auc:.4f}")
         if phase2_auc < phase1_auc:
-            # Fine-tuning did not help on the validation split: keep the frozen-backbone model.
             log("fine-tuning did not beat the frozen backbone on validation: keeping phase 1's weights")
-            net.upper.set_weights(phase1_weights[0])
-            net.head.set_weights(phase1_weights[1])
+            for part, weights in zip((net.upper, net.head, net.lower), phase1_weights):
+                part.set_weights(weights)
     finetune_seconds = time.time() - t2
 
     model = net.full_model()
-    head_and_upper = net.upper_with_head()
-    raw_val = predict_maps(head_and_upper, maps_val)
-    raw_test = predict_maps(head_and_upper, maps_test) if maps_test is not None else None
+    if config.finetune_scope == "all":
+        # The lower blocks changed too: the cached maps no longer describe the model.
+        raw_val = predict_images(model, x_val)
+        raw_test = predict_images(model, x_test) if x_test is not None else None
+    else:
+        head_and_upper = net.upper_with_head()
+        raw_val = predict_maps(head_and_upper, maps_val)
+        raw_test = predict_maps(head_and_upper, maps_test) if maps_test is not None else None
 
     # Calibration on the validation split only.
     train_prior = float(labels_train.mean())
@@ -437,6 +446,10 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
         "model_version": version,
         "validation": evaluation.metrics(y_val, p_val, threshold, uncertain_threshold=uncertain_threshold),
         "validation_uncalibrated_ece": evaluation.expected_calibration_error(y_val, raw_val),
+        # Which phase's weights were kept: fine-tuning is kept only if it beat the frozen backbone on validation.
+        "phases": {"finetune_scope": config.finetune_scope, "validation_auc_frozen": phase1_auc,
+                   "validation_auc_finetuned": phase2_auc,
+                   "kept": "finetuned" if phase2_auc is not None and phase2_auc >= phase1_auc else "frozen"},
     }
     if raw_test is not None and len(y_test) and 0 < y_test.sum() < len(y_test):
         p_test = calibrate(raw_test)
@@ -458,7 +471,8 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
         "class_names": CLASS_NAMES,
         "image_size": preprocessing.IMAGE_SIZE,
         "preprocessing": "ml.preprocessing.preprocess: decode with Pillow, EXIF orientation, RGB, squash to "
-                         "224x224 (bilinear), float 0..255; the model scales its own input",
+                         "224x224 (bilinear), a dermoscope's dark corners painted with skin colour, float 0..255; "
+                         "the model scales its own input",
         "threshold": threshold,
         "threshold_rule": f"highest threshold with sensitivity >= {evaluation.SENSITIVITY_TARGET} on the validation split",
         "uncertain_threshold": uncertain_threshold,
@@ -498,6 +512,75 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
     log(evaluation.format_table({k: results[k] for k in ("validation", "test") if k in results}))
     log(f"wrote {output} in {total_seconds / 60:.1f} min")
     return results
+
+
+def _onehot(y: np.ndarray) -> np.ndarray:
+    return np.eye(2, dtype=np.float32)[y]
+
+
+def _metrics() -> list:
+    import keras
+
+    return ["accuracy", keras.metrics.AUC(name="auc")]
+
+
+def finetune_upper(net: Network, config: TrainConfig, maps_train, labels_train, maps_val, y_val) -> dict:
+    """Phase 2 over the blocks after the cache boundary, from the cached (fixed) views."""
+    import keras
+    import tensorflow as tf
+
+    net.set_upper_trainable(True)
+    finetune = net.upper_with_head()
+    finetune.compile(keras.optimizers.Adam(config.finetune_learning_rate), "binary_crossentropy",
+                     metrics=_metrics())
+    early = keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=config.patience,
+                                          restore_best_weights=True, verbose=1)
+    train_ds = (tf.data.Dataset.from_tensor_slices((maps_train, _onehot(labels_train)))
+                .shuffle(len(maps_train), seed=config.seed).batch(config.batch_size)
+                .map(lambda m, y: (tf.cast(m, tf.float32), y)).prefetch(2))
+    return finetune.fit(train_ds, validation_data=(maps_val.astype(np.float32), _onehot(y_val)),
+                        epochs=config.finetune_epochs, verbose=1 if _interactive() else 2, callbacks=[early]).history
+
+
+def finetune_all(net: Network, config: TrainConfig, x_train, y_train, x_val, y_val, augmenter, log=print) -> dict:
+    """Phase 2 over every block, from images: each batch is half benign, half malignant, every
+    image augmented afresh (the original project's balancing generator, as a tf.data pipeline).
+    An epoch is as many images as the training split; the epoch with the best validation AUC is kept."""
+    import keras
+    import tensorflow as tf
+
+    net.set_all_trainable(True)
+    model = net.full_model()
+    steps = max(1, len(y_train) // config.batch_size)
+    schedule = keras.optimizers.schedules.CosineDecay(config.finetune_learning_rate, steps * config.finetune_epochs,
+                                                      alpha=0.05)
+    model.compile(keras.optimizers.Adam(schedule), "binary_crossentropy",
+                  metrics=_metrics())
+    images = tf.constant(x_train)
+    labels = tf.constant(_onehot(y_train))
+    per_class = [tf.data.Dataset.from_tensor_slices(np.flatnonzero(y_train == c)).shuffle(
+        int((y_train == c).sum()), seed=config.seed + c).repeat() for c in (0, 1)]
+    train_ds = (tf.data.Dataset.sample_from_datasets(per_class, [0.5, 0.5], seed=config.seed)
+                .batch(config.batch_size)
+                .map(lambda idx: (augmenter(tf.cast(tf.gather(images, idx), tf.float32), training=True),
+                                  tf.gather(labels, idx)), num_parallel_calls=1)
+                .prefetch(2))
+    early = keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=config.patience,
+                                          restore_best_weights=True, verbose=1)
+    log(f"phase 2: every block trainable, {steps} balanced batches an epoch, Adam {config.finetune_learning_rate:g} "
+        f"with cosine decay, up to {config.finetune_epochs} epochs")
+    h = model.fit(train_ds, steps_per_epoch=steps, epochs=config.finetune_epochs,
+                  validation_data=(x_val.astype(np.float32), _onehot(y_val)),
+                  verbose=1 if _interactive() else 2, callbacks=[early])
+    return h.history
+
+
+def predict_images(model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    import tensorflow as tf
+
+    run = _compiled(model)
+    return np.concatenate([run(tf.cast(images[i:i + batch_size], tf.float32)).numpy()[:, 1]
+                           for i in range(0, len(images), batch_size)])
 
 
 def predict_maps(model, maps: np.ndarray, batch_size: int = 128) -> np.ndarray:

@@ -66,3 +66,50 @@ def test_train_model_refuses_an_unknown_folder(tmp_path):
     (tmp_path / "random.txt").write_text("x")
     with pytest.raises(CommandError):
         call_command("train_model", str(tmp_path), "--output", str(tmp_path / "out"))
+
+
+@pytest.fixture(scope="module")
+def imagenet_lower_weights():
+    from ml.training import Network, TrainConfig
+
+    return Network(TrainConfig(dataset="unused")).lower.get_weights()
+
+
+def _saved_lower_weights(out):
+    import keras
+
+    return keras.models.load_model(out / "model.keras", compile=False).get_layer("lower").get_weights()
+
+
+def test_upper_scope_leaves_the_cached_blocks_as_imagenet_made_them(small_model, imagenet_lower_weights):
+    """The default scope trains from cached maps of the lower blocks, so they must be exactly ImageNet's."""
+    import numpy as np
+
+    _ham, out = small_model
+    saved = _saved_lower_weights(out)
+    assert len(saved) == len(imagenet_lower_weights)
+    assert all(np.array_equal(a, b) for a, b in zip(saved, imagenet_lower_weights))
+    phases = json.loads((out / "metrics.json").read_text())["phases"]
+    assert phases["finetune_scope"] == "upper" and phases["kept"] in ("frozen", "finetuned")
+
+
+def test_finetune_all_trains_every_block_from_augmented_images(imagenet_lower_weights):
+    """--finetune-scope all: the lower blocks (frozen and cached in the default scope) learn too."""
+    import numpy as np
+
+    from ml.training import Network, TrainConfig, build_augmenter, finetune_all
+
+    config = TrainConfig(dataset="unused", finetune_scope="all", finetune_epochs=1, finetune_learning_rate=1e-3,
+                         batch_size=8)
+    net = Network(config)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (16, 224, 224, 3), dtype=np.uint8)
+    y = np.array([0, 1] * 8)
+    history = finetune_all(net, config, x, y, x[:4], y[:4], build_augmenter(0), log=lambda m: None)
+    assert len(history["loss"]) == 1
+    pairs = list(zip(net.lower.get_weights(), imagenet_lower_weights))
+    kernels = [(a, b) for a, b in pairs if a.ndim == 4]
+    assert len(kernels) >= 20  # the stem and blocks 0-7: expand, depthwise and project convolutions
+    assert all(not np.array_equal(a, b) for a, b in kernels)
+    # BatchNormalization stays in inference mode (its statistics and scale are ImageNet's)
+    assert all(np.array_equal(a, b) for a, b in pairs if a.ndim == 1)

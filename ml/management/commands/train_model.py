@@ -22,6 +22,9 @@ class Command(BaseCommand):
         d("--finetune-epochs", type=int, default=6, help="fine-tuning epochs of the upper blocks; 0 skips (default: %(default)s)")
         d("--finetune-learning-rate", type=float, default=1e-5)
         d("--finetune-from-block", type=int, default=8, help="Lite0 block (0-15) from which the backbone is fine-tuned")
+        d("--finetune-scope", choices=["upper", "all"], default="upper",
+          help="upper: fine-tune the blocks from --finetune-from-block on cached feature maps (fast on a CPU); "
+               "all: fine-tune every block from freshly augmented images in balanced batches (default: %(default)s)")
         d("--benign-views", type=int, default=2, help="augmented views per benign image (malignant get as many as balance needs)")
         d("--max-views", type=int, default=12)
         d("--batch-size", type=int, default=32)
@@ -41,6 +44,7 @@ class Command(BaseCommand):
             dataset=o["dataset"], format=o["format"], output=o["output"], backbone=o["backbone"], weights=o["weights"],
             epochs=o["epochs"], learning_rate=o["learning_rate"], finetune_epochs=o["finetune_epochs"],
             finetune_learning_rate=o["finetune_learning_rate"], finetune_from_block=o["finetune_from_block"],
+            finetune_scope=o["finetune_scope"],
             benign_views=o["benign_views"], max_views=o["max_views"], batch_size=o["batch_size"],
             dense_units=o["dense_units"], dropout=o["dropout"], patience=o["patience"], limit=o["limit"],
             seed=o["seed"], atypical_is_malignant=o["atypical_is_malignant"], cache_dir=o["cache_dir"],
