@@ -125,7 +125,7 @@ class KerasRuntime:
         @tf.function(reduce_retracing=True)
         def analyse(x):
             lower_map = lower(x, training=False)
-            # The image gate's features: per-channel mean and spread of the frozen ImageNet layers' map.
+            # The image gate's features: per-channel mean and spread of the lower blocks' map.
             mean, variance = tf.nn.moments(lower_map, axes=[1, 2])
             gate_features = tf.concat([mean, tf.sqrt(variance)], axis=1)
             fmap = feature_model(lower_map, training=False)

@@ -8,14 +8,16 @@ of check, with limits learnt from the training images and saved with the model
 * image quality, from the 224x224 model input: too dark, too bright, nearly one
   colour, no skin colour at all (greyscale), too blurred to judge (variance of
   the Laplacian);
-* familiarity: the distance, in the frozen ImageNet layers' feature statistics
-  (per-channel mean and spread of the lower backbone's feature map), to the five
-  nearest training images. The reference holds each training image twice, as it
-  is and through the training augmentation (other dermoscopes' colour, exposure,
-  zoom and vignetting), so a lesion from another clinic stays familiar while a
-  cat, a cup of coffee or random noise does not. The fine-tuned features are not
-  used: they were trained to tell benign from malignant and no longer tell a
-  lesion from a cat.
+* familiarity: the distance, in the lower backbone blocks' feature statistics
+  (per-channel mean and spread of their feature map), to the five nearest
+  training images. The reference holds each training image twice, as it is and
+  through the training augmentation (other dermoscopes' colour, exposure, zoom
+  and vignetting), so a lesion from another clinic stays familiar while a cat, a
+  cup of coffee or random noise does not. Those blocks keep their ImageNet
+  weights, or are fine-tuned only gently (--finetune-scope all), and the gate is
+  fitted on the trained model, so reference and limits match the features it is
+  given. The pooled features at the top are not used: they were trained to tell
+  benign from malignant and no longer tell a lesion from a cat.
 """
 from __future__ import annotations
 

@@ -54,16 +54,16 @@ def ph2_result(tmp_path_factory):
     return json.loads(out.read_text())
 
 
-# The shipped model scores PH2 melanoma-vs-rest AUC 0.728 (evaluation/ph2_melanoma.json).
-# This guard keeps a retrained or re-exported model from doing worse than that ...
+# The shipped model scores PH2 melanoma-vs-rest AUC 0.804 (evaluation/ph2_melanoma.json; the
+# model before it, 0.728). This guard keeps a retrained or re-exported model from doing worse ...
 def test_evaluate_model_on_ph2_no_worse_than_shipped(ph2_result):
     assert ph2_result["n"] == 200 and ph2_result["n_malignant"] == 40
-    assert ph2_result["auc"] >= 0.70, ph2_result["auc"]
+    assert ph2_result["auc"] >= 0.78, ph2_result["auc"]
 
 
 # ... and this one is the issue's target, not met yet: strict, so a model that reaches it turns it red
 # and this marker has to go.
-@pytest.mark.xfail(strict=True, reason="target not met: the shipped model's PH2 melanoma-vs-rest AUC is 0.728")
+@pytest.mark.xfail(strict=True, reason="target not met: the shipped model's PH2 melanoma-vs-rest AUC is 0.804")
 def test_evaluate_model_on_ph2_reaches_the_target(ph2_result):
     assert ph2_result["auc"] >= 0.90, ph2_result["auc"]
 
@@ -137,9 +137,15 @@ def test_heat_map_is_measured_against_the_lesion_masks(gradcam_result):
     assert 0.2 < gradcam_result["mean_lesion_area_share"] < 0.5  # PH2's lesions: about a third of the image
 
 
-# The shipped model puts 0.25 of its heat inside the lesion on average, less than the lesion's
-# 0.32 share of the image: it looks at the dark corners (vignetting) of PH2's dermoscope.
-@pytest.mark.xfail(strict=True, reason="target not met: 0.25 of the heat inside the lesion, area share 0.32")
+# The shipped model puts 0.35 of its heat inside the lesion on average, hardly more than the lesion's
+# 0.32 share of the image (the model before it, 0.25: it looked at the dark corners of PH2's dermoscope,
+# which preprocessing now paints with skin colour). No worse than that ...
+def test_heat_no_less_on_the_lesion_than_shipped(gradcam_result):
+    assert gradcam_result["mean_heat_inside_lesion"] >= 0.33, gradcam_result["mean_heat_inside_lesion"]
+
+
+# ... and the issue's target, not met yet.
+@pytest.mark.xfail(strict=True, reason="target not met: 0.35 of the heat inside the lesion, area share 0.32")
 def test_heat_lands_on_the_lesion(gradcam_result):
     assert gradcam_result["mean_heat_inside_lesion"] >= 0.6
     assert gradcam_result["mean_heat_inside_lesion"] > gradcam_result["mean_lesion_area_share"] + 0.1
