@@ -65,13 +65,20 @@ def _ratio(a: int, b: int) -> float:
 
 
 def threshold_for_sensitivity(y, p, target: float = SENSITIVITY_TARGET) -> float:
-    """The highest threshold whose sensitivity is at least `target`."""
+    """A threshold whose sensitivity is at least `target`, as high as that allows.
+
+    It lies halfway between the lowest-scored malignant case that must be flagged and the
+    next lower score, not on that case's score itself: there, the float16 rounding of the
+    LiteRT export (or any rounding) could drop the case below the threshold. The counts at
+    the threshold are those of the highest such threshold."""
     y, p = np.asarray(y).astype(int), np.asarray(p, dtype=float)
     positives = np.sort(p[y == 1])[::-1]
     if len(positives) == 0:
         raise ValueError("no malignant samples to choose a threshold on")
     k = int(math.ceil(target * len(positives)))  # flag at least k of them
-    return float(positives[k - 1])
+    edge = float(positives[k - 1])
+    below = p[p < edge]
+    return (edge + float(below.max())) / 2 if len(below) else edge
 
 
 def specificity_at_sensitivity(y, p, target: float) -> float:

@@ -474,7 +474,8 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
                          "224x224 (bilinear), a dermoscope's dark corners painted with skin colour, float 0..255; "
                          "the model scales its own input",
         "threshold": threshold,
-        "threshold_rule": f"highest threshold with sensitivity >= {evaluation.SENSITIVITY_TARGET} on the validation split",
+        "threshold_rule": f"sensitivity >= {evaluation.SENSITIVITY_TARGET} on the validation split, as high as that allows "
+                          "(halfway to the next lower validation score)",
         "uncertain_threshold": uncertain_threshold,
         "uncertain_rule": f"flags (needs a doctor + uncertain) >= {evaluation.FLAG_TARGET} of malignant on the validation split",
         "temperature": temperature,

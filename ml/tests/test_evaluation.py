@@ -1,0 +1,41 @@
+"""The metric code behind every figure in the model card."""
+import numpy as np
+import pytest
+
+from ml import evaluation
+
+
+def test_threshold_flags_the_target_share_and_survives_rounding():
+    rng = np.random.default_rng(1)
+    y = np.array([1] * 50 + [0] * 450)
+    p = np.concatenate([rng.uniform(0.2, 1.0, 50), rng.uniform(0.0, 0.6, 450)])
+    t = evaluation.threshold_for_sensitivity(y, p, 0.90)
+    flagged = (p[y == 1] >= t).sum()
+    assert flagged == 45  # ceil(0.9 * 50): at least the target, and no more than it needs
+    # It lies strictly between two scores, halfway, so a little rounding (the LiteRT export's
+    # float16) cannot move a case across it: the lowest flagged case is as far above as the
+    # highest unflagged score is below.
+    above, below = p[p >= t].min(), p[p < t].max()
+    assert above - t == pytest.approx(t - below) and above > t > below
+
+
+def test_threshold_counts_equal_those_at_the_edge_case():
+    y = np.array([1, 1, 1, 1, 0, 0, 0])
+    p = np.array([0.9, 0.8, 0.5, 0.3, 0.6, 0.4, 0.1])
+    t = evaluation.threshold_for_sensitivity(y, p, 0.75)  # flag 3 of 4: the edge case scores 0.5
+    assert t == pytest.approx(0.45)  # halfway to the next lower score, 0.4
+    assert evaluation.confusion(y, p, t) == evaluation.confusion(y, p, 0.5)
+
+
+def test_threshold_needs_malignant_cases():
+    with pytest.raises(ValueError):
+        evaluation.threshold_for_sensitivity([0, 0], [0.1, 0.2])
+
+
+def test_auc_and_ece_on_known_cases():
+    assert evaluation.roc_auc([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9]) == 1.0
+    assert evaluation.roc_auc([0, 1, 0, 1], [0.1, 0.2, 0.8, 0.9]) == 0.75  # 3 of 4 pairs in order
+    # Perfectly calibrated in each bin: ECE 0. Everything at 0.9 while 10% are malignant: ECE 0.8.
+    y = np.array([1] * 9 + [0] + [1] + [0] * 9)
+    assert evaluation.expected_calibration_error(y, [0.9] * 10 + [0.1] * 10) == pytest.approx(0.0)
+    assert evaluation.expected_calibration_error([1] + [0] * 9, [0.9] * 10) == pytest.approx(0.8)
