@@ -403,14 +403,24 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
 
     # Phase 2: fine-tune the backbone (its upper blocks from the cached maps, or every block from images).
     t2 = time.time()
+    model = net.full_model()  # image -> probabilities; its weights are the parts', whatever happens to them
+    head_and_upper = net.upper_with_head()
+
+    def raw_scores(images, maps):
+        """The model as it now stands on one split. Scope "all" changes the lower blocks too,
+        so the cached maps no longer describe the model and the images go through it whole."""
+        if config.finetune_scope == "all":
+            return predict_images(model, images) if images is not None else None
+        return predict_maps(head_and_upper, maps) if maps is not None else None
+
     phase2_auc = None
     if config.finetune_epochs > 0:
         if config.finetune_scope == "all":
             h2 = finetune_all(net, config, x_train, y_train, x_val, y_val, augmenter, log)
-            phase2_auc = evaluation.roc_auc(y_val, predict_images(net.full_model(), x_val))
         else:
             h2 = finetune_upper(net, config, maps_train, labels_train, maps_val, y_val)
-            phase2_auc = evaluation.roc_auc(y_val, predict_maps(net.upper_with_head(), maps_val))
+        raw_val = raw_scores(x_val, maps_val)
+        phase2_auc = evaluation.roc_auc(y_val, raw_val)
         for k, v in h2.items():
             history.setdefault(k, []).extend(map(float, v))
         log(f"phase 2 (fine-tuned, scope {config.finetune_scope}): validation AUC {phase2_auc:.4f}")
@@ -418,17 +428,11 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
             log("fine-tuning did not beat the frozen backbone on validation: keeping phase 1's weights")
             for part, weights in zip((net.upper, net.head, net.lower), phase1_weights):
                 part.set_weights(weights)
-    finetune_seconds = time.time() - t2
-
-    model = net.full_model()
-    if config.finetune_scope == "all":
-        # The lower blocks changed too: the cached maps no longer describe the model.
-        raw_val = predict_images(model, x_val)
-        raw_test = predict_images(model, x_test) if x_test is not None else None
+            raw_val = raw_scores(x_val, maps_val)
     else:
-        head_and_upper = net.upper_with_head()
-        raw_val = predict_maps(head_and_upper, maps_val)
-        raw_test = predict_maps(head_and_upper, maps_test) if maps_test is not None else None
+        raw_val = raw_scores(x_val, maps_val)
+    finetune_seconds = time.time() - t2
+    raw_test = raw_scores(x_test, maps_test)
 
     # Calibration on the validation split only.
     train_prior = float(labels_train.mean())
@@ -525,6 +529,15 @@ def _metrics() -> list:
     return ["accuracy", keras.metrics.AUC(name="auc")]
 
 
+def _early_stopping(config: TrainConfig):
+    """Stop fine-tuning when the validation AUC has not improved for `patience` epochs, and go
+    back to the best epoch's weights."""
+    import keras
+
+    return keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=config.patience,
+                                         restore_best_weights=True, verbose=1)
+
+
 def finetune_upper(net: Network, config: TrainConfig, maps_train, labels_train, maps_val, y_val) -> dict:
     """Phase 2 over the blocks after the cache boundary, from the cached (fixed) views."""
     import keras
@@ -534,8 +547,7 @@ def finetune_upper(net: Network, config: TrainConfig, maps_train, labels_train, 
     finetune = net.upper_with_head()
     finetune.compile(keras.optimizers.Adam(config.finetune_learning_rate), "binary_crossentropy",
                      metrics=_metrics())
-    early = keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=config.patience,
-                                          restore_best_weights=True, verbose=1)
+    early = _early_stopping(config)
     train_ds = (tf.data.Dataset.from_tensor_slices((maps_train, _onehot(labels_train)))
                 .shuffle(len(maps_train), seed=config.seed).batch(config.batch_size)
                 .map(lambda m, y: (tf.cast(m, tf.float32), y)).prefetch(2))
@@ -566,8 +578,7 @@ def finetune_all(net: Network, config: TrainConfig, x_train, y_train, x_val, y_v
                 .map(lambda idx: (augmenter(tf.cast(tf.gather(images, idx), tf.float32), training=True),
                                   tf.gather(labels, idx)), num_parallel_calls=1)
                 .prefetch(2))
-    early = keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=config.patience,
-                                          restore_best_weights=True, verbose=1)
+    early = _early_stopping(config)
     log(f"phase 2: every block trainable, {steps} balanced batches an epoch, Adam {config.finetune_learning_rate:g} "
         f"with cosine decay, up to {config.finetune_epochs} epochs")
     h = model.fit(train_ds, steps_per_epoch=steps, epochs=config.finetune_epochs,
