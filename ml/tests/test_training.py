@@ -113,3 +113,46 @@ def test_finetune_all_trains_every_block_from_augmented_images(imagenet_lower_we
     assert all(not np.array_equal(a, b) for a, b in kernels)
     # BatchNormalization stays in inference mode (its statistics and scale are ImageNet's)
     assert all(np.array_equal(a, b) for a, b in pairs if a.ndim == 1)
+
+
+def test_averaged_weights_are_validated_and_kept():
+    """Scope "all" validates an exponential moving average of the weights and ends on the best one."""
+    import keras
+    import numpy as np
+
+    from ml import evaluation
+    from ml.training import _onehot, averaged_weights, predict_images
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 4)).astype(np.float32)
+    y = (x[:, 0] + 0.3 * rng.normal(size=64) > 0).astype(int)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile(keras.optimizers.SGD(0.5), "binary_crossentropy")
+    start = [w.copy() for w in model.get_weights()]
+    messages = []
+    callback = averaged_weights(x, y, decay=0.9, patience=10, log=messages.append)
+    history = model.fit(x, _onehot(y), batch_size=8, epochs=3, verbose=0, callbacks=[callback]).history
+
+    assert len(history["val_auc"]) == 3 and len(messages) == 3
+    assert max(history["val_auc"]) == callback.best_auc
+    # the model ends on the best averaged weights, which are neither the start nor the last raw step
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), callback.best_weights))
+    assert not any(np.array_equal(a, b) for a, b in zip(callback.best_weights, start))
+    assert np.isclose(evaluation.roc_auc(y, predict_images(model, x)), callback.best_auc)
+    assert callback.best_auc > 0.8
+
+
+def test_averaged_weights_stop_after_patience_epochs_without_progress():
+    import keras
+    import numpy as np
+
+    from ml.training import _onehot, averaged_weights
+
+    x = np.random.default_rng(1).normal(size=(32, 4)).astype(np.float32)
+    y = np.array([0, 1] * 16)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile(keras.optimizers.SGD(0.0), "binary_crossentropy")  # nothing moves: AUC never improves
+    callback = averaged_weights(x, y, decay=0.5, patience=2, log=lambda m: None)
+    history = model.fit(x, _onehot(y), batch_size=8, epochs=10, verbose=0, callbacks=[callback]).history
+    assert len(history["loss"]) == 3 and callback.best_epoch == 1
