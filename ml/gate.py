@@ -10,10 +10,13 @@ of check, with limits learnt from the training images and saved with the model
   the Laplacian);
 * familiarity: the distance, in the lower backbone blocks' feature statistics
   (per-channel mean and spread of their feature map), to the five nearest
-  training images. The reference holds each training image twice, as it is and
-  through the training augmentation (other dermoscopes' colour, exposure, zoom
-  and vignetting), so a lesion from another clinic stays familiar while a cat, a
-  cup of coffee or random noise does not. Those blocks keep their ImageNet
+  training images. The reference holds each training image three times: as it
+  is, through the training augmentation (other dermoscopes' colour, exposure, zoom
+  and vignetting), and augmented then sharpened or softened by a random amount
+  (other dermoscopes' optics: PH2's images are sharper than HAM10000's, and 12 of
+  the 200 fell just beyond the limit when the reference had no such view), so a
+  lesion from another clinic stays familiar while a cat, a cup of coffee or random
+  noise does not. Those blocks keep their ImageNet
   weights, or are fine-tuned only gently (--finetune-scope all), and the gate is
   fitted on the trained model, so reference and limits match the features it is
   given. The pooled features at the top are not used: they were trained to tell
@@ -29,7 +32,7 @@ import numpy as np
 
 GATE_FILENAME = "gate.npz"
 NEIGHBOURS = 5
-REFERENCE_IMAGES = 1200  # training images in the reference (each also augmented once)
+REFERENCE_IMAGES = 1200  # training images in the reference (each also in two augmented views)
 # Limits are set this far beyond what the training images themselves reach.
 QUALITY_QUANTILE = 0.002
 DISTANCE_QUANTILE = 0.999
@@ -59,6 +62,17 @@ def quality_measures(rgb: np.ndarray) -> dict[str, float]:
         "sharpness": float(lap.var()),
         "colourfulness": float(colourfulness),
     }
+
+
+def random_sharpness(images, rng: np.random.Generator, low: float = -0.8, high: float = 4.0) -> np.ndarray:
+    """Unsharp masking by a random amount per image: x + a (x - blur(x)), a in [low, high).
+    Positive a sharpens (a crisper dermoscope), negative a blends towards the blur (a softer one)."""
+    from scipy.ndimage import gaussian_filter
+
+    x = np.asarray(images, dtype=np.float32)
+    blurred = gaussian_filter(x, sigma=(0, 1.0, 1.0, 0))
+    amount = rng.uniform(low, high, size=(len(x), 1, 1, 1)).astype(np.float32)
+    return np.clip(x + amount * (x - blurred), 0, 255)
 
 
 def feature_statistics(feature_maps) -> np.ndarray:
@@ -167,17 +181,21 @@ def fit_for_model(model_dir, train_paths, val_paths, log=print, seed: int = 0) -
     if len(train_paths) > REFERENCE_IMAGES:
         train_paths = rng.sample(train_paths, REFERENCE_IMAGES)
 
+    sharpness_rng = np.random.default_rng(seed)
+
     def collect(paths, quality=None):
+        """Feature statistics of each image as it is, augmented, and augmented with its sharpness changed."""
         features = []
         for start in range(0, len(paths), 32):
             x = np.stack([preprocess(p) for p in paths[start:start + 32]])
             if quality is not None:
                 quality.extend(quality_measures(img) for img in x)
-            for batch in (x, augmenter(x, training=True)):
+            augmented = np.asarray(augmenter(x, training=True))
+            for batch in (x, augmented, random_sharpness(augmented, sharpness_rng)):
                 features.append(feature_statistics(lower(batch, training=False)))
         return np.concatenate(features)
 
-    log(f"fitting the image gate on {len(train_paths)} training images (and an augmented view of each) ...")
+    log(f"fitting the image gate on {len(train_paths)} training images (and two augmented views of each) ...")
     quality: list[dict[str, float]] = []
     reference = collect(train_paths, quality)
     gate = Gate.fit(reference, quality, collect(list(val_paths)))

@@ -109,7 +109,7 @@ def render(model_dir) -> str:
         lines += ["## Image gate",
                   "Limits learnt from the training images (quality: brightness, contrast, colourfulness, sharpness; "
                   "familiarity: distance to the 5 nearest training images in the lower backbone blocks' feature "
-                  "statistics, with the reference including augmented views). The distance limit is the validation "
+                  "statistics, with the reference including augmented views, some sharpened or softened as other dermoscopes' optics would). The distance limit is the validation "
                   "images' 99.9th percentile x 1.1.",
                   "",
                   f"- Junk refused: {gate['junk']['refused']}/{gate['junk']['n']} = {_f(gate['junk']['refused_share'])} "
