@@ -10,11 +10,11 @@ of check, with limits learnt from the training images and saved with the model
   the Laplacian);
 * familiarity: the distance, in the lower backbone blocks' feature statistics
   (per-channel mean and spread of their feature map), to the five nearest
-  training images. The reference holds each training image three times: as it
-  is, through the training augmentation (other dermoscopes' colour, exposure, zoom
-  and vignetting), and augmented then sharpened or softened by a random amount
-  (other dermoscopes' optics: PH2's images are sharper than HAM10000's, and 12 of
-  the 200 fell just beyond the limit when the reference had no such view), so a
+  training images. The reference holds each training image twice: as it is, and
+  through the training augmentation (other dermoscopes' colour, exposure, zoom and
+  vignetting) followed by sharpening or softening by a random amount (other
+  dermoscopes' optics: PH2's images are sharper than HAM10000's, and 12 of the 200
+  fell just beyond the limit when the reference had no such change), so a
   lesion from another clinic stays familiar while a cat, a cup of coffee or random
   noise does not. Those blocks keep their ImageNet
   weights, or are fine-tuned only gently (--finetune-scope all), and the gate is
@@ -32,7 +32,7 @@ import numpy as np
 
 GATE_FILENAME = "gate.npz"
 NEIGHBOURS = 5
-REFERENCE_IMAGES = 1200  # training images in the reference (each also in two augmented views)
+REFERENCE_IMAGES = 1200  # training images in the reference (each also augmented once)
 # Limits are set this far beyond what the training images themselves reach.
 QUALITY_QUANTILE = 0.002
 DISTANCE_QUANTILE = 0.999
@@ -184,18 +184,18 @@ def fit_for_model(model_dir, train_paths, val_paths, log=print, seed: int = 0) -
     sharpness_rng = np.random.default_rng(seed)
 
     def collect(paths, quality=None):
-        """Feature statistics of each image as it is, augmented, and augmented with its sharpness changed."""
+        """Feature statistics of each image as it is, and augmented with its sharpness changed too."""
         features = []
         for start in range(0, len(paths), 32):
             x = np.stack([preprocess(p) for p in paths[start:start + 32]])
             if quality is not None:
                 quality.extend(quality_measures(img) for img in x)
-            augmented = np.asarray(augmenter(x, training=True))
-            for batch in (x, augmented, random_sharpness(augmented, sharpness_rng)):
+            augmented = random_sharpness(np.asarray(augmenter(x, training=True)), sharpness_rng)
+            for batch in (x, augmented):
                 features.append(feature_statistics(lower(batch, training=False)))
         return np.concatenate(features)
 
-    log(f"fitting the image gate on {len(train_paths)} training images (and two augmented views of each) ...")
+    log(f"fitting the image gate on {len(train_paths)} training images (and an augmented view of each) ...")
     quality: list[dict[str, float]] = []
     reference = collect(train_paths, quality)
     gate = Gate.fit(reference, quality, collect(list(val_paths)))
