@@ -128,8 +128,15 @@ def render(model_dir) -> str:
                   f"images with the dermatologists' lesion masks: on average {_f(cam['mean_heat_inside_lesion'])} of "
                   f"the heat falls inside the lesion (median {_f(cam['median_heat_inside_lesion'])}), whose average "
                   f"share of the image is {_f(cam['mean_lesion_area_share'])}. Target: at least 0.6, clearly above "
-                  "the area share.",
-                  "", "```", f"python manage.py evaluate_gradcam --json {rel}/evaluation/gradcam.json", "```", ""]
+                  "the area share."]
+        if cam.get("by_diagnosis"):
+            lines += ["", "The heat is the malignant class's, so on a benign lesion it marks what little speaks for "
+                      "malignancy, wherever that is. By diagnosis:", "",
+                      "| PH2 diagnosis | images | heat inside the lesion | lesion's share of the image |",
+                      "|---|---|---|---|"]
+            lines += [f"| {d.replace('_', ' ')} | {row['n']} | {_f(row['mean_heat_inside_lesion'])} | "
+                      f"{_f(row['mean_lesion_area_share'])} |" for d, row in cam["by_diagnosis"].items()]
+        lines += ["", "```", f"python manage.py evaluate_gradcam --json {rel}/evaluation/gradcam.json", "```", ""]
     bench = _load(ev / "benchmark.json")
     if bench:
         lines += ["## Speed and memory",

@@ -46,7 +46,18 @@ class Command(BaseCommand):
                   "mean_heat_inside_lesion": float(np.mean(inside)), "median_heat_inside_lesion": float(np.median(inside)),
                   "mean_lesion_area_share": float(np.mean(area)),
                   "share_of_images_with_heat_mostly_inside": float(np.mean(np.array(inside) >= 0.5))}
+        # The heat is the malignant class's: on a benign lesion the lesion itself counts against
+        # malignancy, so the heat there may well sit elsewhere. Each diagnosis apart:
+        details = np.array([s.detail or ("malignant" if s.label else "benign") for s in samples])
+        result["by_diagnosis"] = {str(d): {"n": int((details == d).sum()),
+                                      "mean_heat_inside_lesion": float(np.mean(np.array(inside)[details == d])),
+                                      "mean_lesion_area_share": float(np.mean(np.array(area)[details == d]))}
+                                  for d in sorted(set(details))}
         for k, v in result.items():
-            self.stdout.write(f"{k:>40}: {v}")
+            if k != "by_diagnosis":
+                self.stdout.write(f"{k:>40}: {v}")
+        for d, row in result["by_diagnosis"].items():
+            self.stdout.write(f"{d:>40}: {row['mean_heat_inside_lesion']:.3f} of the heat inside, "
+                              f"lesion {row['mean_lesion_area_share']:.3f} of the image ({row['n']} images)")
         if o["json_path"]:
             Path(o["json_path"]).write_text(json.dumps(result, indent=2))
