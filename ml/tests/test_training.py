@@ -93,20 +93,21 @@ def test_upper_scope_leaves_the_cached_blocks_as_imagenet_made_them(small_model,
     assert phases["finetune_scope"] == "upper" and phases["kept"] in ("frozen", "finetuned")
 
 
-def test_finetune_all_trains_every_block_from_augmented_images(imagenet_lower_weights):
+@pytest.mark.parametrize("average", [False, True], ids=["last-weights", "averaged-weights"])
+def test_finetune_all_trains_every_block_from_augmented_images(imagenet_lower_weights, average):
     """--finetune-scope all: the lower blocks (frozen and cached in the default scope) learn too."""
     import numpy as np
 
     from ml.training import Network, TrainConfig, build_augmenter, finetune_all
 
     config = TrainConfig(dataset="unused", finetune_scope="all", finetune_epochs=1, finetune_learning_rate=1e-3,
-                         batch_size=8)
+                         batch_size=8, average_weights=average)
     net = Network(config)
     rng = np.random.default_rng(0)
     x = rng.integers(0, 255, (16, 224, 224, 3), dtype=np.uint8)
     y = np.array([0, 1] * 8)
     history = finetune_all(net, config, x, y, x[:4], y[:4], build_augmenter(0), log=lambda m: None)
-    assert len(history["loss"]) == 1
+    assert len(history["loss"]) == 1 and len(history["val_auc"]) == 1
     pairs = list(zip(net.lower.get_weights(), imagenet_lower_weights))
     kernels = [(a, b) for a, b in pairs if a.ndim == 4]
     assert len(kernels) >= 20  # the stem and blocks 0-7: expand, depthwise and project convolutions

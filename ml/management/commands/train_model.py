@@ -25,6 +25,9 @@ class Command(BaseCommand):
         d("--finetune-scope", choices=["upper", "all"], default="upper",
           help="upper: fine-tune the blocks from --finetune-from-block on cached feature maps (fast on a CPU); "
                "all: fine-tune every block from freshly augmented images in balanced batches (default: %(default)s)")
+        d("--average-weights", action="store_true",
+          help="scope all: validate and keep weights averaged over about the last epoch (exponential moving "
+               "average) instead of each epoch's last weights")
         d("--benign-views", type=int, default=2, help="augmented views per benign image (malignant get as many as balance needs)")
         d("--max-views", type=int, default=12)
         d("--batch-size", type=int, default=32)
@@ -44,7 +47,7 @@ class Command(BaseCommand):
             dataset=o["dataset"], format=o["format"], output=o["output"], backbone=o["backbone"], weights=o["weights"],
             epochs=o["epochs"], learning_rate=o["learning_rate"], finetune_epochs=o["finetune_epochs"],
             finetune_learning_rate=o["finetune_learning_rate"], finetune_from_block=o["finetune_from_block"],
-            finetune_scope=o["finetune_scope"],
+            finetune_scope=o["finetune_scope"], average_weights=o["average_weights"],
             benign_views=o["benign_views"], max_views=o["max_views"], batch_size=o["batch_size"],
             dense_units=o["dense_units"], dropout=o["dropout"], patience=o["patience"], limit=o["limit"],
             seed=o["seed"], atypical_is_malignant=o["atypical_is_malignant"], cache_dir=o["cache_dir"],
