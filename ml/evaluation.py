@@ -133,13 +133,19 @@ def sigmoid(z):
     return 1.0 / (1.0 + np.exp(-np.asarray(z, dtype=float)))
 
 
+def log_loss(y, p) -> float:
+    """Binary cross-entropy (mean negative log-likelihood) of probabilities p for labels y."""
+    y = np.asarray(y, dtype=float)
+    q = np.clip(np.asarray(p, dtype=float), 1e-7, 1 - 1e-7)
+    return float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q)))
+
+
 def fit_temperature(y, raw_logits) -> float:
     """Temperature T minimising the validation negative log-likelihood of sigmoid(z / T)."""
     y, z = np.asarray(y, dtype=float), np.asarray(raw_logits, dtype=float)
 
     def nll(t):
-        q = np.clip(sigmoid(z / t), 1e-7, 1 - 1e-7)
-        return -np.mean(y * np.log(q) + (1 - y) * np.log(1 - q))
+        return log_loss(y, sigmoid(z / t))
 
     grid = np.exp(np.linspace(np.log(0.05), np.log(20.0), 400))
     best = grid[int(np.argmin([nll(t) for t in grid]))]

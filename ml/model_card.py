@@ -109,8 +109,9 @@ def render(model_dir) -> str:
         lines += ["## Image gate",
                   "Limits learnt from the training images (quality: brightness, contrast, colourfulness, sharpness; "
                   "familiarity: distance to the 5 nearest training images in the lower backbone blocks' feature "
-                  "statistics, with the reference including augmented views, some sharpened or softened as other dermoscopes' optics would). The distance limit is the validation "
-                  "images' 99.9th percentile x 1.1. The range of that sharpening was set after looking at the PH2 "
+                  "statistics, with the reference including augmented views, some sharpened or softened as other "
+                  "dermoscopes' optics would). The distance limit is the validation images' 99.9th percentile x 1.1. "
+                  "The range of that sharpening was set after looking at the PH2 "
                   "images the gate refused (three variants compared on PH2: 0.940, 0.955, 0.965 accepted), so the PH2 "
                   "figure below is not a blind external measure.",
                   "",

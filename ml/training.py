@@ -24,6 +24,7 @@ added on top:
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import math
@@ -600,6 +601,7 @@ def finetune_all(net: Network, config: TrainConfig, x_train, y_train, x_val, y_v
     return h.history
 
 
+@functools.lru_cache(maxsize=None)
 def _averaged_weights_callback():
     import keras
 
@@ -633,11 +635,10 @@ def _averaged_weights_callback():
             self.model.set_weights(averaged)
             p = predict_images(self.model, self.x_val)
             self.model.set_weights(current)
-            q = np.clip(p, 1e-7, 1 - 1e-7)
             auc = evaluation.roc_auc(self.y_val, p)
             if logs is not None:
                 logs.update(val_auc=auc, val_accuracy=float(np.mean((p >= 0.5) == self.y_val)),
-                            val_loss=float(-np.mean(self.y_val * np.log(q) + (1 - self.y_val) * np.log(1 - q))))
+                            val_loss=evaluation.log_loss(self.y_val, p))
             if auc > self.best_auc:
                 self.best_auc, self.best_weights, self.best_epoch, self.wait = auc, averaged, epoch + 1, 0
             else:
@@ -655,7 +656,7 @@ def _averaged_weights_callback():
 
 
 def averaged_weights(*args, **kwargs):
-    """The AveragedWeights callback (its class is built on first use: keras is imported only to train)."""
+    """An AveragedWeights callback (its class is built once, on first use: keras is imported only to train)."""
     return _averaged_weights_callback()(*args, **kwargs)
 
 

@@ -1,4 +1,4 @@
-"""The image gate's own pieces, on a real lesion image where the datasets are present."""
+"""The image gate's own pieces. (The gate on real images and junk: ml/tests/test_shipped_model.py.)"""
 import numpy as np
 
 from ml.gate import quality_measures, random_sharpness

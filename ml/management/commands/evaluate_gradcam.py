@@ -49,9 +49,10 @@ class Command(BaseCommand):
         # The heat is the malignant class's: on a benign lesion the lesion itself counts against
         # malignancy, so the heat there may well sit elsewhere. Each diagnosis apart:
         details = np.array([s.detail or ("malignant" if s.label else "benign") for s in samples])
+        inside, area = np.array(inside), np.array(area)
         result["by_diagnosis"] = {str(d): {"n": int((details == d).sum()),
-                                      "mean_heat_inside_lesion": float(np.mean(np.array(inside)[details == d])),
-                                      "mean_lesion_area_share": float(np.mean(np.array(area)[details == d]))}
+                                           "mean_heat_inside_lesion": float(inside[details == d].mean()),
+                                           "mean_lesion_area_share": float(area[details == d].mean())}
                                   for d in sorted(set(details))}
         for k, v in result.items():
             if k != "by_diagnosis":
