@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from django.conf import settings
 
-from . import preprocessing
+from . import preprocessing, tta
 from .heatmap import normalise_cam  # noqa: F401 (part of this module's interface)
 
 MODEL_FILENAME = "model.keras"
@@ -111,6 +112,7 @@ class KerasRuntime:
         except Exception as exc:  # a corrupt or incompatible file is an unavailable model
             raise ModelUnavailable(f"No model available: {directory / MODEL_FILENAME} could not be loaded ({exc})") from exc
         self.malignant_index = malignant_index
+        self.views = tta.views_of(metadata)
         self.cam_layer = None
         self._analyse = None
         try:
@@ -137,18 +139,22 @@ class KerasRuntime:
                 score = tf.math.log(probs[:, malignant_index] + eps) - tf.math.log(probs[:, benign_index] + eps)
             # Grad-CAM: the channel weights are the spatial mean of the score's gradient with
             # respect to the feature map, which through a global average pool is dscore/dpooled / (H*W).
+            # The ReLU comes after the views are averaged (ml/tta.py).
             weights = tape.gradient(score, pooled)
-            cam = tf.nn.relu(tf.einsum("bhwk,bk->bhw", fmap, weights))
-            return probs, gate_features, cam
+            cam = tf.einsum("bhwk,bk->bhw", fmap, weights)
+            return score, gate_features, cam
 
         self._analyse = analyse
 
     def analyse(self, batch):
+        n = len(batch)
+        x = tta.expand(np.asarray(batch, dtype=np.float32), self.views)
         if self._analyse is None:
-            probs = self.model(batch, training=False).numpy()
-            return probs[:, self.malignant_index].astype(float), None, None
-        probs, features, cam = self._analyse(batch)
-        return probs.numpy()[:, self.malignant_index].astype(float), features.numpy(), cam.numpy()
+            p = np.clip(self.model(x, training=False).numpy()[:, self.malignant_index].astype(float), 1e-7, 1 - 1e-7)
+            return tta.combine(np.log(p) - np.log1p(-p), None, self.views, n)[0], None, None
+        score, features, cam = self._analyse(x)
+        probability, cams = tta.combine(score.numpy(), cam.numpy(), self.views, n)
+        return probability, features.numpy()[:n], cams
 
 
 class LiteRTRuntime:
@@ -159,7 +165,6 @@ class LiteRTRuntime:
     name = "litert"
 
     def __init__(self, directory: Path, metadata: dict[str, Any], malignant_index: int):
-        import numpy as np
         from ai_edge_litert.interpreter import Interpreter
 
         spec = metadata["litert"]
@@ -176,6 +181,7 @@ class LiteRTRuntime:
         h["bn_scale"] = h["bn_gamma"] / np.sqrt(h["bn_variance"] + h["bn_epsilon"])
         self.direction = h["out_kernel"][:, malignant_index] - h["out_kernel"][:, 1 - malignant_index]
         self.malignant_index = malignant_index
+        self.views = tta.views_of(metadata)
         self.cam_layer = metadata.get("cam_layer", "top_activation")
 
     def _run(self, image):
@@ -184,13 +190,12 @@ class LiteRTRuntime:
         return self.interpreter.get_tensor(self.feature_index)[0], self.interpreter.get_tensor(self.lower_index)[0]
 
     def analyse(self, batch):
-        import numpy as np
-
         from .gate import feature_statistics
 
         h = self.head
-        probs, features, cams = [], [], []
-        for image in batch:  # the export has a batch size of one: the serving case
+        n = len(batch)
+        scores, features, cams = [], [], []
+        for image in tta.expand(np.asarray(batch, dtype=np.float32), self.views):  # batch size one: the serving case
             fmap, lower_map = self._run(image)
             features.append(feature_statistics(lower_map[None])[0])
             fmap_flat = fmap.reshape(-1, fmap.shape[-1])
@@ -198,12 +203,13 @@ class LiteRTRuntime:
             pre = pooled @ h["dense_kernel"] + h["dense_bias"]
             normed = (np.maximum(pre, 0.0) - h["bn_mean"]) * h["bn_scale"] + h["bn_beta"]
             logits = (normed @ h["out_kernel"] + h["out_bias"]).astype(np.float64)
-            e = np.exp(logits - logits.max())
-            probs.append((e / e.sum())[self.malignant_index])
+            # log p(malignant) - log p(benign) of the softmax: the logits' difference.
+            scores.append(logits[self.malignant_index] - logits[1 - self.malignant_index])
             # d(logit_malignant - logit_benign)/d(pooled), by hand through BN, ReLU and Dense.
             grad = h["dense_kernel"] @ ((pre > 0) * h["bn_scale"] * self.direction)
-            cams.append(np.maximum(fmap_flat @ grad, 0.0).reshape(fmap.shape[:2]))
-        return np.array(probs, dtype=float), np.array(features, dtype=np.float32), np.array(cams, dtype=np.float32)
+            cams.append((fmap_flat @ grad).reshape(fmap.shape[:2]))
+        probability, cam = tta.combine(np.array(scores), np.array(cams, dtype=np.float32), self.views, n)
+        return probability, np.array(features[:n], dtype=np.float32), cam
 
 
 class LoadedModel:
@@ -279,8 +285,6 @@ def predict_many(sources, directory: Path | None = None, batch_size: int = 32, r
     """Calibrated probabilities of malignancy for many images (evaluation, benchmarks).
 
     Uses the same preprocessing and calibration as :func:`predict`, in batches; no gate."""
-    import numpy as np
-
     loaded = _loaded_for(directory, runtime)
     size = int(loaded.metadata.get("image_size", preprocessing.IMAGE_SIZE))
     sources = list(sources)

@@ -58,6 +58,7 @@ def render(model_dir) -> str:
         *_training_lines(meta, metrics),
         "- Serving runs a LiteRT export (float16 weights) without TensorFlow; the Keras model is the fallback. "
         "A test checks both give the same probabilities and heat maps on real images.",
+        _views_line(meta),
         "",
         "## Data",
         f"- Trained on HAM10000 (Tschandl et al. 2018, CC BY-NC 4.0): {data.get('train', {}).get('n')} images "
@@ -290,3 +291,18 @@ def write(model_dir) -> Path:
     path = Path(model_dir) / "MODEL_CARD.md"
     path.write_text(render(model_dir))
     return path
+
+
+def _views_line(meta: dict) -> str:
+    from .tta import IDENTITY, views_of
+
+    views = views_of(meta)
+    if views == IDENTITY:
+        return ("- Each image is scored once, as it is. `manage.py calibrate_model DATASET --views all` would "
+                "average eight flips and quarter turns and refit the calibration for them: about eight times the "
+                "inference time (see the README).")
+    fit = meta.get("calibration_fit", {})
+    return (f"- Each image is scored in {len(views)} views (flips and quarter turns, `ml/tta.py`) and the scores "
+            f"averaged, Grad-CAM maps too; calibration and thresholds were refitted for them with `{fit.get('command')}` "
+            f"(validation AUC {_f(fit.get('validation_auc'))}).")
+

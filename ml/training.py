@@ -442,14 +442,11 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
     raw_test = raw_scores(x_test, maps_test)
 
     # Calibration on the validation split only.
-    train_prior = float(labels_train.mean())
-    val_prior = float(y_val.mean())
-    logit_offset = math.log(val_prior / (1 - val_prior)) - math.log(train_prior / (1 - train_prior))
-    temperature = evaluation.fit_temperature(y_val, evaluation.logit(raw_val) + logit_offset)
+    fitted = fit_calibration(y_val, raw_val, float(labels_train.mean()))
+    logit_offset, temperature = fitted["logit_offset"], fitted["temperature"]
+    threshold, uncertain_threshold = fitted["threshold"], fitted["uncertain_threshold"]
     calibrate = lambda raw: evaluation.sigmoid((evaluation.logit(raw) + logit_offset) / temperature)
     p_val = calibrate(raw_val)
-    threshold = evaluation.threshold_for_sensitivity(y_val, p_val, evaluation.SENSITIVITY_TARGET)
-    uncertain_threshold = min(evaluation.threshold_for_sensitivity(y_val, p_val, evaluation.FLAG_TARGET), threshold)
 
     version = dt.datetime.now(dt.timezone.utc).strftime("lite0-%Y%m%d-%H%M") if config.backbone == "efficientnet-lite0" \
         else dt.datetime.now(dt.timezone.utc).strftime(f"{config.backbone}-%Y%m%d-%H%M")
@@ -524,6 +521,23 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
     log(evaluation.format_table({k: results[k] for k in ("validation", "test") if k in results}))
     log(f"wrote {output} in {total_seconds / 60:.1f} min")
     return results
+
+
+def fit_calibration(y_val: np.ndarray, raw_val: np.ndarray, train_prior: float) -> dict[str, float]:
+    """Calibration and the outcome thresholds, from the validation split's raw scores only.
+
+    logit_offset moves the balanced training prior to the validation split's prevalence,
+    the temperature is fitted there, and the two thresholds are chosen there on the
+    calibrated probabilities: "needs a doctor" for sensitivity >= SENSITIVITY_TARGET, and
+    the "uncertain" band below it so that both outcomes together flag >= FLAG_TARGET."""
+    val_prior = float(np.mean(y_val))
+    logit_offset = math.log(val_prior / (1 - val_prior)) - math.log(train_prior / (1 - train_prior))
+    temperature = evaluation.fit_temperature(y_val, evaluation.logit(raw_val) + logit_offset)
+    p_val = evaluation.sigmoid((evaluation.logit(raw_val) + logit_offset) / temperature)
+    threshold = evaluation.threshold_for_sensitivity(y_val, p_val, evaluation.SENSITIVITY_TARGET)
+    uncertain_threshold = min(evaluation.threshold_for_sensitivity(y_val, p_val, evaluation.FLAG_TARGET), threshold)
+    return {"logit_offset": logit_offset, "temperature": temperature, "threshold": threshold,
+            "uncertain_threshold": uncertain_threshold}
 
 
 def _onehot(y: np.ndarray) -> np.ndarray:

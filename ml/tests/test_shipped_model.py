@@ -95,12 +95,17 @@ def test_litert_export_gives_the_keras_numbers(ph2_root, ham10000_root):
 
 def test_gradcam_comes_from_the_layer_it_claims(ph2_root):
     """Recompute Grad-CAM the textbook way, with a GradientTape through the whole Keras model
-    at the named layer, and compare with what serving returns."""
+    at the named layer, for each test-time view the model averages, and compare with what
+    serving returns: the views' maps turned back and averaged, then the ReLU (ml/tta.py).
+    The probability served must be the one of the views' mean score."""
     import keras
     import tensorflow as tf
 
+    from ml import tta
+
     loaded = classifier.LoadedModel(SHIPPED, "keras")
     assert loaded.cam_layer == "top_activation"
+    views = tta.views_of(loaded.metadata)
     model = loaded.runtime.model
     lower, upper, head = (model.get_layer(n) for n in ("lower", "upper", "head"))
     layer = upper.get_layer(loaded.cam_layer)
@@ -108,16 +113,36 @@ def test_gradcam_comes_from_the_layer_it_claims(ph2_root):
     to_map = keras.Model(upper.input, layer.output)
     rest = keras.Model(layer.output, upper.output)  # the global pool after the layer
     x = preprocessing.preprocess(sorted((ph2_root / "images").glob("*.jpg"))[0])[None]
-    fmap = to_map(lower(x))
-    with tf.GradientTape() as tape:
-        tape.watch(fmap)
-        p = head(rest(fmap))
-        score = tf.math.log(p[:, 1] + 1e-7) - tf.math.log(p[:, 0] + 1e-7)
-    grads = tape.gradient(score, fmap)
-    weights = tf.reduce_mean(grads, axis=(1, 2))
-    reference = tf.nn.relu(tf.einsum("bhwk,bk->bhw", fmap, weights)).numpy()[0]
-    served = loaded.analyse(x)[2][0]
-    np.testing.assert_allclose(classifier.normalise_cam(served), classifier.normalise_cam(reference), atol=1e-3)
+    maps, scores = [], []
+    for view in views:
+        fmap = to_map(lower(np.ascontiguousarray(tta.transform(x, view))))
+        with tf.GradientTape() as tape:
+            tape.watch(fmap)
+            p = head(rest(fmap))
+            score = tf.math.log(p[:, 1] + 1e-7) - tf.math.log(p[:, 0] + 1e-7)
+        grads = tape.gradient(score, fmap)
+        weights = tf.reduce_mean(grads, axis=(1, 2))
+        maps.append(tta.untransform(tf.einsum("bhwk,bk->bhw", fmap, weights).numpy(), view)[0])
+        scores.append(float(score[0]))
+    reference = np.maximum(np.mean(maps, axis=0), 0.0)
+    raw, _features, served = loaded.analyse(x)
+    np.testing.assert_allclose(classifier.normalise_cam(served[0]), classifier.normalise_cam(reference), atol=1e-3)
+    assert raw[0] == pytest.approx(1 / (1 + np.exp(-np.mean(scores))), abs=1e-4)
+
+
+def test_shipped_model_is_calibrated_for_the_views_it_uses():
+    """Calibration and thresholds are fitted on the scores of the views serving averages:
+    calibrate_model records them together, so neither can change without the other."""
+    from ml import tta
+
+    meta = json.loads((SHIPPED / "metadata.json").read_text())
+    fit = meta.get("calibration_fit")
+    if tuple(meta.get("tta_views") or tta.IDENTITY) != tta.IDENTITY:
+        assert fit, "test-time views without calibrate_model's record of the fit"
+    if fit:
+        views_arg = "all" if tuple(meta["tta_views"]) == tta.ALL_VIEWS else "none"
+        assert fit["command"].endswith(f"--views {views_arg}")
+        assert fit["validation_n"] == meta["data"]["validation"]["n"]
 
 
 @pytest.fixture(scope="module")

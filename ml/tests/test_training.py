@@ -60,6 +60,41 @@ def test_evaluate_model_reproduces_the_training_test_score(small_model, tmp_path
         assert key in evaluated
 
 
+def test_calibrate_model_refits_for_the_views_serving_averages(small_model, tmp_path):
+    """calibrate_model: with the image as it is, it finds again what training fitted (LiteRT's
+    float16 aside); with the eight views, serving averages them and the saved threshold
+    keeps its promise on the validation split it was chosen on."""
+    import shutil
+
+    from django.core.management.base import CommandError
+
+    ham, trained = small_model
+    out = tmp_path / "model"
+    shutil.copytree(trained, out)
+    before = json.loads((out / "metadata.json").read_text())
+    call_command("calibrate_model", str(ham), "--model", str(out), "--views", "none")
+    same = json.loads((out / "metadata.json").read_text())
+    assert same["tta_views"] == ["id"]
+    assert same["temperature"] == pytest.approx(before["temperature"], rel=0.05)
+    assert same["logit_offset"] == pytest.approx(before["logit_offset"], abs=1e-9)
+
+    call_command("calibrate_model", str(ham), "--model", str(out))
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["tta_views"] == ["id", "h", "v", "hv", "t", "th", "tv", "thv"]
+    assert 0 < meta["uncertain_threshold"] <= meta["threshold"] < 1
+    report = tmp_path / "val.json"
+    call_command("evaluate_model", str(ham), "--model", str(out), "--split", "validation", "--json", str(report),
+                 "--bootstrap", "20")
+    validation = json.loads(report.read_text())
+    assert validation["sensitivity"] >= 0.90
+    assert validation["auc"] == pytest.approx(meta["calibration_fit"]["validation_auc"], abs=1e-9)
+
+    # Another dataset than the model's: refused, and the metadata left as it was.
+    with pytest.raises(CommandError, match="validation images are not in"):
+        call_command("calibrate_model", str(ham.parent / "ph2"), "--model", str(out))
+    assert json.loads((out / "metadata.json").read_text()) == meta
+
+
 def test_train_model_refuses_an_unknown_folder(tmp_path):
     from django.core.management.base import CommandError
 

@@ -1,0 +1,73 @@
+"""Test-time augmentation: the model scores an image in several orientations and the scores are averaged.
+
+A dermoscopic image has no "up": the lesion is the same lesion flipped or turned by 90
+degrees, and the model was trained on such views. The eight symmetries of the square
+(the dihedral group: optional transpose, then optional left-right and up-down flips) are
+exact on a square 224x224 input, so no pixel is interpolated.
+
+Averaging is done on the score the Grad-CAM map explains, log p(malignant) - log p(benign):
+the averaged score is the model's logit for the averaged views, and because Grad-CAM is
+linear in that score, the map for the averaged score is the average of each view's map,
+turned back to the image's own orientation, before the ReLU.
+
+Which views a model uses is saved in its metadata ("tta_views"), like its threshold:
+calibration and threshold are fitted on the scores of exactly those views. A model
+without the key uses the image as it is.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+IDENTITY = ("id",)
+ALL_VIEWS = ("id", "h", "v", "hv", "t", "th", "tv", "thv")
+
+
+def views_of(metadata: dict) -> tuple[str, ...]:
+    views = tuple(metadata.get("tta_views") or IDENTITY)
+    unknown = [v for v in views if v not in ALL_VIEWS]
+    if unknown:
+        raise ValueError(f"metadata.json: unknown test-time views {unknown} (known: {', '.join(ALL_VIEWS)})")
+    return views
+
+
+def transform(x: np.ndarray, view: str) -> np.ndarray:
+    """One view of a batch of images (N, H, W, C) or of maps (N, H, W): transpose, then flips."""
+    if "t" in view:
+        x = np.swapaxes(x, 1, 2)
+    if "h" in view:
+        x = x[:, :, ::-1]
+    if "v" in view:
+        x = x[:, ::-1]
+    return x
+
+
+def untransform(maps: np.ndarray, view: str) -> np.ndarray:
+    """Maps (N, H, W) of a view back in the image's own orientation: the steps of transform() undone in reverse."""
+    if "v" in view:
+        maps = maps[:, ::-1]
+    if "h" in view:
+        maps = maps[:, :, ::-1]
+    if "t" in view:
+        maps = np.swapaxes(maps, 1, 2)
+    return maps
+
+
+def expand(batch: np.ndarray, views: Sequence[str]) -> np.ndarray:
+    """(N, H, W, C) -> (N * V, H, W, C), view-major: rows [k*N, (k+1)*N) are view k."""
+    return np.ascontiguousarray(np.concatenate([transform(batch, v) for v in views]))
+
+
+def combine(scores: np.ndarray, cams: np.ndarray | None, views: Sequence[str], n: int):
+    """Per image: the mean score over its views and the mean of their maps (pre-ReLU, turned back).
+
+    scores: (N * V,) and cams: (N * V, h, w), view-major as from expand(). Returns
+    (the raw malignant probability sigmoid(mean score) (N,), the ReLU'd map (N, h, w) or None)."""
+    scores = np.asarray(scores, dtype=np.float64).reshape(len(views), n)
+    probability = 1.0 / (1.0 + np.exp(-scores.mean(axis=0)))
+    if cams is None:
+        return probability, None
+    cams = np.asarray(cams, dtype=np.float32)
+    per_view = [untransform(cams[k * n:(k + 1) * n], v) for k, v in enumerate(views)]
+    return probability, np.maximum(np.mean(per_view, axis=0), 0.0)
