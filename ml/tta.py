@@ -29,6 +29,8 @@ def views_of(metadata: dict) -> tuple[str, ...]:
     unknown = [v for v in views if v not in ALL_VIEWS]
     if unknown:
         raise ValueError(f"metadata.json: unknown test-time views {unknown} (known: {', '.join(ALL_VIEWS)})")
+    if views[0] != "id":  # the image gate reads the first view's features: the image as it is
+        raise ValueError(f"metadata.json: the test-time views must start with 'id', not {views[0]!r}")
     return views
 
 

@@ -59,3 +59,5 @@ def test_views_of_reads_the_metadata():
     assert tta.views_of({"tta_views": list(tta.ALL_VIEWS)}) == tta.ALL_VIEWS
     with pytest.raises(ValueError, match="unknown test-time views"):
         tta.views_of({"tta_views": ["id", "rot45"]})
+    with pytest.raises(ValueError, match="must start with 'id'"):
+        tta.views_of({"tta_views": ["h", "id"]})
