@@ -221,6 +221,10 @@ class LoadedModel:
         self.directory = directory
         self.metadata = read_metadata(directory)
         self.malignant_index = int(self.metadata.get("class_names", ["benign", "malignant"]).index("malignant"))
+        try:
+            tta.views_of(self.metadata)
+        except ValueError as exc:
+            raise ModelUnavailable(f"No model available: {directory / METADATA_FILENAME}: {exc}") from exc
         self.lock = threading.Lock()
         from .gate import Gate
 

@@ -61,3 +61,57 @@ def test_views_of_reads_the_metadata():
         tta.views_of({"tta_views": ["id", "rot45"]})
     with pytest.raises(ValueError, match="must start with 'id'"):
         tta.views_of({"tta_views": ["h", "id"]})
+
+
+def _png(pixels) -> bytes:
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, "PNG")
+    return out.getvalue()
+
+
+def _standin_with_views(directory, views):
+    import json
+
+    from ml.testing import write_standin_model
+
+    out = write_standin_model(directory)
+    meta = json.loads((out / "metadata.json").read_text())
+    (out / "metadata.json").write_text(json.dumps(dict(meta, tta_views=list(views))))
+    return out
+
+
+def test_serving_with_views_scores_the_same_lesion_and_draws_its_heat_where_it_is(tmp_path, settings):
+    """Through ml.classifier.predict, a model with all eight views: the stand-in's score depends
+    only on colour, so every view agrees with the image as it is; and the heat map, averaged
+    over views turned back, still lands on the red patch in the top-left corner."""
+    from ml import classifier
+
+    image = np.zeros((224, 224, 3), dtype=np.uint8)
+    image[:, :] = (200, 160, 140)
+    image[16:80, 16:80] = (230, 40, 40)
+    image = _png(image)
+    results = {}
+    for name, views in (("once", tta.IDENTITY), ("all", tta.ALL_VIEWS)):
+        settings.SKINCARE_MODEL_DIR = str(_standin_with_views(tmp_path / name, views))
+        classifier.reset()
+        results[name] = classifier.predict(image)
+    classifier.reset()
+    assert results["all"].probability_malignant == pytest.approx(results["once"].probability_malignant, abs=1e-4)
+    heat = results["all"].heatmap
+    row, col = np.unravel_index(heat.argmax(), heat.shape)
+    assert row <= 2 and col <= 2, (row, col)
+    np.testing.assert_allclose(heat, results["once"].heatmap, atol=1e-3)
+
+
+def test_unknown_views_make_the_model_unavailable_not_a_crash(tmp_path, settings):
+    from ml import classifier
+
+    settings.SKINCARE_MODEL_DIR = str(_standin_with_views(tmp_path / "bad", ["id", "rot45"]))
+    classifier.reset()
+    with pytest.raises(classifier.ModelUnavailable, match="unknown test-time views"):
+        classifier.predict(_png(np.zeros((224, 224, 3), dtype=np.uint8)))
+    classifier.reset()
