@@ -52,7 +52,7 @@ bench: venv
 DATASETS ?= ../shared/datasets
 MODEL ?= ml/artifacts/model
 train: venv
-	$(BIN)/python manage.py train_model $(DATASETS)/ham10000 --finetune-scope all --finetune-epochs 8 --finetune-learning-rate 5e-5 --output $(MODEL)
+	$(BIN)/python manage.py train_model $(DATASETS)/ham10000 --finetune-scope all --finetune-epochs 12 --finetune-learning-rate 1e-4 --average-weights --patience 4 --output $(MODEL)
 
 evaluate: venv
 	mkdir -p $(MODEL)/evaluation

@@ -113,7 +113,8 @@ def render(model_dir) -> str:
                   "statistics, with the reference including augmented views, some sharpened or softened as other "
                   "dermoscopes' optics would). The distance limit is the validation images' 99.9th percentile x 1.1. "
                   "The range of that sharpening was set after looking at the PH2 "
-                  "images the gate refused (three variants compared on PH2: 0.940, 0.955, 0.965 accepted), so the PH2 "
+                  "images the gate refused (three variants compared on PH2 with the model before this one: 0.940, 0.955, "
+                  "0.965 accepted), so the PH2 "
                   "figure below is not a blind external measure.",
                   "",
                   f"- Junk refused: {gate['junk']['refused']}/{gate['junk']['n']} = {_f(gate['junk']['refused_share'])} "
@@ -201,7 +202,7 @@ def _train_command(meta) -> str:
     t = meta["training"]
     return (f"python manage.py train_model ../shared/datasets/ham10000 --finetune-scope {t.get('finetune_scope', 'upper')} "
             f"--finetune-epochs {t['finetune_epochs']} --finetune-learning-rate {t['finetune_learning_rate']:g} "
-            f"--patience {t['patience']}")
+            f"--patience {t['patience']}" + (" --average-weights" if t.get("average_weights") else ""))
 
 
 def _limitation_lines(meta, ev: Path) -> list[str]:
@@ -229,8 +230,9 @@ def _limitation_lines(meta, ev: Path) -> list[str]:
             f"- **Where it looks**: {_f(cam['mean_heat_inside_lesion'])} of the Grad-CAM heat falls inside PH2's "
             f"lesion outlines, against the lesions' {_f(cam['mean_lesion_area_share'])} share of the image (target "
             "0.6). The first shipped model put most of its heat on the dark corners of PH2's dermoscope (0.25 "
-            "inside); preprocessing now paints those corners with skin colour, yet much of the heat still lies on "
-            "the skin around the lesion. The heat map shows where the model looked, not where the lesion is.")
+            "inside); preprocessing now paints those corners with skin colour."
+            + _melanoma_heat(cam) +
+            " The heat map shows where the model looked, not where the lesion is.")
     return lines
 
 
@@ -248,7 +250,10 @@ def _training_lines(meta, metrics) -> list[str]:
             f"- Phase 2: every block of the backbone fine-tuned for up to {t['finetune_epochs']} epochs (Adam, "
             f"learning rate {t['finetune_learning_rate']} with cosine decay, BatchNormalization kept in inference "
             "mode), from the training images augmented afresh for every batch, each batch half benign and half "
-            "malignant (the original's balancing generator); early stopping on the validation AUC.")
+            "malignant (the original's balancing generator); "
+            + ("validation and early stopping on the weights averaged over about the last epoch's steps "
+               "(an exponential moving average), whose best are kept." if t.get("average_weights")
+               else "early stopping on the validation AUC."))
     else:
         lines.append(
             f"- Phase 2: Lite0 blocks {t['finetune_from_block']}-15 and the head convolution fine-tuned for up to "
@@ -305,4 +310,17 @@ def _views_line(meta: dict) -> str:
     return (f"- Each image is scored in {len(views)} views (flips and quarter turns, `ml/tta.py`) and the scores "
             f"averaged, Grad-CAM maps too; calibration and thresholds were refitted for them with `{fit.get('command')}` "
             f"(validation AUC {_f(fit.get('validation_auc'))}).")
+
+
+def _melanoma_heat(cam: dict) -> str:
+    """The heat on melanomas beside the heat on nevi: the malignant class's map has reason to sit on
+    a melanoma, and little on a benign lesion, so the mean over all images mixes the two."""
+    rows = cam.get("by_diagnosis", {})
+    mel, common = rows.get("melanoma"), rows.get("common_nevus")
+    if not mel or not common:
+        return ""
+    return (f" On PH2's melanomas {_f(mel['mean_heat_inside_lesion'])} of the heat is inside (lesion share "
+            f"{_f(mel['mean_lesion_area_share'])}); on common nevi {_f(common['mean_heat_inside_lesion'])} (share "
+            f"{_f(common['mean_lesion_area_share'])}): on a lesion the model finds benign, the malignant class's "
+            "heat lies mostly on the skin around it.")
 
