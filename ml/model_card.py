@@ -304,7 +304,7 @@ def _views_line(meta: dict) -> str:
     views = views_of(meta)
     if views == IDENTITY:
         return ("- Each image is scored once, as it is. `manage.py calibrate_model DATASET --views all` would "
-                "average eight flips and quarter turns and refit the calibration for them: about eight times the "
+                "average eight flips and quarter turns and refit the calibration for them: several times the "
                 "inference time (see the README).")
     fit = meta.get("calibration_fit", {})
     return (f"- Each image is scored in {len(views)} views (flips and quarter turns, `ml/tta.py`) and the scores "
