@@ -103,7 +103,7 @@ class KerasRuntime:
 
     name = "keras"
 
-    def __init__(self, directory: Path, metadata: dict[str, Any], malignant_index: int):
+    def __init__(self, directory: Path, metadata: dict[str, Any], malignant_index: int, views: tuple[str, ...]):
         import keras  # deferred: the first prediction pays for TensorFlow, nothing else does
         import tensorflow as tf
 
@@ -112,7 +112,7 @@ class KerasRuntime:
         except Exception as exc:  # a corrupt or incompatible file is an unavailable model
             raise ModelUnavailable(f"No model available: {directory / MODEL_FILENAME} could not be loaded ({exc})") from exc
         self.malignant_index = malignant_index
-        self.views = tta.views_of(metadata)
+        self.views = views
         self.cam_layer = None
         self._analyse = None
         try:
@@ -150,8 +150,10 @@ class KerasRuntime:
         n = len(batch)
         x = tta.expand(np.asarray(batch, dtype=np.float32), self.views)
         if self._analyse is None:
-            p = np.clip(self.model(x, training=False).numpy()[:, self.malignant_index].astype(float), 1e-7, 1 - 1e-7)
-            return tta.combine(np.log(p) - np.log1p(-p), None, self.views, n)[0], None, None
+            from .evaluation import logit
+
+            p = self.model(x, training=False).numpy()[:, self.malignant_index]
+            return tta.combine(logit(p), None, self.views, n)[0], None, None
         score, features, cam = self._analyse(x)
         probability, cams = tta.combine(score.numpy(), cam.numpy(), self.views, n)
         return probability, features.numpy()[:n], cams
@@ -164,7 +166,7 @@ class LiteRTRuntime:
 
     name = "litert"
 
-    def __init__(self, directory: Path, metadata: dict[str, Any], malignant_index: int):
+    def __init__(self, directory: Path, metadata: dict[str, Any], malignant_index: int, views: tuple[str, ...]):
         from ai_edge_litert.interpreter import Interpreter
 
         spec = metadata["litert"]
@@ -181,7 +183,7 @@ class LiteRTRuntime:
         h["bn_scale"] = h["bn_gamma"] / np.sqrt(h["bn_variance"] + h["bn_epsilon"])
         self.direction = h["out_kernel"][:, malignant_index] - h["out_kernel"][:, 1 - malignant_index]
         self.malignant_index = malignant_index
-        self.views = tta.views_of(metadata)
+        self.views = views
         self.cam_layer = metadata.get("cam_layer", "top_activation")
 
     def _run(self, image):
@@ -197,7 +199,8 @@ class LiteRTRuntime:
         scores, features, cams = [], [], []
         for image in tta.expand(np.asarray(batch, dtype=np.float32), self.views):  # batch size one: the serving case
             fmap, lower_map = self._run(image)
-            features.append(feature_statistics(lower_map[None])[0])
+            if len(features) < n:  # the gate reads the image as it is: the first view
+                features.append(feature_statistics(lower_map[None])[0])
             fmap_flat = fmap.reshape(-1, fmap.shape[-1])
             pooled = fmap_flat.mean(axis=0)
             pre = pooled @ h["dense_kernel"] + h["dense_bias"]
@@ -209,7 +212,7 @@ class LiteRTRuntime:
             grad = h["dense_kernel"] @ ((pre > 0) * h["bn_scale"] * self.direction)
             cams.append((fmap_flat @ grad).reshape(fmap.shape[:2]))
         probability, cam = tta.combine(np.array(scores), np.array(cams, dtype=np.float32), self.views, n)
-        return probability, np.array(features[:n], dtype=np.float32), cam
+        return probability, np.array(features, dtype=np.float32), cam
 
 
 class LoadedModel:
@@ -222,7 +225,7 @@ class LoadedModel:
         self.metadata = read_metadata(directory)
         self.malignant_index = int(self.metadata.get("class_names", ["benign", "malignant"]).index("malignant"))
         try:
-            tta.views_of(self.metadata)
+            self.views = tta.views_of(self.metadata)
         except ValueError as exc:
             raise ModelUnavailable(f"No model available: {directory / METADATA_FILENAME}: {exc}") from exc
         self.lock = threading.Lock()
@@ -233,12 +236,12 @@ class LoadedModel:
         self.runtime = None
         if wanted in ("auto", "litert") and self.metadata.get("litert"):
             try:
-                self.runtime = LiteRTRuntime(directory, self.metadata, self.malignant_index)
+                self.runtime = LiteRTRuntime(directory, self.metadata, self.malignant_index, self.views)
             except (ImportError, OSError, ValueError, KeyError) as exc:
                 if wanted == "litert":
                     raise ModelUnavailable(f"No model available: the LiteRT export could not be loaded ({exc})") from exc
         if self.runtime is None:
-            self.runtime = KerasRuntime(directory, self.metadata, self.malignant_index)
+            self.runtime = KerasRuntime(directory, self.metadata, self.malignant_index, self.views)
         self.cam_layer = self.runtime.cam_layer
 
     def analyse(self, batch):

@@ -8,8 +8,10 @@ Deterministic: the same samples and seed give the same split, whatever their ord
 """
 from __future__ import annotations
 
+import json
 import random
 from collections import defaultdict
+from pathlib import Path
 from typing import Sequence
 
 from .datasets import Sample
@@ -55,3 +57,15 @@ def split_samples(
     for sample in samples:
         result[split_of_group[sample.group]].append(sample)
     return result
+
+
+SPLITS_FILENAME = "splits.json"  # beside a saved model: the image names it held out, written by train_model
+
+
+def recorded_splits(model_dir) -> dict[str, set[str]]:
+    """The image names a saved model held out, by split: {"validation": {...}, "test": {...}}."""
+    path = Path(model_dir) / SPLITS_FILENAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: this model recorded no held-out splits (train_model writes them)")
+    return {split: set(names) for split, names in json.loads(path.read_text()).items()}
+

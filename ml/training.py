@@ -40,6 +40,7 @@ import numpy as np
 
 from . import evaluation, preprocessing
 from .classifier import METADATA_FILENAME, MODEL_FILENAME
+from .splits import SPLITS_FILENAME
 
 CLASS_NAMES = ["benign", "malignant"]
 
@@ -507,7 +508,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
     (output / METADATA_FILENAME).write_text(json.dumps(metadata, indent=2))
     # Which images were held out, so evaluate_model --split can score exactly them later.
     splits = {"validation": sorted(str(s.path.name) for s in val_s), "test": sorted(str(s.path.name) for s in test_s)}
-    (output / "splits.json").write_text(json.dumps(splits))
+    (output / SPLITS_FILENAME).write_text(json.dumps(splits))
     from .gate import fit_for_model
 
     metadata["gate"] = fit_for_model(output, [s.path for s in train_s], [s.path for s in val_s], log=log)

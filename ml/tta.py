@@ -20,6 +20,8 @@ from typing import Sequence
 
 import numpy as np
 
+from .evaluation import sigmoid
+
 IDENTITY = ("id",)
 ALL_VIEWS = ("id", "h", "v", "hv", "t", "th", "tv", "thv")
 
@@ -67,7 +69,7 @@ def combine(scores: np.ndarray, cams: np.ndarray | None, views: Sequence[str], n
     scores: (N * V,) and cams: (N * V, h, w), view-major as from expand(). Returns
     (the raw malignant probability sigmoid(mean score) (N,), the ReLU'd map (N, h, w) or None)."""
     scores = np.asarray(scores, dtype=np.float64).reshape(len(views), n)
-    probability = 1.0 / (1.0 + np.exp(-scores.mean(axis=0)))
+    probability = sigmoid(scores.mean(axis=0))
     if cams is None:
         return probability, None
     cams = np.asarray(cams, dtype=np.float32)

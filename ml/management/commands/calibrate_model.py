@@ -30,13 +30,17 @@ class Command(BaseCommand):
         from ml import evaluation, tta
         from ml.classifier import METADATA_FILENAME, ModelUnavailable, predict_many, reset
         from ml.datasets import DatasetError, read_dataset
+        from ml.splits import recorded_splits
         from ml.training import fit_calibration
 
         model_dir = Path(o["model"] or settings.SKINCARE_MODEL_DIR)
-        meta_file, splits_file = model_dir / METADATA_FILENAME, model_dir / "splits.json"
-        for f in (meta_file, splits_file):
-            if not f.is_file():
-                raise CommandError(f"{f} not found: calibrate_model needs a model saved by train_model")
+        meta_file = model_dir / METADATA_FILENAME
+        if not meta_file.is_file():
+            raise CommandError(f"{meta_file} not found: calibrate_model needs a model saved by train_model")
+        try:
+            wanted = recorded_splits(model_dir)["validation"]
+        except FileNotFoundError as exc:
+            raise CommandError(str(exc)) from exc
         meta = json.loads(meta_file.read_text())
         views = list(tta.ALL_VIEWS if o["views"] == "all" else tta.IDENTITY)
         counts = meta.get("data", {}).get("training_views", {})
@@ -46,7 +50,6 @@ class Command(BaseCommand):
             report = read_dataset(o["dataset"], o["format"])
         except DatasetError as exc:
             raise CommandError(str(exc)) from exc
-        wanted = set(json.loads(splits_file.read_text())["validation"])
         samples = [s for s in report.samples if s.path.name in wanted]
         if len(samples) != len(wanted):
             raise CommandError(f"{len(wanted) - len(samples)} of the model's {len(wanted)} validation images are not in "

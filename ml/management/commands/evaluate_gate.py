@@ -26,6 +26,7 @@ class Command(BaseCommand):
         from ml import classifier
         from ml.datasets import read_dataset
         from ml.junk import junk_images
+        from ml.splits import recorded_splits
 
         root = Path(o["datasets"]) if o["datasets"] else shared_datasets_root()
         model_dir = Path(settings.SKINCARE_MODEL_DIR)
@@ -34,8 +35,11 @@ class Command(BaseCommand):
         loaded = classifier.get_model()
         if loaded.gate is None:
             raise CommandError(f"the model at {model_dir} has no image gate")
-        held = json.loads((model_dir / "splits.json").read_text())["test"]
-        ham = [s.path for s in read_dataset(root / "ham10000").samples if s.path.name in set(held)]
+        try:
+            held = recorded_splits(model_dir)["test"]
+        except FileNotFoundError as exc:
+            raise CommandError(str(exc)) from exc
+        ham = [s.path for s in read_dataset(root / "ham10000").samples if s.path.name in held]
         ph2 = [s.path for s in read_dataset(root / "ph2").samples]
         rng = np.random.default_rng(0)
         spoil_from = list(rng.choice(ham, o["spoiled"], replace=False)) + list(rng.choice(ph2, o["spoiled"], replace=False))

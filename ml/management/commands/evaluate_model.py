@@ -32,6 +32,7 @@ class Command(BaseCommand):
         from ml import evaluation
         from ml.classifier import ModelUnavailable, predict_many
         from ml.datasets import DatasetError, read_dataset
+        from ml.splits import recorded_splits
 
         model_dir = Path(o["model"] or settings.SKINCARE_MODEL_DIR)
         try:
@@ -40,10 +41,10 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
         samples = list(report.samples)
         if o["split"] != "all":
-            splits_file = model_dir / "splits.json"
-            if not splits_file.is_file():
-                raise CommandError(f"{splits_file} not found: this model recorded no held-out splits")
-            wanted = set(json.loads(splits_file.read_text())[o["split"]])
+            try:
+                wanted = recorded_splits(model_dir)[o["split"]]
+            except FileNotFoundError as exc:
+                raise CommandError(str(exc)) from exc
             samples = [s for s in samples if s.path.name in wanted]
             if not samples:
                 raise CommandError(f"none of this dataset's images is in the model's {o['split']} split")

@@ -19,18 +19,19 @@ class Command(BaseCommand):
     def handle(self, *args, **o):
         from ml.datasets import DatasetError, read_dataset
         from ml.gate import fit_for_model
+        from ml.splits import recorded_splits
 
         model_dir = Path(o["model"] or settings.SKINCARE_MODEL_DIR)
-        splits_file = model_dir / "splits.json"
-        if not splits_file.is_file():
-            raise CommandError(f"{splits_file} not found: the gate needs to know which images were held out")
-        held = json.loads(splits_file.read_text())
+        try:
+            held = recorded_splits(model_dir)
+        except FileNotFoundError as exc:
+            raise CommandError(f"{exc}; the gate needs to know which images were held out") from exc
         try:
             samples = read_dataset(o["dataset"], o["format"]).samples
         except DatasetError as exc:
             raise CommandError(str(exc)) from exc
-        val = [s.path for s in samples if s.path.name in set(held["validation"])]
-        train = [s.path for s in samples if s.path.name not in set(held["validation"]) | set(held["test"])]
+        val = [s.path for s in samples if s.path.name in held["validation"]]
+        train = [s.path for s in samples if s.path.name not in held["validation"] | held["test"]]
         if not train or not val:
             raise CommandError("no training or validation images of this model found in that dataset")
         limits = fit_for_model(model_dir, train, val, log=self.stdout.write)
