@@ -157,7 +157,7 @@ def render(model_dir) -> str:
         lines += ["## Training time",
                   f"{timing['total'] / 60:.1f} minutes in all on {timing['machine']} (feature cache "
                   f"{timing['cache_features']} s, frozen phase {timing['phase1_head']} s, fine-tuning "
-                  f"{timing['phase2_finetune']} s, while other work shared the machine), with "
+                  f"{timing['phase2_finetune']} s), with "
                   f"`{_train_command(meta)}`.", ""]
     lines += [
         "## Limitations",
@@ -302,11 +302,14 @@ def _views_line(meta: dict) -> str:
     from .tta import IDENTITY, views_of
 
     views = views_of(meta)
-    if views == IDENTITY:
-        return ("- Each image is scored once, as it is. `manage.py calibrate_model DATASET --views all` would "
-                "average eight flips and quarter turns and refit the calibration for them: several times the "
-                "inference time (see the README).")
     fit = meta.get("calibration_fit", {})
+    if views == IDENTITY:
+        refit = (f" Temperature and both thresholds were refitted on the validation scores of the runtime that "
+                 f"serves them, with `{fit.get('command')}` (validation AUC {_f(fit.get('validation_auc'))})."
+                 if fit else "")
+        return ("- Each image is scored once, as it is." + refit + " `manage.py calibrate_model DATASET --views all` "
+                "would average eight flips and quarter turns and refit the calibration for them: several times the "
+                "inference time (see the README).")
     return (f"- Each image is scored in {len(views)} views (flips and quarter turns, `ml/tta.py`) and the scores "
             f"averaged, Grad-CAM maps too; calibration and thresholds were refitted for them with `{fit.get('command')}` "
             f"(validation AUC {_f(fit.get('validation_auc'))}).")
