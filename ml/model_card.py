@@ -149,7 +149,10 @@ def render(model_dir) -> str:
                   f"p95 {bench['p95_ms']} ms (decode, preprocessing, gate, model, calibration and Grad-CAM); Keras "
                   f"`model.predict` baseline p50 {bench['baseline_keras_predict_p50_ms']} ms "
                   f"({bench['speedup_vs_baseline']}x); resident memory after 100 predictions {bench['rss_mb']} MB; "
-                  f"cold start to first prediction {bench['cold_start_s']} s.",
+                  f"cold start to first prediction {bench['cold_start_s']} s."
+                  + (f" Latencies are the median of {bench['rounds']} rounds over the same {bench['n']} images "
+                     f"(p50 by round: {', '.join(str(v) for v in bench['p50_ms_by_round'])} ms): on this machine "
+                     f"one round can be a few ms off." if bench.get("p50_ms_by_round") else ""),
                   "", "```", f"python manage.py benchmark_model --json {rel}/evaluation/benchmark.json", "```", ""]
     lines += _targets(ev)
     timing = metrics.get("timing_seconds")

@@ -216,3 +216,29 @@ def test_a_cat_is_not_assessed(shipped):
     result = shipped.predict(_skimage_photo("chelsea"))
     assert result.outcome == "not_assessed" and result.label is None and result.probability_malignant is None
     assert "dermoscopic" in result.reason
+
+
+def test_benchmark_reports_the_median_of_its_rounds(ph2_root, tmp_path):
+    """benchmark_model on real files with the shipped model: the latency is the median of the
+    rounds' p50s (one round is noisy on a shared 2-core machine), and a nonsensical round count is
+    a clear error. (Whether serving imports TensorFlow cannot be seen here: other tests in this
+    process have imported it.)"""
+    from django.core.management.base import CommandError
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for path in sorted((ph2_root / "images").glob("*.jpg"))[:3]:
+        (images / path.name).write_bytes(path.read_bytes())
+    out = tmp_path / "bench.json"
+    with override_settings(SKINCARE_MODEL_DIR=str(SHIPPED)):
+        classifier.reset()
+        call_command("benchmark_model", "--images", str(images), "-n", "6", "--baseline-n", "2", "--rounds", "3",
+                     "--json", str(out))
+        with pytest.raises(CommandError, match="at least 1"):
+            call_command("benchmark_model", "--images", str(images), "--rounds", "0")
+    classifier.reset()
+    figures = json.loads(out.read_text())
+    assert figures["rounds"] == 3 and figures["n"] == 6
+    assert figures["p50_ms"] == sorted(figures["p50_ms_by_round"])[1]
+    assert figures["runtime"] == "litert" and figures["cold_start_runtime"] == "litert"
+    assert figures["speedup_vs_baseline"] > 0 and figures["rss_mb"] > 0 and figures["cold_start_s"] > 0

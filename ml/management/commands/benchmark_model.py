@@ -7,6 +7,9 @@ Everything in one run on the same images:
 - rss_mb: this worker's resident memory after 100 serving predictions (measured before the
   baseline loads TensorFlow, so it is what a serving worker holds);
 - cold_start_s: a fresh Python process, from start to its first prediction returned.
+
+Latency on a small shared machine varies from run to run, so the timed loops run --rounds
+times and the figures are the median of the rounds' figures (each round's p50 is kept too).
 """
 import json
 import os
@@ -44,6 +47,12 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _median(values):
+    values = sorted(values)
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
 def _percentile(values, q):
     values = sorted(values)
     return values[min(len(values) - 1, int(round(q / 100.0 * (len(values) - 1))))]
@@ -57,6 +66,9 @@ class Command(BaseCommand):
         parser.add_argument("--images", help="folder of images to use (default: the shared HAM10000 and PH2 images)")
         parser.add_argument("-n", type=int, default=100, help="predictions to time (default: %(default)s)")
         parser.add_argument("--baseline-n", type=int, default=30, help="baseline predictions to time")
+        parser.add_argument("--rounds", type=int, default=5,
+                            help="times to repeat each timed loop; the figures are the rounds' median "
+                                 "(default: %(default)s)")
         parser.add_argument("--json", dest="json_path", help="also write the figures to this JSON file")
 
     def _images(self, folder, n):
@@ -73,6 +85,8 @@ class Command(BaseCommand):
     def handle(self, *args, **o):
         from ml import classifier
 
+        if o["rounds"] < 1 or o["n"] < 1 or o["baseline_n"] < 1:
+            raise CommandError("-n, --baseline-n and --rounds must be at least 1")
         paths = self._images(o["images"], o["n"])
         blobs = [p.read_bytes() for p in paths]
         self.stdout.write(f"benchmarking {settings.SKINCARE_MODEL_DIR} on {len(blobs)} images ...")
@@ -83,11 +97,14 @@ class Command(BaseCommand):
         cold_s, runtime_name, tf_loaded = cold.stdout.split()[-3:]
 
         classifier.predict(blobs[0])  # load the model: not part of the per-request latency
-        times = []
-        for blob in blobs:
-            started = time.perf_counter()
-            classifier.predict(blob)
-            times.append((time.perf_counter() - started) * 1000.0)
+        rounds = []
+        for _ in range(o["rounds"]):
+            times = []
+            for blob in blobs:
+                started = time.perf_counter()
+                classifier.predict(blob)
+                times.append((time.perf_counter() - started) * 1000.0)
+            rounds.append(times)
         rss = _rss_mb()
         tf_in_serving = "tensorflow" in sys.modules
 
@@ -97,18 +114,25 @@ class Command(BaseCommand):
 
         model = keras.models.load_model(Path(settings.SKINCARE_MODEL_DIR) / classifier.MODEL_FILENAME, compile=False)
         model.predict(preprocessing.preprocess(blobs[0])[None], verbose=0)
-        baseline = []
-        for blob in blobs[:o["baseline_n"]]:
-            started = time.perf_counter()
-            model.predict(preprocessing.preprocess(blob)[None], verbose=0)
-            baseline.append((time.perf_counter() - started) * 1000.0)
+        baseline_p50 = []
+        for _ in range(o["rounds"]):
+            baseline = []
+            for blob in blobs[:o["baseline_n"]]:
+                started = time.perf_counter()
+                model.predict(preprocessing.preprocess(blob)[None], verbose=0)
+                baseline.append((time.perf_counter() - started) * 1000.0)
+            baseline_p50.append(_percentile(baseline, 50))
+        p50s = [_percentile(times, 50) for times in rounds]
+        p50, base = _median(p50s), _median(baseline_p50)
         figures = {
             "runtime": classifier.get_model().runtime.name,
-            "n": len(times),
-            "p50_ms": round(_percentile(times, 50), 2),
-            "p95_ms": round(_percentile(times, 95), 2),
-            "baseline_keras_predict_p50_ms": round(_percentile(baseline, 50), 2),
-            "speedup_vs_baseline": round(_percentile(baseline, 50) / _percentile(times, 50), 1),
+            "n": len(blobs),
+            "rounds": o["rounds"],
+            "p50_ms": round(p50, 2),
+            "p95_ms": round(_median([_percentile(times, 95) for times in rounds]), 2),
+            "p50_ms_by_round": [round(v, 2) for v in p50s],
+            "baseline_keras_predict_p50_ms": round(base, 2),
+            "speedup_vs_baseline": round(base / p50, 1),
             "rss_mb": round(rss, 1),
             "cold_start_s": round(float(cold_s), 2),
             "cold_start_runtime": runtime_name,
