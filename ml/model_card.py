@@ -113,7 +113,7 @@ def render(model_dir) -> str:
                   "statistics, with the reference including augmented views, some sharpened or softened as other "
                   "dermoscopes' optics would). The distance limit is the validation images' 99.9th percentile x 1.1. "
                   "The range of that sharpening was set after looking at the PH2 "
-                  "images the gate refused (three variants compared on PH2 with the model before this one: 0.940, 0.955, "
+                  "images the gate refused (three variants compared on PH2 with an earlier model: 0.940, 0.955, "
                   "0.965 accepted), so the PH2 "
                   "figure below is not a blind external measure.",
                   "",

@@ -62,8 +62,8 @@ class TrainConfig:
     finetune_scope: str = "upper"
     # scope "all": validate and keep an exponential moving average of the weights (about the last epoch's
     # steps). With learning rate 5e-5 (runs/full-3, 12 epochs) it gave validation AUC 0.910 vs 0.909 without;
-    # with 1e-4 (runs/full-4, 12 epochs) 0.917: the shipped model, trained by `make train`. The command's
-    # defaults stay the short recipe that tests and quick runs use.
+    # with 1e-4, 0.917 after 12 epochs (runs/full-4) and 0.921 after 18 (runs/full-5: the shipped model,
+    # trained by `make train`). The command's defaults stay the short recipe that tests and quick runs use.
     average_weights: bool = False
     dense_units: int = 256
     dropout: float = 0.3

@@ -14,6 +14,7 @@ times and the figures are the median of the rounds' figures (each round's p50 is
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -47,10 +48,17 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _median(values):
-    values = sorted(values)
-    mid = len(values) // 2
-    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+def _timed_rounds(call, blobs, rounds: int) -> list[list[float]]:
+    """Milliseconds of call(blob) for every blob, the whole loop repeated `rounds` times."""
+    out = []
+    for _ in range(rounds):
+        times = []
+        for blob in blobs:
+            started = time.perf_counter()
+            call(blob)
+            times.append((time.perf_counter() - started) * 1000.0)
+        out.append(times)
+    return out
 
 
 def _percentile(values, q):
@@ -97,14 +105,7 @@ class Command(BaseCommand):
         cold_s, runtime_name, tf_loaded = cold.stdout.split()[-3:]
 
         classifier.predict(blobs[0])  # load the model: not part of the per-request latency
-        rounds = []
-        for _ in range(o["rounds"]):
-            times = []
-            for blob in blobs:
-                started = time.perf_counter()
-                classifier.predict(blob)
-                times.append((time.perf_counter() - started) * 1000.0)
-            rounds.append(times)
+        rounds = _timed_rounds(classifier.predict, blobs, o["rounds"])
         rss = _rss_mb()
         tf_in_serving = "tensorflow" in sys.modules
 
@@ -114,22 +115,17 @@ class Command(BaseCommand):
 
         model = keras.models.load_model(Path(settings.SKINCARE_MODEL_DIR) / classifier.MODEL_FILENAME, compile=False)
         model.predict(preprocessing.preprocess(blobs[0])[None], verbose=0)
-        baseline_p50 = []
-        for _ in range(o["rounds"]):
-            baseline = []
-            for blob in blobs[:o["baseline_n"]]:
-                started = time.perf_counter()
-                model.predict(preprocessing.preprocess(blob)[None], verbose=0)
-                baseline.append((time.perf_counter() - started) * 1000.0)
-            baseline_p50.append(_percentile(baseline, 50))
+        baseline = _timed_rounds(lambda blob: model.predict(preprocessing.preprocess(blob)[None], verbose=0),
+                                 blobs[:o["baseline_n"]], o["rounds"])
         p50s = [_percentile(times, 50) for times in rounds]
-        p50, base = _median(p50s), _median(baseline_p50)
+        p50 = statistics.median(p50s)
+        base = statistics.median(_percentile(times, 50) for times in baseline)
         figures = {
             "runtime": classifier.get_model().runtime.name,
             "n": len(blobs),
             "rounds": o["rounds"],
             "p50_ms": round(p50, 2),
-            "p95_ms": round(_median([_percentile(times, 95) for times in rounds]), 2),
+            "p95_ms": round(statistics.median(_percentile(times, 95) for times in rounds), 2),
             "p50_ms_by_round": [round(v, 2) for v in p50s],
             "baseline_keras_predict_p50_ms": round(base, 2),
             "speedup_vs_baseline": round(base / p50, 1),
