@@ -53,8 +53,6 @@ DATASETS ?= ../shared/datasets
 MODEL ?= ml/artifacts/model
 train: venv
 	$(BIN)/python manage.py train_model $(DATASETS)/ham10000 --finetune-scope all --finetune-epochs 18 --finetune-learning-rate 1e-4 --average-weights --patience 5 --output $(MODEL)
-	# refit temperature and thresholds on the scores of the exported model that serves (float16 LiteRT)
-	$(BIN)/python manage.py calibrate_model $(DATASETS)/ham10000 --model $(MODEL) --views none
 
 evaluate: venv
 	mkdir -p $(MODEL)/evaluation

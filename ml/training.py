@@ -18,7 +18,8 @@ added on top:
    the last epoch, which wander less than any one epoch's end).
 5. On the validation split (never the test split, never PH2): a prior correction
    for the balanced training, temperature scaling, the threshold for sensitivity
-   >= 0.90 and the lower edge of the "uncertain" band. All of it is saved with the
+   >= 0.90 and the lower edge of the "uncertain" band, fitted on the scores of the saved
+   model as it serves (the LiteRT export; ml/calibration.py). All of it is saved with the
    model, in metadata.json, and serving reads it from there.
 """
 from __future__ import annotations
@@ -39,6 +40,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import evaluation, preprocessing
+from .calibration import METRICS_FILENAME, calibrate_and_report
 from .classifier import METADATA_FILENAME, MODEL_FILENAME
 from .splits import SPLITS_FILENAME
 
@@ -72,7 +74,11 @@ class TrainConfig:
     max_views: int = 12
     val_fraction: float = 0.15
     test_fraction: float = 0.15
-    seed: int = 42
+    seed: int = 42  # the split, the cached views and phase 1
+    # Phase 2 (scope "all") only: its augmentation, batch order and dropout. None = seed. Two runs that
+    # differ only here share the split and phase 1's head, so they start fine-tuning from the same
+    # weights: the condition for averaging their weights (ml.soup).
+    finetune_seed: int | None = None
     limit: int | None = None  # a stratified subset of this many images, for quick runs and tests
     patience: int = 3
     cache_dir: str | None = None
@@ -86,17 +92,24 @@ def cache_root(config: TrainConfig) -> Path:
     return root
 
 
+# Part of the image and feature-map cache keys: caches written before images were rounded are not reused.
+IMAGE_CACHE_FORMAT = "rounded"
+
+
 def load_images(paths: list[Path], size: int = preprocessing.IMAGE_SIZE, cache: Path | None = None,
                 log: Callable[[str], None] = print) -> np.ndarray:
-    """All images through the serving preprocessing, as uint8 (N, size, size, 3), cached on disk."""
-    key = hashlib.sha1(("\n".join(str(p) for p in paths) + f"|{size}").encode()).hexdigest()[:16]
+    """All images through the serving preprocessing, rounded to uint8 (N, size, size, 3), cached on disk.
+
+    Rounded, not truncated: preprocessing blends a dermoscope's dark corners in float, and a cast
+    alone would make training's pixels up to one level darker there than serving's."""
+    key = hashlib.sha1(("\n".join(str(p) for p in paths) + f"|{size}|{IMAGE_CACHE_FORMAT}").encode()).hexdigest()[:16]
     cached = cache / f"images-{key}.npy" if cache else None
     if cached and cached.exists():
         return np.load(cached)
     out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
     started = time.time()
     for i, path in enumerate(paths):
-        out[i] = preprocessing.preprocess(path, size).astype(np.uint8)
+        out[i] = np.clip(np.rint(preprocessing.preprocess(path, size)), 0, 255).astype(np.uint8)
         if (i + 1) % 1000 == 0:
             log(f"  decoded {i + 1}/{len(paths)} images ({time.time() - started:.0f} s)")
     if cached:
@@ -372,7 +385,8 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
     t0 = time.time()
     maps_key = hashlib.sha1(json.dumps([[str(s.path) for s in train_s], [str(s.path) for s in val_s],
                                         [str(s.path) for s in test_s], config.backbone, config.finetune_from_block,
-                                        config.seed, benign_views, malignant_views]).encode()).hexdigest()[:16]
+                                        config.seed, benign_views, malignant_views,
+                                        IMAGE_CACHE_FORMAT]).encode()).hexdigest()[:16]
     maps_file = cache / f"maps-{maps_key}.npz"
     if maps_file.exists():
         log(f"feature maps from the cache {maps_file}")
@@ -425,6 +439,9 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
     phase2_auc = None
     if config.finetune_epochs > 0:
         if config.finetune_scope == "all":
+            if config.finetune_seed is not None and config.finetune_seed != config.seed:
+                keras.utils.set_random_seed(config.finetune_seed)
+                augmenter = build_augmenter(config.finetune_seed)
             h2 = finetune_all(net, config, x_train, y_train, x_val, y_val, augmenter, log)
         else:
             h2 = finetune_upper(net, config, maps_train, labels_train, maps_val, y_val)
@@ -441,39 +458,15 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
     else:
         raw_val = raw_scores(x_val, maps_val)
     finetune_seconds = time.time() - t2
-    raw_test = raw_scores(x_test, maps_test)
-
-    # Calibration on the validation split only.
-    fitted = fit_calibration(y_val, raw_val, float(labels_train.mean()))
-    logit_offset, temperature = fitted["logit_offset"], fitted["temperature"]
-    threshold, uncertain_threshold = fitted["threshold"], fitted["uncertain_threshold"]
-    calibrate = lambda raw: evaluation.sigmoid((evaluation.logit(raw) + logit_offset) / temperature)
-    p_val = calibrate(raw_val)
 
     version = dt.datetime.now(dt.timezone.utc).strftime("lite0-%Y%m%d-%H%M") if config.backbone == "efficientnet-lite0" \
         else dt.datetime.now(dt.timezone.utc).strftime(f"{config.backbone}-%Y%m%d-%H%M")
     results: dict[str, Any] = {
-        "model_version": version,
-        "validation": evaluation.metrics(y_val, p_val, threshold, uncertain_threshold=uncertain_threshold),
-        "validation_uncalibrated_ece": evaluation.expected_calibration_error(y_val, raw_val),
         # Which phase's weights were kept: fine-tuning is kept only if it beat the frozen backbone on validation.
         "phases": {"finetune_scope": config.finetune_scope, "validation_auc_frozen": phase1_auc,
                    "validation_auc_finetuned": phase2_auc,
                    "kept": "finetuned" if phase2_auc is not None and phase2_auc >= phase1_auc else "frozen"},
     }
-    if raw_test is not None and len(y_test) and 0 < y_test.sum() < len(y_test):
-        p_test = calibrate(raw_test)
-        results["test"] = evaluation.metrics(y_test, p_test, threshold, uncertain_threshold=uncertain_threshold)
-    total_seconds = time.time() - started
-    results["timing_seconds"] = {"cache_features": round(cache_seconds, 1), "phase1_head": round(phase1_seconds, 1),
-                                 "phase2_finetune": round(finetune_seconds, 1), "total": round(total_seconds, 1),
-                                 "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, "
-                                            f"GPU: {bool(tf.config.list_physical_devices('GPU'))}"}
-
-    model.save(output / MODEL_FILENAME)
-    from .export import compress_keras_file, export_litert
-
-    compress_keras_file(output / MODEL_FILENAME)
     metadata = {
         "model_version": version,
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -483,15 +476,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
         "preprocessing": "ml.preprocessing.preprocess: decode with Pillow, EXIF orientation, RGB, squash to "
                          "224x224 (bilinear), a dermoscope's dark corners painted with skin colour, float 0..255; "
                          "the model scales its own input",
-        "threshold": threshold,
-        "threshold_rule": f"sensitivity >= {evaluation.SENSITIVITY_TARGET} on the validation split, as high as that allows "
-                          "(halfway to the next lower validation score)",
-        "uncertain_threshold": uncertain_threshold,
-        "uncertain_rule": f"flags (needs a doctor + uncertain) >= {evaluation.FLAG_TARGET} of malignant on the validation split",
-        "temperature": temperature,
-        "logit_offset": logit_offset,
-        "calibration": "p = sigmoid((logit(p_raw) + logit_offset) / temperature); logit_offset undoes the balanced "
-                       "training prior, temperature fitted on the validation split",
+        **CALIBRATION_RULES,
         "data": {
             "dataset": str(config.dataset),
             "format": report.format,
@@ -505,41 +490,53 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
         },
         "training": {k: v for k, v in asdict(config).items() if k not in ("output", "cache_dir")},
     }
-    (output / METADATA_FILENAME).write_text(json.dumps(metadata, indent=2))
-    # Which images were held out, so evaluate_model --split can score exactly them later.
-    splits = {"validation": sorted(str(s.path.name) for s in val_s), "test": sorted(str(s.path.name) for s in test_s)}
-    (output / SPLITS_FILENAME).write_text(json.dumps(splits))
-    from .gate import fit_for_model
-
-    metadata["gate"] = fit_for_model(output, [s.path for s in train_s], [s.path for s in val_s], log=log)
-    if config.backbone == "efficientnet-lite0":
-        export_litert(output, log=log)
-    results["history"] = history
-    (output / "metrics.json").write_text(json.dumps(results, indent=2))
-    evaluation.plot_history(history, output, phases=[config.epochs] if config.finetune_epochs else None)
-    evaluation.plot_evaluation(y_val, p_val, threshold, output, prefix="validation_", title="(validation)")
-    if "test" in results:
-        evaluation.plot_evaluation(y_test, calibrate(raw_test), threshold, output, prefix="test_", title="(test)")
-    log(evaluation.format_table({k: results[k] for k in ("validation", "test") if k in results}))
+    save_artifact(output, model, metadata, train_s, val_s, test_s, export=config.backbone == "efficientnet-lite0",
+                  log=log)
+    # Calibration and thresholds on the validation split only, from the saved model's scores as served.
+    # From the image files, as serving reads them: the arrays training holds were cast to uint8.
+    results = calibrate_and_report(
+        output, y_val, [s.path for s in val_s], float(labels_train.mean()), fitted_by="manage.py train_model",
+        y_test=y_test, test_images=[s.path for s in test_s], results=results, history=history,
+        phases=[config.epochs] if config.finetune_epochs else None, log=log)
+    total_seconds = time.time() - started
+    results["timing_seconds"] = {"cache_features": round(cache_seconds, 1), "phase1_head": round(phase1_seconds, 1),
+                                 "phase2_finetune": round(finetune_seconds, 1), "total": round(total_seconds, 1),
+                                 "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, "
+                                            f"GPU: {bool(tf.config.list_physical_devices('GPU'))}"}
+    (output / METRICS_FILENAME).write_text(json.dumps(results, indent=2))
     log(f"wrote {output} in {total_seconds / 60:.1f} min")
     return results
 
 
-def fit_calibration(y_val: np.ndarray, raw_val: np.ndarray, train_prior: float) -> dict[str, float]:
-    """Calibration and the outcome thresholds, from the validation split's raw scores only.
+# How the thresholds and calibration are chosen (ml.calibration fits them): said in every model's metadata.
+CALIBRATION_RULES = {
+    "threshold_rule": f"sensitivity >= {evaluation.SENSITIVITY_TARGET} on the validation split, as high as that allows "
+                      "(halfway to the next lower validation score)",
+    "uncertain_rule": f"flags (needs a doctor + uncertain) >= {evaluation.FLAG_TARGET} of malignant on the validation split",
+    "calibration": "p = sigmoid((logit(p_raw) + logit_offset) / temperature); logit_offset undoes the balanced "
+                   "training prior, temperature fitted on the validation split, both on the scores of the "
+                   "model as served",
+}
 
-    logit_offset moves the balanced training prior to the validation split's prevalence,
-    the temperature is fitted there, and the two thresholds are chosen there on the
-    calibrated probabilities: "needs a doctor" for sensitivity >= SENSITIVITY_TARGET, and
-    the "uncertain" band below it so that both outcomes together flag >= FLAG_TARGET."""
-    val_prior = float(np.mean(y_val))
-    logit_offset = math.log(val_prior / (1 - val_prior)) - math.log(train_prior / (1 - train_prior))
-    temperature = evaluation.fit_temperature(y_val, evaluation.logit(raw_val) + logit_offset)
-    p_val = evaluation.sigmoid((evaluation.logit(raw_val) + logit_offset) / temperature)
-    threshold = evaluation.threshold_for_sensitivity(y_val, p_val, evaluation.SENSITIVITY_TARGET)
-    uncertain_threshold = min(evaluation.threshold_for_sensitivity(y_val, p_val, evaluation.FLAG_TARGET), threshold)
-    return {"logit_offset": logit_offset, "temperature": temperature, "threshold": threshold,
-            "uncertain_threshold": uncertain_threshold}
+
+def save_artifact(output: Path, model, metadata: dict[str, Any], train_s, val_s, test_s, *, export: bool,
+                  log: Callable[[str], None] = print) -> None:
+    """Write a model folder before its calibration: model.keras, metadata.json, splits.json (which images
+    were held out, so evaluate_model --split can score exactly them), the image gate fitted on the
+    training images, and the LiteRT export that serves it."""
+    from .export import compress_keras_file, export_litert
+    from .gate import fit_for_model
+
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    model.save(output / MODEL_FILENAME)
+    compress_keras_file(output / MODEL_FILENAME)
+    (output / METADATA_FILENAME).write_text(json.dumps(metadata, indent=2))
+    splits = {"validation": sorted(str(s.path.name) for s in val_s), "test": sorted(str(s.path.name) for s in test_s)}
+    (output / SPLITS_FILENAME).write_text(json.dumps(splits))
+    fit_for_model(output, [s.path for s in train_s], [s.path for s in val_s], log=log)
+    if export:
+        export_litert(output, log=log)
 
 
 def _onehot(y: np.ndarray) -> np.ndarray:
@@ -597,9 +594,10 @@ def finetune_all(net: Network, config: TrainConfig, x_train, y_train, x_val, y_v
                   metrics=_metrics())
     images = tf.constant(x_train)
     labels = tf.constant(_onehot(y_train))
+    seed = config.seed if config.finetune_seed is None else config.finetune_seed
     per_class = [tf.data.Dataset.from_tensor_slices(np.flatnonzero(y_train == c)).shuffle(
-        int((y_train == c).sum()), seed=config.seed + c).repeat() for c in (0, 1)]
-    train_ds = (tf.data.Dataset.sample_from_datasets(per_class, [0.5, 0.5], seed=config.seed)
+        int((y_train == c).sum()), seed=seed + c).repeat() for c in (0, 1)]
+    train_ds = (tf.data.Dataset.sample_from_datasets(per_class, [0.5, 0.5], seed=seed)
                 .batch(config.batch_size)
                 .map(lambda idx: (augmenter(tf.cast(tf.gather(images, idx), tf.float32), training=True),
                                   tf.gather(labels, idx)), num_parallel_calls=1)

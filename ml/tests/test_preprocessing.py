@@ -95,3 +95,17 @@ def test_ph2_corners_are_painted_and_its_lesions_left_alone(ph2_root):
     assert len(images) == 200
     assert painted >= 0.75 * len(images)
     assert np.median(lesion_changed) == 0 and np.mean(lesion_changed) < 0.01
+
+
+def test_training_reads_the_pixels_serving_reads(ph2_root, tmp_path):
+    """train_model caches images as uint8: they must be serving's input rounded, not truncated
+    (a PH2 image's painted corners are blended in float, so a cast alone would darken them)."""
+    from ml.training import load_images
+
+    paths = sorted((ph2_root / "images").glob("IMD*.jpg"))[:3]
+    served = np.stack([preprocessing.preprocess(p) for p in paths])
+    assert np.abs(served - np.round(served)).max() > 0.1  # these images do have fractional pixels
+    for cache in (tmp_path, tmp_path):  # computed, then read back from the cache
+        trained = load_images(paths, cache=cache, log=lambda m: None)
+        assert trained.dtype == np.uint8
+        assert np.abs(trained.astype(np.float32) - served).max() <= 0.5

@@ -1,6 +1,5 @@
 """manage.py calibrate_model DATASET: choose a saved model's test-time views and refit its calibration
 and thresholds on its own validation split, scored exactly as serving scores it."""
-import datetime as dt
 import json
 from pathlib import Path
 
@@ -11,8 +10,9 @@ from django.core.management.base import BaseCommand, CommandError
 class Command(BaseCommand):
     requires_system_checks = []
     help = ("Set which test-time views (ml/tta.py) a saved model averages, then refit its temperature, logit offset "
-            "and outcome thresholds on the validation split it recorded (splits.json). Run it on the dataset the "
-            "model was trained on; no other split is looked at.")
+            "and outcome thresholds on the validation split it recorded (splits.json), scored as serving scores, and "
+            "rewrite metrics.json and the plots from the same scores (the test split is scored there, never used to "
+            "choose). Run it on the dataset the model was trained on.")
 
     def add_arguments(self, parser):
         from ml.datasets import FORMATS
@@ -27,21 +27,23 @@ class Command(BaseCommand):
     def handle(self, *args, **o):
         import numpy as np
 
-        from ml import evaluation, tta
-        from ml.classifier import METADATA_FILENAME, ModelUnavailable, predict_many, reset
+        from ml import tta
+        from ml.calibration import METRICS_FILENAME, calibrate_and_report
+        from ml.classifier import METADATA_FILENAME, ModelUnavailable, reset
         from ml.datasets import DatasetError, read_dataset
         from ml.splits import recorded_splits
-        from ml.training import fit_calibration
 
         model_dir = Path(o["model"] or settings.SKINCARE_MODEL_DIR)
-        meta_file = model_dir / METADATA_FILENAME
+        meta_file, metrics_file = model_dir / METADATA_FILENAME, model_dir / METRICS_FILENAME
         if not meta_file.is_file():
             raise CommandError(f"{meta_file} not found: calibrate_model needs a model saved by train_model")
         try:
-            wanted = recorded_splits(model_dir)["validation"]
+            held = recorded_splits(model_dir)
         except FileNotFoundError as exc:
             raise CommandError(str(exc)) from exc
-        meta = json.loads(meta_file.read_text())
+        meta_text = meta_file.read_text()
+        metrics_text = metrics_file.read_text() if metrics_file.is_file() else None
+        meta = json.loads(meta_text)
         views = list(tta.ALL_VIEWS if o["views"] == "all" else tta.IDENTITY)
         counts = meta.get("data", {}).get("training_views", {})
         if not counts.get("n") or not 0 < counts.get("n_malignant", 0) < counts["n"]:
@@ -50,39 +52,37 @@ class Command(BaseCommand):
             report = read_dataset(o["dataset"], o["format"])
         except DatasetError as exc:
             raise CommandError(str(exc)) from exc
-        samples = [s for s in report.samples if s.path.name in wanted]
-        if len(samples) != len(wanted):
-            raise CommandError(f"{len(wanted) - len(samples)} of the model's {len(wanted)} validation images are not in "
-                               f"{o['dataset']}: is it the dataset the model was trained on?")
-        y = np.array([s.label for s in samples])
+        val = [s for s in report.samples if s.path.name in held["validation"]]
+        test = [s for s in report.samples if s.path.name in held["test"]]
+        if len(val) != len(held["validation"]):
+            raise CommandError(f"{len(held['validation']) - len(val)} of the model's {len(held['validation'])} "
+                               f"validation images are not in {o['dataset']}: is it the dataset the model was trained on?")
+        y_val, y_test = np.array([s.label for s in val]), np.array([s.label for s in test])
+        before_auc = meta.get("calibration_fit", {}).get("validation_auc")
 
-        # Raw scores with the new views: the calibration is reset so that predict_many returns them unchanged.
-        scoring = dict(meta, tta_views=views, temperature=1.0, logit_offset=0.0)
-        meta_file.write_text(json.dumps(scoring, indent=2))
+        meta_file.write_text(json.dumps(dict(meta, tta_views=views), indent=2))
+        self.stdout.write(f"scoring the {len(val)} validation images ({int(y_val.sum())} malignant), then the "
+                          f"{len(test)} test images, in {len(views)} view(s) ...")
         try:
             reset()
-            self.stdout.write(f"scoring the {len(samples)} validation images ({int(y.sum())} malignant) "
-                              f"in {len(views)} view(s) ...")
-            raw, _ = predict_many([s.path for s in samples], directory=model_dir)
-        except BaseException as exc:  # the metadata as it was, whatever stopped the scoring
-            meta_file.write_text(json.dumps(meta, indent=2))
+            results = calibrate_and_report(
+                model_dir, y_val, [s.path for s in val], counts["n_malignant"] / counts["n"],
+                fitted_by=f"manage.py calibrate_model {o['dataset']} --views {o['views']}",
+                y_test=y_test, test_images=[s.path for s in test],
+                results={k: v for k, v in json.loads(metrics_text or "{}").items()
+                         if k not in ("validation", "test", "scored_with")},
+                log=self.stdout.write)
+        except BaseException as exc:  # the metadata and metrics as they were, whatever stopped the scoring
+            meta_file.write_text(meta_text)
+            if metrics_text is not None:
+                metrics_file.write_text(metrics_text)
             if isinstance(exc, (ModelUnavailable, OSError, ValueError)):
                 raise CommandError(str(exc)) from exc
             raise
         finally:
             reset()
-        fitted = fit_calibration(y, raw, counts["n_malignant"] / counts["n"])
-        before_auc = meta.get("calibration_fit", {}).get("validation_auc")
-        meta.update(fitted)
-        meta["tta_views"] = views
-        meta["calibration_fit"] = {
-            "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "command": f"manage.py calibrate_model {o['dataset']} --views {o['views']}",
-            "validation_n": len(samples), "validation_auc": evaluation.roc_auc(y, raw),
-        }
-        meta_file.write_text(json.dumps(meta, indent=2))
+        fit = json.loads(meta_file.read_text())["calibration_fit"]
         self.stdout.write(
-            f"validation AUC {meta['calibration_fit']['validation_auc']:.4f}"
-            + (f" (before: {before_auc:.4f})" if before_auc is not None else "")
-            + f"; temperature {fitted['temperature']:.3f}, logit offset {fitted['logit_offset']:.3f}, "
-              f"threshold {fitted['threshold']:.4f}, uncertain from {fitted['uncertain_threshold']:.4f}; wrote {meta_file}")
+            f"validation AUC {fit['validation_auc']:.4f}" + (f" (before: {before_auc:.4f})" if before_auc is not None else "")
+            + f"; wrote {meta_file} and {metrics_file} (validation and test rows, plots)"
+            + ("" if "test" in results else " (validation only: no test split)"))

@@ -35,7 +35,10 @@ class Command(BaseCommand):
         d("--dropout", type=float, default=0.3)
         d("--patience", type=int, default=3, help="fine-tuning epochs without a better validation AUC before stopping")
         d("--limit", type=int, help="train on a stratified subset of this many images (quick runs)")
-        d("--seed", type=int, default=42)
+        d("--seed", type=int, default=42, help="the split, the cached views and the frozen phase (default: %(default)s)")
+        d("--finetune-seed", type=int,
+          help="scope all: another seed for fine-tuning alone (augmentation, batch order, dropout); runs that differ "
+               "only here start fine-tuning from the same weights, so average_models can average them")
         d("--atypical-is-malignant", action="store_true", help="PH2: count atypical nevi as needing a doctor")
         d("--cache-dir", help="where decoded images are cached (default: $SKINCARE_CACHE_DIR or the temp dir)")
 
@@ -50,7 +53,7 @@ class Command(BaseCommand):
             finetune_scope=o["finetune_scope"], average_weights=o["average_weights"],
             benign_views=o["benign_views"], max_views=o["max_views"], batch_size=o["batch_size"],
             dense_units=o["dense_units"], dropout=o["dropout"], patience=o["patience"], limit=o["limit"],
-            seed=o["seed"], atypical_is_malignant=o["atypical_is_malignant"], cache_dir=o["cache_dir"],
+            seed=o["seed"], finetune_seed=o["finetune_seed"], atypical_is_malignant=o["atypical_is_malignant"], cache_dir=o["cache_dir"],
         )
         try:
             train(config, log=lambda m: self.stdout.write(m))

@@ -1,0 +1,108 @@
+"""The last step of every model artifact: calibration and outcome thresholds fitted on the
+validation scores of the model exactly as serving runs it, then the figures and plots.
+
+train_model, average_models and calibrate_model all end here. The scores come from
+:class:`ml.classifier.LoadedModel` on the saved folder, so they are the served runtime's
+(the float16 LiteRT export where there is one, with the test-time views the metadata names),
+not the Keras model's that training holds in memory: the two differ by float16 rounding,
+and a threshold chosen on one can break its promise on the other (an earlier model's
+uncertain band flagged 0.976 of validation melanomas as served instead of 0.98).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from . import evaluation
+
+METRICS_FILENAME = "metrics.json"
+
+
+def fit_calibration(y_val: np.ndarray, raw_val: np.ndarray, train_prior: float) -> dict[str, float]:
+    """Calibration and the outcome thresholds, from the validation split's raw scores only.
+
+    logit_offset moves the balanced training prior to the validation split's prevalence,
+    the temperature is fitted there, and the two thresholds are chosen there on the
+    calibrated probabilities: "needs a doctor" for sensitivity >= SENSITIVITY_TARGET, and
+    the "uncertain" band below it so that both outcomes together flag >= FLAG_TARGET."""
+    val_prior = float(np.mean(y_val))
+    logit_offset = math.log(val_prior / (1 - val_prior)) - math.log(train_prior / (1 - train_prior))
+    temperature = evaluation.fit_temperature(y_val, evaluation.logit(raw_val) + logit_offset)
+    p_val = evaluation.sigmoid((evaluation.logit(raw_val) + logit_offset) / temperature)
+    threshold = evaluation.threshold_for_sensitivity(y_val, p_val, evaluation.SENSITIVITY_TARGET)
+    uncertain_threshold = min(evaluation.threshold_for_sensitivity(y_val, p_val, evaluation.FLAG_TARGET), threshold)
+    return {"logit_offset": logit_offset, "temperature": temperature, "threshold": threshold,
+            "uncertain_threshold": uncertain_threshold}
+
+
+def served_raw_scores(model_dir, images: np.ndarray | Sequence, batch_size: int = 32) -> tuple[np.ndarray, str]:
+    """(raw malignant probabilities before calibration, runtime name) of the saved model in
+    model_dir, scored as serving scores: its runtime, its test-time views, its preprocessing.
+
+    images: preprocessed (N, size, size, 3) arrays, or image sources that ml.preprocessing reads."""
+    from . import preprocessing
+    from .classifier import LoadedModel
+
+    loaded = LoadedModel(Path(model_dir))  # a fresh load, never the process's cached model
+    size = int(loaded.metadata.get("image_size", preprocessing.IMAGE_SIZE))
+    scores: list[float] = []
+    for start in range(0, len(images), batch_size):
+        chunk = images[start:start + batch_size]
+        batch = (np.asarray(chunk, dtype=np.float32) if isinstance(images, np.ndarray)
+                 else np.stack([preprocessing.preprocess(source, size) for source in chunk]))
+        scores.extend(float(v) for v in loaded.analyse(batch)[0])
+    return np.asarray(scores, dtype=np.float64), loaded.runtime.name
+
+
+def calibrate_and_report(model_dir, y_val: np.ndarray, val_images, train_prior: float, *, fitted_by: str,
+                         y_test: np.ndarray | None = None, test_images=None, results: dict[str, Any] | None = None,
+                         history: dict[str, list[float]] | None = None, phases: list[int] | None = None,
+                         log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Score the validation (and test) split with the saved model as served, fit calibration and
+    thresholds on validation alone, record them in metadata.json, and write metrics.json and the
+    plots from those same served scores. The test split is scored, never used to choose.
+
+    fitted_by: the command, as the model card should quote it."""
+    model_dir = Path(model_dir)
+    meta_path = model_dir / "metadata.json"
+    raw_val, runtime = served_raw_scores(model_dir, val_images)
+    fitted = fit_calibration(y_val, raw_val, train_prior)
+    meta = json.loads(meta_path.read_text())
+    meta.update(fitted)
+    meta["calibration_fit"] = {
+        "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": fitted_by, "runtime": runtime, "views": list(meta.get("tta_views") or ["id"]),
+        "validation_n": int(len(y_val)), "validation_auc": evaluation.roc_auc(y_val, raw_val),
+    }
+    meta_path.write_text(json.dumps(meta, indent=2))
+
+    def calibrate(raw):
+        return evaluation.sigmoid((evaluation.logit(raw) + fitted["logit_offset"]) / fitted["temperature"])
+
+    threshold, uncertain = fitted["threshold"], fitted["uncertain_threshold"]
+    p_val = calibrate(raw_val)
+    results = dict(results or {})
+    results.update({
+        "model_version": meta.get("model_version"),
+        "scored_with": {"runtime": runtime, "views": meta["calibration_fit"]["views"]},
+        "validation": evaluation.metrics(y_val, p_val, threshold, uncertain_threshold=uncertain),
+        "validation_uncalibrated_ece": evaluation.expected_calibration_error(y_val, raw_val),
+    })
+    evaluation.plot_evaluation(y_val, p_val, threshold, model_dir, prefix="validation_", title="(validation)")
+    if y_test is not None and len(y_test) and 0 < int(np.sum(y_test)) < len(y_test):
+        p_test = calibrate(served_raw_scores(model_dir, test_images)[0])
+        results["test"] = evaluation.metrics(y_test, p_test, threshold, uncertain_threshold=uncertain)
+        evaluation.plot_evaluation(y_test, p_test, threshold, model_dir, prefix="test_", title="(test)")
+    if history:
+        results["history"] = history
+        evaluation.plot_history(history, model_dir, phases=phases)
+    (model_dir / METRICS_FILENAME).write_text(json.dumps(results, indent=2))
+    log(f"calibrated on the validation scores of the {runtime} runtime: temperature {fitted['temperature']:.3f}, "
+        f"threshold {threshold:.4f}, uncertain from {uncertain:.4f}")
+    log(evaluation.format_table({k: results[k] for k in ("validation", "test") if k in results}))
+    return results
