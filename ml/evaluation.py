@@ -240,7 +240,9 @@ def plot_evaluation(y, p, threshold: float, out_dir, prefix: str = "", title: st
 
 
 def plot_history(history: dict[str, list[float]], out_dir, phases: list[int] | None = None) -> list[str]:
-    """Accuracy and loss per epoch for training and validation, as the original project had."""
+    """Accuracy and loss per epoch for training and validation, as the original project had.
+
+    `history` is one run's Keras history, or {run name: history} to draw several runs in one plot."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -248,12 +250,15 @@ def plot_history(history: dict[str, list[float]], out_dir, phases: list[int] | N
 
     from pathlib import Path
 
+    runs = history if all(isinstance(v, dict) for v in history.values()) else {"": history}
     names = []
     for metric in ("accuracy", "loss"):
         fig, ax = plt.subplots(figsize=(5.5, 4))
-        for key, label in ((metric, "train"), (f"val_{metric}", "validation")):
-            if history.get(key):
-                ax.plot(range(1, len(history[key]) + 1), history[key], label=label)
+        for run, run_history in runs.items():
+            for key, label in ((metric, "train"), (f"val_{metric}", "validation")):
+                if run_history.get(key):
+                    ax.plot(range(1, len(run_history[key]) + 1), run_history[key],
+                            label=f"{run}: {label}" if run else label)
         for boundary in phases or []:
             ax.axvline(boundary + 0.5, color="grey", ls=":")
         ax.set(xlabel="epoch", ylabel=metric, title=f"{metric} per epoch (dotted: start of fine-tuning)")

@@ -102,7 +102,8 @@ def render(model_dir) -> str:
     lines += ["", "Produced by:", "```"] + commands + ["```", ""]
     lines += ["The original project reported a test accuracy of 0.806 on its own data; accuracy is in the table for "
               "comparison, but at a threshold chosen for sensitivity it is not the number to judge the model by.", ""]
-    lines += ["Plots (from `train_model`): `accuracy_curve.png`, `loss_curve.png` (per epoch; the dotted line marks the "
+    lines += ["Plots (from `train_model`, or `average_models` for an average of runs): `accuracy_curve.png`, "
+              "`loss_curve.png` (per epoch, each averaged run apart; the dotted line marks the "
               "start of fine-tuning), `test_roc.png`, `test_calibration.png`, `test_confusion_matrix.png` and their "
               "validation counterparts.", ""]
     gate = _load(ev / "gate.json")
@@ -156,7 +157,14 @@ def render(model_dir) -> str:
                   "", "```", f"python manage.py benchmark_model --json {rel}/evaluation/benchmark.json", "```", ""]
     lines += _targets(ev)
     timing = metrics.get("timing_seconds")
-    if timing:
+    if timing and "runs" in timing:  # an average of runs: their training times
+        lines += ["## Training time",
+                  f"{timing['total_of_runs'] / 60:.1f} minutes in all on {timing.get('machine')}: "
+                  + ", ".join(f"{t / 60:.1f}" for t in timing["runs"] if t)
+                  + f" minutes for the {len(timing['runs'])} runs, each "
+                  f"`{_train_command(meta)} --finetune-seed N`, then `{meta.get('calibration_fit', {}).get('command')}` "
+                  "(a few minutes).", ""]
+    elif timing:
         lines += ["## Training time",
                   f"{timing['total'] / 60:.1f} minutes in all on {timing['machine']} (feature cache "
                   f"{timing['cache_features']} s, frozen phase {timing['phase1_head']} s, fine-tuning "
@@ -262,6 +270,17 @@ def _training_lines(meta, metrics) -> list[str]:
             f"- Phase 2: Lite0 blocks {t['finetune_from_block']}-15 and the head convolution fine-tuned for up to "
             f"{t['finetune_epochs']} epochs (learning rate {t['finetune_learning_rate']}) from the cached views; "
             "early stopping on the validation AUC.")
+    sources = meta.get("averaged_from")
+    if sources:
+        seeds = ", ".join(str(m.get("finetune_seed")) for m in sources)
+        aucs = ", ".join(_f(m.get("validation_auc")) for m in sources)
+        fit = meta.get("calibration_fit", {})
+        lines.append(
+            f"- **The weights are the average of {len(sources)} runs** of this recipe that differ only in fine-tuning's "
+            f"seed ({seeds}: augmentation, batch order, dropout), so they started fine-tuning from the same weights; "
+            f"`manage.py average_models` (ml/soup.py) averaged every variable, then fitted the gate, exported and "
+            f"calibrated the average like a trained model. Validation AUC of each run {aucs}; of the average, as "
+            f"served, {_f(fit.get('validation_auc'))}.")
     if phases:
         kept = phases.get("kept")
         finetuned = phases.get("validation_auc_finetuned")
