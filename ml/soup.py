@@ -88,7 +88,7 @@ def average_models(dataset, folders, output, data_format: str | None = None,
 
     from .datasets import read_dataset
     from .evaluation import plot_history
-    from .splits import recorded_splits
+    from .splits import held_out, recorded_splits
     from .training import CALIBRATION_RULES, save_artifact
 
     folders = [Path(f) for f in folders]
@@ -99,9 +99,7 @@ def average_models(dataset, folders, output, data_format: str | None = None,
     held = recorded_splits(folders[0])
     report = read_dataset(dataset, data_format, atypical_is_malignant=sources[0][0].get("training", {}).get(
         "atypical_is_malignant", False))
-    val = [s for s in report.samples if s.path.name in held["validation"]]
-    test = [s for s in report.samples if s.path.name in held["test"]]
-    train = [s for s in report.samples if s.path.name not in held["validation"] | held["test"]]
+    train, val, test = held_out(report.samples, held)
     if len(val) != len(held["validation"]) or len(test) != len(held["test"]):
         raise SoupError(f"{dataset} does not hold all of the models' validation and test images: "
                         "is it the dataset they were trained on?")

@@ -69,3 +69,11 @@ def recorded_splits(model_dir) -> dict[str, set[str]]:
         raise FileNotFoundError(f"{path} not found: this model recorded no held-out splits (train_model writes them)")
     return {split: set(names) for split, names in json.loads(path.read_text()).items()}
 
+
+
+def held_out(samples, held: dict[str, set[str]]) -> tuple[list, list, list]:
+    """(train, validation, test) samples of a dataset, by a saved model's recorded_splits."""
+    val = [s for s in samples if s.path.name in held["validation"]]
+    test = [s for s in samples if s.path.name in held["test"]]
+    train = [s for s in samples if s.path.name not in held["validation"] | held["test"]]
+    return train, val, test

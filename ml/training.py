@@ -375,7 +375,6 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
     log("decoding images through ml.preprocessing.preprocess ...")
     x_train = load_images([s.path for s in train_s], cache=cache, log=log)
     x_val = load_images([s.path for s in val_s], cache=cache, log=log)
-    x_test = load_images([s.path for s in test_s], cache=cache, log=log) if test_s else None
 
     net = Network(config)
     augmenter = build_augmenter(config.seed)
@@ -392,7 +391,6 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
         log(f"feature maps from the cache {maps_file}")
         with np.load(maps_file) as cached:
             maps_train, labels_train, maps_val = cached["train"], cached["labels"], cached["val"]
-            maps_test = cached["test"] if test_s else None
     else:
         map_parts, label_parts = [compute_maps(net.lower, x_train, None, config.batch_size, "clean views")], [y_train]
         for v in range(1, malignant_views):
@@ -404,9 +402,8 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
         labels_train = np.concatenate(label_parts)
         del map_parts
         maps_val = compute_maps(net.lower, x_val, None, config.batch_size, "validation")
-        maps_test = compute_maps(net.lower, x_test, None, config.batch_size, "test") if x_test is not None else None
-        np.savez(maps_file, train=maps_train, labels=labels_train, val=maps_val,
-                 test=maps_test if maps_test is not None else np.zeros((0,)))
+        # The test split is scored once, from its files, by the saved model as served (ml.calibration).
+        np.savez(maps_file, train=maps_train, labels=labels_train, val=maps_val)
     cache_seconds = time.time() - t0
     log(f"{len(maps_train)} training views ({int(labels_train.sum())} malignant) ready in {cache_seconds:.0f} s")
 

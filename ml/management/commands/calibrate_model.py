@@ -31,7 +31,7 @@ class Command(BaseCommand):
         from ml.calibration import METRICS_FILENAME, calibrate_and_report
         from ml.classifier import METADATA_FILENAME, ModelUnavailable, reset
         from ml.datasets import DatasetError, read_dataset
-        from ml.splits import recorded_splits
+        from ml.splits import held_out, recorded_splits
 
         model_dir = Path(o["model"] or settings.SKINCARE_MODEL_DIR)
         meta_file, metrics_file = model_dir / METADATA_FILENAME, model_dir / METRICS_FILENAME
@@ -52,8 +52,7 @@ class Command(BaseCommand):
             report = read_dataset(o["dataset"], o["format"])
         except DatasetError as exc:
             raise CommandError(str(exc)) from exc
-        val = [s for s in report.samples if s.path.name in held["validation"]]
-        test = [s for s in report.samples if s.path.name in held["test"]]
+        _, val, test = held_out(report.samples, held)
         if len(val) != len(held["validation"]):
             raise CommandError(f"{len(held['validation']) - len(val)} of the model's {len(held['validation'])} "
                                f"validation images are not in {o['dataset']}: is it the dataset the model was trained on?")

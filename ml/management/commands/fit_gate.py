@@ -19,7 +19,7 @@ class Command(BaseCommand):
     def handle(self, *args, **o):
         from ml.datasets import DatasetError, read_dataset
         from ml.gate import fit_for_model
-        from ml.splits import recorded_splits
+        from ml.splits import held_out, recorded_splits
 
         model_dir = Path(o["model"] or settings.SKINCARE_MODEL_DIR)
         try:
@@ -30,8 +30,7 @@ class Command(BaseCommand):
             samples = read_dataset(o["dataset"], o["format"]).samples
         except DatasetError as exc:
             raise CommandError(str(exc)) from exc
-        val = [s.path for s in samples if s.path.name in held["validation"]]
-        train = [s.path for s in samples if s.path.name not in held["validation"] | held["test"]]
+        train, val, _ = ([s.path for s in part] for part in held_out(samples, held))
         if not train or not val:
             raise CommandError("no training or validation images of this model found in that dataset")
         limits = fit_for_model(model_dir, train, val, log=self.stdout.write)
