@@ -1,0 +1,161 @@
+"""Training on an accelerator without TensorFlow (ml/accelerated.py): the bundle that travels,
+the host-side augmentation, a real (tiny) run under this machine's Keras backend, and its
+import into a served model folder."""
+import json
+
+import numpy as np
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from ml.accelerated import (AugmentedBatches, Recipe, augment, augmentation_pool, balanced_indices, load_bundle,
+                            run_recipes)
+
+
+@pytest.fixture(scope="module")
+def bundle(ham10000_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bundle") / "ham"
+    call_command("prepare_accelerated", str(ham10000_root), "--output", str(out), "--limit", "120", "--parts", "2")
+    return ham10000_root, out
+
+
+def test_the_bundle_holds_train_models_split_and_no_test_image(bundle):
+    from ml.datasets import read_dataset
+    from ml.training import TrainConfig, split_for_training
+
+    ham, out = bundle
+    manifest = json.loads((out / "manifest.json").read_text())
+    train, val, test, _ = split_for_training(read_dataset(ham), TrainConfig(dataset=str(ham), limit=120))
+    assert manifest["train"] == [[s.path.name, s.label] for s in train]
+    assert manifest["validation"] == [[s.path.name, s.label] for s in val]
+    assert manifest["test"] == sorted(s.path.name for s in test) and test
+    copied = sorted(f.name for part in ("part1", "part2") for f in (out / part).iterdir())
+    assert copied == sorted(n for n, _ in manifest["train"] + manifest["validation"])
+    assert not set(copied) & set(manifest["test"])
+
+
+def test_a_missing_part_is_named(bundle, tmp_path):
+    import shutil
+
+    _, out = bundle
+    partial = tmp_path / "partial"
+    shutil.copytree(out, partial)
+    shutil.rmtree(partial / "part2")
+    from ml.accelerated import AcceleratedError
+
+    with pytest.raises(AcceleratedError, match="did every part travel"):
+        load_bundle([partial])
+
+
+def test_balanced_indices_are_half_and_half_and_go_through_each_class():
+    y = np.array([0] * 30 + [1] * 6)
+    batches = balanced_indices(y, 8, seed=0)
+    seen = [next(batches) for _ in range(15)]
+    assert all(int(y[b].sum()) == 4 for b in seen)
+    # 4 malignant picks a batch from 6 images, each class used up before it is reshuffled: every
+    # 3 batches hold two full rounds, each malignant image twice
+    for i in range(0, 15, 3):
+        picks = np.concatenate([b[y[b] == 1] for b in seen[i:i + 3]])
+        assert sorted(picks.tolist()) == sorted(list(range(30, 36)) * 2)
+    assert set(np.concatenate(seen)[y[np.concatenate(seen)] == 0]) == set(range(30))
+
+
+def test_augment_changes_a_real_image_within_range_and_repeats_with_the_seed(bundle):
+    from ml.preprocessing import preprocess
+
+    _, out = bundle
+    image = np.clip(np.rint(preprocess(sorted((out / "part1").iterdir())[0])), 0, 255).astype(np.uint8)
+    a = augment(image, np.random.default_rng(1))
+    assert a.shape == image.shape and a.dtype == np.float32
+    assert 0.0 <= a.min() and a.max() <= 255.0
+    assert np.array_equal(a, augment(image, np.random.default_rng(1)))
+    views = [augment(image, np.random.default_rng(s)) for s in range(6)]
+    assert min(np.abs(v - image).mean() for v in views) > 3.0  # every view differs visibly
+    assert np.abs(views[0] - views[1]).mean() > 3.0
+
+
+def test_augmented_batches_from_worker_processes_are_balanced(bundle):
+    manifest, x, y, _, _ = load_bundle([bundle[1]])
+    pool = augmentation_pool(x, workers=2)
+    try:
+        batches = AugmentedBatches(x, y, 8, seed=0, pool=pool)
+        for _ in range(3):
+            images, labels = next(batches)
+            assert images.shape == (8, 224, 224, 3) and images.dtype == np.float32
+            assert labels.sum(axis=0).tolist() == [4.0, 4.0]
+        # the same batches as without workers: each batch's seed, not the process, decides its views
+        here = AugmentedBatches(x, y, 8, seed=0)
+        again = AugmentedBatches(x, y, 8, seed=0, pool=pool)
+        for _ in range(2):
+            (a, la), (b, lb) = next(here), next(again)
+            np.testing.assert_array_equal(a, b)
+            np.testing.assert_array_equal(la, lb)
+    finally:
+        pool.terminate()
+
+
+@pytest.fixture(scope="module")
+def tiny_run(bundle, tmp_path_factory):
+    """A real run of ml.accelerated under this machine's Keras (TensorFlow here, JAX on the GPU machine)."""
+    _, out = bundle
+    run_dir = tmp_path_factory.mktemp("run")
+    summary = run_recipes([out], run_dir, None, [Recipe("tiny", head_epochs=1, epochs=1, batch_size=16)],
+                          budget_seconds=600, workers=0, log=lambda m: None)
+    return run_dir, summary
+
+
+def test_a_run_records_its_history_and_best_weights(tiny_run):
+    run_dir, summary = tiny_run
+    (record,) = summary["runs"]
+    assert record["recipe"]["name"] == "tiny" and record["best_epoch"] == 1 and record["epochs_run"] == 1
+    assert len(record["history"]["val_auc"]) == 2  # one head epoch, one fine-tuning epoch
+    assert record["validation_auc"] == record["history"]["val_auc"][-1]
+    assert json.loads((run_dir / "runs.json").read_text())["runs"][0]["validation_auc"] == record["validation_auc"]
+    with np.load(run_dir / "weights-tiny.npz") as stored:
+        assert len(stored.files) == len(record["variables"])
+
+
+def test_import_model_serves_the_runs_weights(bundle, tiny_run, tmp_path):
+    import keras
+
+    from ml.accelerated import network_config
+    from ml.network import Network
+
+    ham, _ = bundle
+    run_dir, summary = tiny_run
+    out = tmp_path / "model"
+    call_command("import_model", str(run_dir), "--dataset", str(ham), "--output", str(out))
+    for name in ("model.keras", "model.tflite", "gate.npz", "splits.json", "metrics.json", "validation_roc.png"):
+        assert (out / name).is_file(), name
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["calibration_fit"]["command"].startswith("manage.py import_model")
+    assert meta["calibration_fit"]["runtime"] == "litert"
+    assert meta["training"]["accelerated"]["run"] == "tiny"
+    assert meta["data"]["validation"]["n"] == len(summary["manifest"]["validation"])
+
+    # the served model is the run's network: the same weights, and on validation the AUC the run measured
+    # (within the float16 export's rounding)
+    saved = keras.models.load_model(out / "model.keras", compile=False).get_weights()
+    with np.load(run_dir / "weights-tiny.npz") as stored:
+        for i, w in enumerate(saved):
+            np.testing.assert_array_equal(w, stored[f"arr_{i}"])
+    assert len(saved) == len(Network(network_config(Recipe("x"), None)).full_model().get_weights())
+    assert meta["calibration_fit"]["validation_auc"] == pytest.approx(summary["runs"][0]["validation_auc"], abs=0.02)
+
+
+def test_import_model_refuses_a_run_from_another_split(bundle, tiny_run, tmp_path):
+    ham, _ = bundle
+    run_dir, _ = tiny_run
+    runs = json.loads((run_dir / "runs.json").read_text())
+    runs["manifest"]["limit"] = 100  # as if the bundle had been another subset
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "runs.json").write_text(json.dumps(runs))
+    (other / "weights-tiny.npz").write_bytes((run_dir / "weights-tiny.npz").read_bytes())
+    with pytest.raises(CommandError, match="does not split into the run's"):
+        call_command("import_model", str(other), "--dataset", str(ham), "--output", str(tmp_path / "m"))
+    with pytest.raises(CommandError, match="no run named 'nope'"):
+        call_command("import_model", str(run_dir), "--dataset", str(ham), "--output", str(tmp_path / "m"),
+                     "--run", "nope")
+    with pytest.raises(CommandError, match="no runs.json"):
+        call_command("import_model", str(tmp_path), "--dataset", str(ham), "--output", str(tmp_path / "m"))
