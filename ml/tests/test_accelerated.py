@@ -159,3 +159,47 @@ def test_import_model_refuses_a_run_from_another_split(bundle, tiny_run, tmp_pat
                      "--run", "nope")
     with pytest.raises(CommandError, match="no runs.json"):
         call_command("import_model", str(tmp_path), "--dataset", str(ham), "--output", str(tmp_path / "m"))
+
+
+def test_host_augmentation_changes_images_about_as_much_as_trainings_keras_layers(bundle):
+    """Not the same pixels (other code, other random draws), but the same kinds and sizes of change."""
+    from ml.network import build_augmenter
+
+    _, x, _, _, _ = load_bundle([bundle[1]])
+    x = x[:64]
+    keras_views = np.concatenate([np.asarray(build_augmenter(i)(x[i:i + 32].astype(np.float32), training=True))
+                                  for i in (0, 32)])
+    rng = np.random.default_rng(0)
+    host_views = np.stack([augment(image, rng) for image in x])
+
+    def summary(views):
+        views = np.clip(views, 0, 255)
+        value = views.max(axis=-1)
+        saturation = ((value - views.min(axis=-1)) / np.maximum(value, 1e-6)).mean(axis=(1, 2))
+        change = np.abs(views - x).mean(axis=(1, 2, 3))
+        spread = views.mean(axis=(1, 2, 3))
+        return [np.percentile(v, q) for v in (saturation, change, spread) for q in (10, 50, 90)]
+
+    k, h = summary(keras_views), summary(host_views)
+    np.testing.assert_allclose(h[:3], k[:3], atol=0.1)  # mean HSV saturation, 10th/50th/90th percentiles
+    np.testing.assert_allclose(h[3:6], k[3:6], rtol=0.35)  # mean change from the original image
+    np.testing.assert_allclose(h[6:], k[6:], rtol=0.2)  # mean brightness
+
+
+def test_what_the_accelerator_runs_imports_neither_django_nor_tensorflow():
+    """The GPU machine has Keras on JAX and no Django or TensorFlow: what step 2 imports must not need them."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    code = ("import sys, ml.accelerated, ml.network, ml.backbone, ml.preprocessing, ml.evaluation; "
+            "ml.accelerated.main(['train', '--help'])")
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "--budget-minutes" in done.stdout
+    check = ("import sys, ml.accelerated, ml.network, ml.backbone, ml.preprocessing, ml.evaluation; "
+             "print(sorted({m.split('.')[0] for m in sys.modules} & {'django', 'tensorflow', 'keras'}))")
+    done = subprocess.run([sys.executable, "-c", check], cwd=root, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
