@@ -439,7 +439,8 @@ def import_run(run_dir, dataset, output, run: str | None = None, data_format: st
     from .calibration import calibrate_and_report
     from .datasets import read_dataset
     from .network import Network
-    from .training import CALIBRATION_RULES, CLASS_NAMES, TrainConfig, save_artifact, split_for_training
+    from .training import (CALIBRATION_RULES, CLASS_NAMES, PREPROCESSING_DESCRIPTION, TrainConfig, save_artifact,
+                           split_for_training)
     from . import preprocessing
 
     run_dir, output = Path(run_dir), Path(output)
@@ -488,9 +489,7 @@ def import_run(run_dir, dataset, output, run: str | None = None, data_format: st
         "backbone": "efficientnet-lite0",
         "class_names": CLASS_NAMES,
         "image_size": preprocessing.IMAGE_SIZE,
-        "preprocessing": "ml.preprocessing.preprocess: decode with Pillow, EXIF orientation, RGB, squash to "
-                         "224x224 (bilinear), a dermoscope's dark corners painted with skin colour, float 0..255; "
-                         "the model scales its own input",
+        "preprocessing": PREPROCESSING_DESCRIPTION,
         **CALIBRATION_RULES,
         "data": {
             "dataset": str(dataset), "format": report.format, "split": note, "seed": manifest["seed"],

@@ -164,6 +164,12 @@ def render(model_dir) -> str:
                   + f" minutes for the {len(timing['runs'])} runs, each "
                   f"`{_train_command(meta)} --finetune-seed N`, then `{meta.get('calibration_fit', {}).get('command')}` "
                   "(a few minutes).", ""]
+    elif timing and meta.get("training", {}).get("accelerated"):
+        acc = meta["training"]["accelerated"]
+        lines += ["## Training time",
+                  f"{timing['total'] / 60:.1f} minutes for run {acc['run']} of `python -m ml.accelerated train` on "
+                  f"{acc['machine']} ({acc['epochs_run']} fine-tuning epochs, stopped by {acc['stopped']}), then "
+                  f"`{meta.get('calibration_fit', {}).get('command')}` here (a few minutes).", ""]
     elif timing:
         lines += ["## Training time",
                   f"{timing['total'] / 60:.1f} minutes in all on {timing['machine']} (feature cache "
@@ -227,8 +233,9 @@ def _limitation_lines(meta, ev: Path) -> list[str]:
             f"{_f(ph2['auc'])}, against 0.93; specificity {_f(test['specificity'])} at sensitivity "
             f"{_f(test['sensitivity'])} on the HAM10000 test set, against 0.75 at 0.90. "
             + ("Every block was fine-tuned, " if scope == "all" else "Only the upper blocks were fine-tuned, ")
-            + "at 224x224 on a 2-core CPU; longer training, a larger backbone and a higher resolution on a GPU are "
-              "the next steps.")
+            + ("at 224x224 on a 2-core CPU; " if not meta["training"].get("accelerated") else
+               f"at 224x224 on {meta['training']['accelerated']['machine']}; ")
+            + "longer training, a larger backbone and a higher resolution on a GPU are the next steps.")
         lines.append(
             f"- **On PH2 (another hospital and dermoscope) its probabilities run low**: the threshold chosen on "
             f"HAM10000 catches {_f(ph2['sensitivity'])} of PH2's melanomas, and with the uncertain band "
@@ -251,11 +258,21 @@ def _training_lines(meta, metrics) -> list[str]:
     t = meta["training"]
     views = meta.get("data", {}).get("training_views", {})
     phases = metrics.get("phases") or {}
-    lines = [f"- Phase 1, the original recipe: {t['epochs']} epochs on the frozen backbone (Adam, learning rate "
-             f"{t['learning_rate']}), its lower blocks' output cached for {views.get('benign_views')} augmented views "
-             f"of every benign image and {views.get('malignant_views')} of every malignant image: the original's "
-             "balancing by augmentation (flips, rotation, crop-zoom, translation, brightness, contrast, saturation, "
-             "hue, vignetting), which also teaches the model those variations."]
+    if t.get("accelerated"):
+        acc = t["accelerated"]
+        lines = [f"- Trained on {acc['machine']} by `python -m ml.accelerated train` (Keras on another backend, "
+                 f"the same network), run {acc['run']} of {len(acc.get('other_runs', {}))} chosen on validation "
+                 f"(validation AUC there: " + ", ".join(f"{k} {_f(v)}" for k, v in acc.get("other_runs", {}).items())
+                 + f"). Phase 1: {t['epochs']} epochs of the head alone on the frozen backbone (Adam, learning rate "
+                 f"{t['learning_rate']}). Both phases from balanced batches (half benign, half malignant) augmented "
+                 "afresh on the machine's CPUs (ml.accelerated.augment: flips, rotation, zoom, translation, "
+                 "brightness, contrast, saturation, hue, vignetting)."]
+    else:
+        lines = [f"- Phase 1, the original recipe: {t['epochs']} epochs on the frozen backbone (Adam, learning rate "
+                 f"{t['learning_rate']}), its lower blocks' output cached for {views.get('benign_views')} augmented views "
+                 f"of every benign image and {views.get('malignant_views')} of every malignant image: the original's "
+                 "balancing by augmentation (flips, rotation, crop-zoom, translation, brightness, contrast, saturation, "
+                 "hue, vignetting), which also teaches the model those variations."]
     if t.get("finetune_scope", "upper") == "all":
         lines.append(
             f"- Phase 2: every block of the backbone fine-tuned for up to {t['finetune_epochs']} epochs (Adam, "

@@ -332,9 +332,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
         "backbone": config.backbone,
         "class_names": CLASS_NAMES,
         "image_size": preprocessing.IMAGE_SIZE,
-        "preprocessing": "ml.preprocessing.preprocess: decode with Pillow, EXIF orientation, RGB, squash to "
-                         "224x224 (bilinear), a dermoscope's dark corners painted with skin colour, float 0..255; "
-                         "the model scales its own input",
+        "preprocessing": PREPROCESSING_DESCRIPTION,
         **CALIBRATION_RULES,
         "data": {
             "dataset": str(config.dataset),
@@ -366,6 +364,11 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
     log(f"wrote {output} in {total_seconds / 60:.1f} min")
     return results
 
+
+# What every model's metadata says of its input.
+PREPROCESSING_DESCRIPTION = ("ml.preprocessing.preprocess: decode with Pillow, EXIF orientation, RGB, squash to 224x224 "
+                             "(bilinear), a dermoscope's dark corners painted with skin colour, float 0..255; the "
+                             "model scales its own input")
 
 # How the thresholds and calibration are chosen (ml.calibration fits them): said in every model's metadata.
 CALIBRATION_RULES = {

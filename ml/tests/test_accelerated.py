@@ -142,6 +142,12 @@ def test_import_model_serves_the_runs_weights(bundle, tiny_run, tmp_path):
     assert len(saved) == len(Network(network_config(Recipe("x"), None)).full_model().get_weights())
     assert meta["calibration_fit"]["validation_auc"] == pytest.approx(summary["runs"][0]["validation_auc"], abs=0.02)
 
+    # its model card says where and how it was trained
+    call_command("write_model_card", "--model", str(out))
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "python -m ml.accelerated train" in card and "run tiny of 1 chosen on validation" in card
+    assert "manage.py import_model" in card
+
 
 def test_import_model_refuses_a_run_from_another_split(bundle, tiny_run, tmp_path):
     ham, _ = bundle
