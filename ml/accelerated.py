@@ -308,8 +308,6 @@ def _train(recipe, net, full, batches, steps, x_val, y_val, deadline, started, l
 
     from . import evaluation
 
-    trainer = full
-
     def val_scores():
         return full.predict(x_val.astype(np.float32), batch_size=256, verbose=0)[:, 1]
 
@@ -321,9 +319,9 @@ def _train(recipe, net, full, batches, steps, x_val, y_val, deadline, started, l
 
     # Phase 1: the head alone, backbone frozen.
     net.set_all_trainable(False)
-    trainer.compile(keras.optimizers.Adam(recipe.head_learning_rate), "binary_crossentropy", metrics=["accuracy"])
+    full.compile(keras.optimizers.Adam(recipe.head_learning_rate), "binary_crossentropy", metrics=["accuracy"])
     for epoch in range(recipe.head_epochs):
-        logs = trainer.fit(batches.generator(), steps_per_epoch=steps, epochs=1, shuffle=False, verbose=0).history
+        logs = full.fit(batches.generator(), steps_per_epoch=steps, epochs=1, shuffle=False, verbose=0).history
         p = val_scores()
         record({"loss": logs["loss"][-1], "accuracy": logs["accuracy"][-1], "val_auc": evaluation.roc_auc(y_val, p),
                 "val_loss": evaluation.log_loss(y_val, p), "val_accuracy": float(np.mean((p >= 0.5) == y_val))})
@@ -335,14 +333,16 @@ def _train(recipe, net, full, batches, steps, x_val, y_val, deadline, started, l
     decay = 1.0 - 1.0 / steps
     schedule = keras.optimizers.schedules.CosineDecay(recipe.learning_rate, steps * recipe.epochs, alpha=0.05)
     optimizer = keras.optimizers.Adam(schedule, use_ema=True, ema_momentum=decay)
-    trainer.compile(optimizer, "binary_crossentropy", metrics=["accuracy"])
+    full.compile(optimizer, "binary_crossentropy", metrics=["accuracy"])
     best = {"auc": -np.inf, "epoch": None, "weights": None}
     state = {"wait": 0, "stopped": None}
 
     class Averaged(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            variables = trainer.trainable_variables
+            variables = full.trainable_variables
             current = [np.array(v.numpy()) for v in variables]
+            # Keras keeps use_ema's averages here, updated inside the compiled step (private, but Keras is
+            # pinned to the same version on both machines, and the tests run this under TensorFlow).
             averaged = [np.array(a.numpy()) for a in optimizer._model_variables_moving_average]
             for v, avg in zip(variables, averaged):  # copies: an assigned buffer must not be shared
                 v.assign(avg)
@@ -364,7 +364,8 @@ def _train(recipe, net, full, batches, steps, x_val, y_val, deadline, started, l
             elif time.time() > deadline:
                 self.model.stop_training, state["stopped"] = True, "time"
 
-    trainer.fit(batches.generator(), steps_per_epoch=steps, epochs=recipe.epochs, shuffle=False, verbose=0, callbacks=[Averaged()])
+    full.fit(batches.generator(), steps_per_epoch=steps, epochs=recipe.epochs, shuffle=False, verbose=0,
+             callbacks=[Averaged()])
     return {"recipe": asdict(recipe), "validation_auc": float(best["auc"]), "best_epoch": best["epoch"],
             "validation_auc_head": head_auc, "epochs_run": len(history.get("val_auc", [])) - recipe.head_epochs,
             "stopped": state["stopped"] or "epochs", "seconds": round(time.time() - started, 1),
