@@ -31,7 +31,6 @@ saturation, hue, vignetting) in NumPy and SciPy, one image at a time, in a pool 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import platform
@@ -117,16 +116,12 @@ def prepare_bundle(dataset, output, seed: int = 42, parts: int = 2, data_format:
 
 
 # ---------------------------------------------------------------- step 2 (the accelerator)
-def _decode(path: str) -> np.ndarray:
-    from . import preprocessing
-
-    return np.clip(np.rint(preprocessing.preprocess(path)), 0, 255).astype(np.uint8)
-
-
 def load_bundle(bundles: list[Path], log=print):
     """(manifest, x_train, y_train, x_val, y_val) from one or more bundle folders (the parts may have
     travelled separately: the manifest is read from the first folder that has one)."""
     from multiprocessing import Pool
+
+    from .preprocessing import preprocess_uint8
 
     manifest = None
     found: dict[str, Path] = {}
@@ -145,8 +140,8 @@ def load_bundle(bundles: list[Path], log=print):
                                "did every part travel?")
     started = time.time()
     with Pool(min(16, os.cpu_count() or 1)) as pool:
-        x_train = np.stack(pool.map(_decode, [str(found[n]) for n, _ in manifest["train"]], chunksize=64))
-        x_val = np.stack(pool.map(_decode, [str(found[n]) for n, _ in manifest["validation"]], chunksize=64))
+        x_train = np.stack(pool.map(preprocess_uint8, [str(found[n]) for n, _ in manifest["train"]], chunksize=64))
+        x_val = np.stack(pool.map(preprocess_uint8, [str(found[n]) for n, _ in manifest["validation"]], chunksize=64))
     log(f"decoded {len(x_train) + len(x_val)} images through ml.preprocessing in {time.time() - started:.0f} s")
     y_train = np.array([label for _, label in manifest["train"]])
     y_val = np.array([label for _, label in manifest["validation"]])
@@ -212,7 +207,7 @@ def _set_pool_images(images):
     _POOL_IMAGES = images
 
 
-def _augmented_batch(indices, seed: int) -> np.ndarray:
+def _augmented_batch(indices, seed: tuple[int, int]) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return np.stack([np.clip(np.rint(augment(_POOL_IMAGES[i], rng)), 0, 255).astype(np.uint8) for i in indices])
 
@@ -255,8 +250,7 @@ class AugmentedBatches:
 
     def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, pool=None):
         self.y, self.eye, self.pool = y, np.eye(2, dtype=np.float32), pool
-        self.indices = balanced_indices(y, batch_size, seed)
-        self.seeds = np.random.default_rng(seed + 1).integers(0, 2 ** 63 - 1, size=1 << 20)
+        self.indices, self.seed = balanced_indices(y, batch_size, seed), seed
         self.ahead = 2 * pool._processes if pool is not None else 1
         if pool is None:
             _set_pool_images(x)
@@ -265,7 +259,7 @@ class AugmentedBatches:
 
     def _submit(self):
         idx = next(self.indices)
-        seed = int(self.seeds[self.count % len(self.seeds)])
+        seed = (self.seed, self.count)  # each batch's own stream, whichever process draws it
         self.count += 1
         job = self.pool.apply_async(_augmented_batch, (idx, seed)) if self.pool else _augmented_batch(idx, seed)
         self.pending.append((idx, job))
@@ -308,8 +302,10 @@ def _train(recipe, net, full, batches, steps, x_val, y_val, deadline, started, l
 
     from . import evaluation
 
+    x_val = x_val.astype(np.float32)  # once, not at every epoch's validation
+
     def val_scores():
-        return full.predict(x_val.astype(np.float32), batch_size=256, verbose=0)[:, 1]
+        return full.predict(x_val, batch_size=256, verbose=0)[:, 1]
 
     history: dict[str, list[float]] = {}
 
@@ -440,9 +436,8 @@ def import_run(run_dir, dataset, output, run: str | None = None, data_format: st
     from .calibration import calibrate_and_report
     from .datasets import read_dataset
     from .network import Network
-    from .training import (CALIBRATION_RULES, CLASS_NAMES, PREPROCESSING_DESCRIPTION, TrainConfig, save_artifact,
-                           split_for_training)
-    from . import preprocessing
+    from .calibration import training_prior
+    from .training import TrainConfig, new_model_metadata, save_artifact, split_for_training
 
     run_dir, output = Path(run_dir), Path(output)
     if not (run_dir / RUNS).is_file():
@@ -483,15 +478,8 @@ def import_run(run_dir, dataset, output, run: str | None = None, data_format: st
         f"(epoch {record['best_epoch']}), {summary['machine']}")
 
     y_train = np.array([s.label for s in train])
-    now = dt.datetime.now(dt.timezone.utc)
     metadata = {
-        "model_version": now.strftime("lite0-%Y%m%d-%H%M"),
-        "created_at": now.isoformat(timespec="seconds"),
-        "backbone": "efficientnet-lite0",
-        "class_names": CLASS_NAMES,
-        "image_size": preprocessing.IMAGE_SIZE,
-        "preprocessing": PREPROCESSING_DESCRIPTION,
-        **CALIBRATION_RULES,
+        **new_model_metadata("efficientnet-lite0"),
         "data": {
             "dataset": str(dataset), "format": report.format, "split": note, "seed": manifest["seed"],
             "train": {"n": len(train), "n_malignant": int(y_train.sum())},
@@ -514,7 +502,7 @@ def import_run(run_dir, dataset, output, run: str | None = None, data_format: st
                           "validation_auc_finetuned": record["validation_auc"], "kept": "finetuned"},
                "timing_seconds": {"total": record["seconds"], "machine": summary["machine"]}}
     return calibrate_and_report(
-        output, np.array([s.label for s in val]), [s.path for s in val], 0.5,  # balanced batches: a prior of 1/2
+        output, np.array([s.label for s in val]), [s.path for s in val], training_prior(metadata),
         fitted_by=f"manage.py import_model {run_dir} --dataset {dataset}", y_test=np.array([s.label for s in test]),
         test_images=[s.path for s in test], results=results, history=record["history"],
         phases=[recipe.head_epochs] if recipe.head_epochs else None, log=log)

@@ -40,6 +40,18 @@ def fit_calibration(y_val: np.ndarray, raw_val: np.ndarray, train_prior: float) 
             "uncertain_threshold": uncertain_threshold}
 
 
+def training_prior(meta: dict[str, Any]) -> float:
+    """The malignant share training saw, which calibration undoes, from metadata's data.training_views:
+    counted views, or one half where every batch was half malignant (balanced_batches)."""
+    views = (meta.get("data") or {}).get("training_views") or {}
+    if views.get("balanced_batches"):
+        return 0.5
+    n, n_malignant = views.get("n"), views.get("n_malignant", 0)
+    if not n or not 0 < n_malignant < n:
+        raise ValueError("no training class counts (data.training_views) to undo the training prior")
+    return n_malignant / n
+
+
 def served_raw_scores(model_dir, images: np.ndarray | Sequence, batch_size: int = 32) -> tuple[np.ndarray, str]:
     """(raw malignant probabilities before calibration, runtime name) of the saved model in
     model_dir, scored as serving scores: its runtime, its test-time views, its preprocessing.

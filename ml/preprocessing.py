@@ -136,3 +136,11 @@ def preprocess(source: ImageSource, size: int = IMAGE_SIZE) -> np.ndarray:
     image = load_rgb(source, draft_size=size)
     pixels = np.asarray(resize_rgb(image, size), dtype=np.float32)
     return fill_outside_field_of_view(pixels, image.size)
+
+
+def preprocess_uint8(source: ImageSource, size: int = IMAGE_SIZE) -> np.ndarray:
+    """:func:`preprocess` rounded to uint8, the form training holds its images in.
+
+    Rounded, not truncated: the dark corners are blended in float, and a cast alone would make
+    training's pixels up to one level darker there than serving's."""
+    return np.clip(np.rint(preprocess(source, size)), 0, 255).astype(np.uint8)

@@ -10,14 +10,13 @@ the validation split to say; the average is calibrated and reported like any tra
 """
 from __future__ import annotations
 
-import datetime as dt
 import json
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from .calibration import calibrate_and_report
+from .calibration import calibrate_and_report, training_prior
 from .classifier import METADATA_FILENAME, MODEL_FILENAME
 from .splits import SPLITS_FILENAME
 
@@ -89,7 +88,7 @@ def average_models(dataset, folders, output, data_format: str | None = None,
     from .datasets import read_dataset
     from .evaluation import plot_history
     from .splits import held_out, recorded_splits
-    from .training import CALIBRATION_RULES, save_artifact
+    from .training import new_model_metadata, save_artifact
 
     folders = [Path(f) for f in folders]
     output = Path(output)
@@ -111,7 +110,6 @@ def average_models(dataset, folders, output, data_format: str | None = None,
 
     first = sources[0][0]
     backbone = first.get("backbone", "efficientnet-lite0")
-    now = dt.datetime.now(dt.timezone.utc)
     described = [{"folder": str(f), "model_version": meta.get("model_version"),
                   "finetune_seed": meta.get("training", {}).get("finetune_seed") or meta.get("training", {}).get("seed"),
                   "finetune_epochs": meta.get("training", {}).get("finetune_epochs"),
@@ -119,10 +117,8 @@ def average_models(dataset, folders, output, data_format: str | None = None,
                   or (metrics.get("phases") or {}).get("validation_auc_finetuned")}
                  for f, (meta, metrics) in zip(folders, sources)]
     metadata = {
-        "model_version": now.strftime("lite0-%Y%m%d-%H%M" if backbone == "efficientnet-lite0" else f"{backbone}-%Y%m%d-%H%M"),
-        "created_at": now.isoformat(timespec="seconds"),
+        **new_model_metadata(backbone),
         **{k: first[k] for k in INHERITED if k in first},
-        **CALIBRATION_RULES,
         "averaged_from": described,
     }
     save_artifact(output, model, metadata, train, val, test, export=backbone == "efficientnet-lite0", log=log)
@@ -136,8 +132,7 @@ def average_models(dataset, folders, output, data_format: str | None = None,
                                   "machine": sources[0][1].get("timing_seconds", {}).get("machine")}}
     if histories:
         results["histories"] = histories
-    counts = first["data"]["training_views"]
     return calibrate_and_report(
-        output, np.array([s.label for s in val]), [s.path for s in val], counts["n_malignant"] / counts["n"],
+        output, np.array([s.label for s in val]), [s.path for s in val], training_prior(first),
         fitted_by=f"manage.py average_models {dataset} " + " ".join(str(f) for f in folders),
         y_test=np.array([s.label for s in test]), test_images=[s.path for s in test], results=results, log=log)

@@ -97,10 +97,8 @@ IMAGE_CACHE_FORMAT = "rounded"
 
 def load_images(paths: list[Path], size: int = preprocessing.IMAGE_SIZE, cache: Path | None = None,
                 log: Callable[[str], None] = print) -> np.ndarray:
-    """All images through the serving preprocessing, rounded to uint8 (N, size, size, 3), cached on disk.
-
-    Rounded, not truncated: preprocessing blends a dermoscope's dark corners in float, and a cast
-    alone would make training's pixels up to one level darker there than serving's."""
+    """All images through the serving preprocessing, rounded to uint8 (N, size, size, 3)
+    (:func:`ml.preprocessing.preprocess_uint8`), cached on disk."""
     key = hashlib.sha1(("\n".join(str(p) for p in paths) + f"|{size}|{IMAGE_CACHE_FORMAT}").encode()).hexdigest()[:16]
     cached = cache / f"images-{key}.npy" if cache else None
     if cached and cached.exists():
@@ -108,7 +106,7 @@ def load_images(paths: list[Path], size: int = preprocessing.IMAGE_SIZE, cache: 
     out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
     started = time.time()
     for i, path in enumerate(paths):
-        out[i] = np.clip(np.rint(preprocessing.preprocess(path, size)), 0, 255).astype(np.uint8)
+        out[i] = preprocessing.preprocess_uint8(path, size)
         if (i + 1) % 1000 == 0:
             log(f"  decoded {i + 1}/{len(paths)} images ({time.time() - started:.0f} s)")
     if cached:
@@ -318,8 +316,6 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
         raw_val = raw_scores(x_val, maps_val)
     finetune_seconds = time.time() - t2
 
-    version = dt.datetime.now(dt.timezone.utc).strftime("lite0-%Y%m%d-%H%M") if config.backbone == "efficientnet-lite0" \
-        else dt.datetime.now(dt.timezone.utc).strftime(f"{config.backbone}-%Y%m%d-%H%M")
     results: dict[str, Any] = {
         # Which phase's weights were kept: fine-tuning is kept only if it beat the frozen backbone on validation.
         "phases": {"finetune_scope": config.finetune_scope, "validation_auc_frozen": phase1_auc,
@@ -327,13 +323,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
                    "kept": "finetuned" if phase2_auc is not None and phase2_auc >= phase1_auc else "frozen"},
     }
     metadata = {
-        "model_version": version,
-        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "backbone": config.backbone,
-        "class_names": CLASS_NAMES,
-        "image_size": preprocessing.IMAGE_SIZE,
-        "preprocessing": PREPROCESSING_DESCRIPTION,
-        **CALIBRATION_RULES,
+        **new_model_metadata(config.backbone),
         "data": {
             "dataset": str(config.dataset),
             "format": report.format,
@@ -369,6 +359,17 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
 PREPROCESSING_DESCRIPTION = ("ml.preprocessing.preprocess: decode with Pillow, EXIF orientation, RGB, squash to 224x224 "
                              "(bilinear), a dermoscope's dark corners painted with skin colour, float 0..255; the "
                              "model scales its own input")
+
+def new_model_metadata(backbone: str) -> dict[str, Any]:
+    """What every new model folder's metadata.json starts with (train_model, average_models, import_model):
+    its version and time, what it reads (backbone, class order, image size, preprocessing) and how its
+    calibration and thresholds are chosen."""
+    now = dt.datetime.now(dt.timezone.utc)
+    name = "lite0" if backbone == "efficientnet-lite0" else backbone
+    return {"model_version": now.strftime(f"{name}-%Y%m%d-%H%M"), "created_at": now.isoformat(timespec="seconds"),
+            "backbone": backbone, "class_names": CLASS_NAMES, "image_size": preprocessing.IMAGE_SIZE,
+            "preprocessing": PREPROCESSING_DESCRIPTION, **CALIBRATION_RULES}
+
 
 # How the thresholds and calibration are chosen (ml.calibration fits them): said in every model's metadata.
 CALIBRATION_RULES = {

@@ -61,10 +61,10 @@ def test_balanced_indices_are_half_and_half_and_go_through_each_class():
 
 
 def test_augment_changes_a_real_image_within_range_and_repeats_with_the_seed(bundle):
-    from ml.preprocessing import preprocess
+    from ml.preprocessing import preprocess_uint8
 
     _, out = bundle
-    image = np.clip(np.rint(preprocess(sorted((out / "part1").iterdir())[0])), 0, 255).astype(np.uint8)
+    image = preprocess_uint8(sorted((out / "part1").iterdir())[0])
     a = augment(image, np.random.default_rng(1))
     assert a.shape == image.shape and a.dtype == np.float32
     assert 0.0 <= a.min() and a.max() <= 255.0
@@ -147,6 +147,13 @@ def test_import_model_serves_the_runs_weights(bundle, tiny_run, tmp_path):
     card = (out / "MODEL_CARD.md").read_text()
     assert "python -m ml.accelerated train" in card and "run tiny of 1 chosen on validation" in card
     assert "manage.py import_model" in card
+
+    # calibrating it again undoes the same training prior, one half (every batch was half malignant)
+    offset = meta["logit_offset"]
+    y_val = np.array([label for _, label in summary["manifest"]["validation"]])
+    assert offset == pytest.approx(np.log(y_val.mean() / (1 - y_val.mean())))
+    call_command("calibrate_model", str(ham), "--model", str(out))
+    assert json.loads((out / "metadata.json").read_text())["logit_offset"] == pytest.approx(offset)
 
 
 def test_import_model_refuses_a_run_from_another_split(bundle, tiny_run, tmp_path):

@@ -28,7 +28,7 @@ class Command(BaseCommand):
         import numpy as np
 
         from ml import tta
-        from ml.calibration import METRICS_FILENAME, calibrate_and_report
+        from ml.calibration import METRICS_FILENAME, calibrate_and_report, training_prior
         from ml.classifier import METADATA_FILENAME, ModelUnavailable, reset
         from ml.datasets import DatasetError, read_dataset
         from ml.splits import held_out, recorded_splits
@@ -45,9 +45,10 @@ class Command(BaseCommand):
         metrics_text = metrics_file.read_text() if metrics_file.is_file() else None
         meta = json.loads(meta_text)
         views = list(tta.ALL_VIEWS if o["views"] == "all" else tta.IDENTITY)
-        counts = meta.get("data", {}).get("training_views", {})
-        if not counts.get("n") or not 0 < counts.get("n_malignant", 0) < counts["n"]:
-            raise CommandError(f"{meta_file}: no training class counts (data.training_views) to undo the training prior")
+        try:
+            prior = training_prior(meta)
+        except ValueError as exc:
+            raise CommandError(f"{meta_file}: {exc}") from exc
         try:
             report = read_dataset(o["dataset"], o["format"])
         except DatasetError as exc:
@@ -65,7 +66,7 @@ class Command(BaseCommand):
         try:
             reset()
             results = calibrate_and_report(
-                model_dir, y_val, [s.path for s in val], counts["n_malignant"] / counts["n"],
+                model_dir, y_val, [s.path for s in val], prior,
                 fitted_by=f"manage.py calibrate_model {o['dataset']} --views {o['views']}",
                 y_test=y_test, test_images=[s.path for s in test],
                 results={k: v for k, v in json.loads(metrics_text or "{}").items()
