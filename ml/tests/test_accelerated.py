@@ -231,3 +231,36 @@ def test_what_the_accelerator_runs_imports_neither_django_nor_tensorflow():
     done = subprocess.run([sys.executable, "-c", check], cwd=root, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_gpu_train_sh_keeps_what_each_trip_carried(bundle, tmp_path):
+    """ml/gpu_train.sh, the GPU machine's side: a bundle that travels in several trips is put
+    back together under GPU_STAGE; anything else it is handed is refused by name."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "gpu_train.sh"
+    _, out = bundle
+    stage = tmp_path / "stage"
+    checkpoint = tmp_path / "lite0.pth"
+    checkpoint.write_bytes(b"weights")
+    env = {**os.environ, "GPU_STAGE": str(stage)}
+
+    def sh(*args):
+        return subprocess.run(["bash", str(script), *map(str, args)], env=env, capture_output=True, text=True)
+
+    assert sh().returncode == 2  # no mode: the usage
+    first = sh("stage", out / "manifest.json", out / "part1", checkpoint)
+    assert first.returncode == 0, first.stderr
+    assert sh("stage", out / "part2").returncode == 0
+    assert (stage / "lite0.pth").read_bytes() == b"weights"
+    manifest, x_train, _, x_val, _ = load_bundle([stage / "bundle"], log=lambda m: None)
+    assert len(x_train) == len(manifest["train"]) and len(x_val) == len(manifest["validation"])
+
+    refused = sh("stage", tmp_path / "notes.txt")
+    assert refused.returncode == 2 and "notes.txt is neither a bundle folder" in refused.stderr
+    empty = tmp_path / "empty"
+    env["GPU_STAGE"] = str(empty)
+    missing = sh("train", out)
+    assert missing.returncode == 2 and "no Lite0 checkpoint" in missing.stderr
