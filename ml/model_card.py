@@ -142,6 +142,17 @@ def render(model_dir) -> str:
                       "|---|---|---|---|"]
             lines += [f"| {d.replace('_', ' ')} | {row['n']} | {_f(row['mean_heat_inside_lesion'])} | "
                       f"{_f(row['mean_lesion_area_share'])} |" for d, row in cam["by_diagnosis"].items()]
+        if cam.get("by_outcome"):
+            words = {"needs_doctor": "Needs a doctor", "uncertain": "Uncertain", "low_risk": "Low risk"}
+            lines += ["", f"{cam['empty_maps']} of the {cam['n']} maps are empty (nothing in the image speaks for "
+                      "malignancy) and count as no heat inside the lesion; over the other maps "
+                      f"{_f(cam['mean_heat_inside_lesion_where_heat'])} of the heat is inside. By the outcome the "
+                      "clinician sees (from the calibrated probability and the saved bands; the image gate aside):", "",
+                      "| outcome | images | empty maps | heat inside the lesion | lesion's share of the image |",
+                      "|---|---|---|---|---|"]
+            lines += [f"| {words.get(o, o)} | {row['n']} | {row['empty_maps']} | {_f(row['mean_heat_inside_lesion'])} | "
+                      f"{_f(row['mean_lesion_area_share'])} |"
+                      for o, row in sorted(cam["by_outcome"].items(), key=lambda kv: [*words, kv[0]].index(kv[0]))]
         lines += ["", "```", f"python manage.py evaluate_gradcam --json {rel}/evaluation/gradcam.json", "```", ""]
     bench = _load(ev / "benchmark.json")
     if bench:
@@ -249,7 +260,7 @@ def _limitation_lines(meta, ev: Path) -> list[str]:
             f"lesion outlines, against the lesions' {_f(cam['mean_lesion_area_share'])} share of the image (target "
             "0.6). The first shipped model put most of its heat on the dark corners of PH2's dermoscope (0.25 "
             "inside); preprocessing now paints those corners with skin colour."
-            + _melanoma_heat(cam) +
+            + _melanoma_heat(cam) + _outcome_heat(cam) +
             " The heat map shows where the model looked, not where the lesion is.")
     return lines
 
@@ -366,3 +377,19 @@ def _melanoma_heat(cam: dict) -> str:
             f"{_f(common['mean_lesion_area_share'])}): on a lesion the model finds benign, the malignant class's "
             "heat lies mostly on the skin around it.")
 
+
+
+def _outcome_heat(cam: dict) -> str:
+    """Where the heat sits on the results a clinician acts on: a flagged lesion's map may point at the
+    lesion, an uncertain one's may not."""
+    rows = cam.get("by_outcome", {})
+    flagged, uncertain = rows.get("needs_doctor"), rows.get("uncertain")
+    if not flagged or not uncertain:
+        return ""
+    where = "mostly outside it" if uncertain["mean_heat_inside_lesion"] < uncertain["mean_lesion_area_share"] else \
+        "on it"
+    return (f" By outcome: on PH2 images it calls \"needs a doctor\" {_f(flagged['mean_heat_inside_lesion'])} of the "
+            f"heat is inside the lesion (share {_f(flagged['mean_lesion_area_share'])}); on those it calls "
+            f"\"uncertain\" {_f(uncertain['mean_heat_inside_lesion'])} (share "
+            f"{_f(uncertain['mean_lesion_area_share'])}), {where}: an uncertain result's heat map is no guide to "
+            "which part of the lesion to look at.")

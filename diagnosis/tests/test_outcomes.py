@@ -44,6 +44,8 @@ def test_three_outcomes_from_the_band(logged_in, banded_model, difference, outco
     # The clinician's words, and the numbers behind them.
     assert f"{prediction.probability_malignant:.3f}" in page and "0.600" in page and "0.400" in page
     assert "Uncertain threshold" in page
+    # below the threshold the malignant class's heat map is no guide to the lesion, and the page says so
+    assert ("no guide to which part of the lesion" in page) == (outcome != "needs_doctor")
 
 
 def test_messages_say_where_the_probability_lies(banded_model, clinician):

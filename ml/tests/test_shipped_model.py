@@ -192,6 +192,19 @@ def test_heat_on_melanomas_is_on_the_lesion(gradcam_result):
     assert melanoma["mean_heat_inside_lesion"] > melanoma["mean_lesion_area_share"] + 0.03, melanoma
 
 
+# By the outcome the clinician sees: every PH2 image falls in one, and on the ones called "needs a
+# doctor" the heat is on the lesion (0.648, share 0.519 for the shipped model). On "uncertain" ones it
+# is not (0.159, share 0.353), which the result page and the model card say.
+def test_heat_on_flagged_lesions_is_on_the_lesion(gradcam_result):
+    by_outcome = gradcam_result["by_outcome"]
+    assert set(by_outcome) <= {"needs_doctor", "uncertain", "low_risk"}
+    assert sum(row["n"] for row in by_outcome.values()) == gradcam_result["n"]
+    assert sum(row["empty_maps"] for row in by_outcome.values()) == gradcam_result["empty_maps"]
+    flagged = by_outcome["needs_doctor"]
+    assert flagged["n"] >= 20 and flagged["empty_maps"] == 0
+    assert flagged["mean_heat_inside_lesion"] > flagged["mean_lesion_area_share"] + 0.08, flagged
+
+
 # ... and the issue's target, over all 200 images, is not met.
 @pytest.mark.xfail(strict=True, reason="target not met: 0.19 of the heat inside the lesion over all PH2 images, "
                                        "area share 0.32 (melanomas 0.68, area 0.63)")

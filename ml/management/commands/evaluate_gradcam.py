@@ -33,32 +33,48 @@ class Command(BaseCommand):
             raise CommandError("this model has no feature layer for Grad-CAM")
         from ml import preprocessing
 
-        inside, area = [], []
+        from ml.classifier import outcome_for
+
+        meta = loaded.metadata
+        inside, area, empty, outcomes = [], [], [], []
         for s in samples:
-            _raw, _features, cam = loaded.analyse(preprocessing.preprocess(s.path)[None])
+            raw, _features, cam = loaded.analyse(preprocessing.preprocess(s.path)[None])
             share, lesion_share = heat_inside_mask(cam[0], s.mask_path)
             inside.append(share)
             area.append(lesion_share)
+            empty.append(not float(cam[0].max()) > 0)
+            outcomes.append(outcome_for(loaded.calibrate(float(raw[0])), meta["threshold"],
+                                        meta.get("uncertain_threshold")))
         import numpy as np
 
+        inside, area, empty = np.array(inside), np.array(area), np.array(empty)
+        # An empty map (nothing anywhere speaks for malignancy) has no heat to place: it counts as
+        # none inside the lesion in the headline mean, and is left out of the "where heat" mean.
         result = {"n": len(samples), "layer": loaded.cam_layer, "runtime": loaded.runtime.name,
-                  "model_version": loaded.metadata.get("model_version"),
+                  "model_version": meta.get("model_version"),
                   "mean_heat_inside_lesion": float(np.mean(inside)), "median_heat_inside_lesion": float(np.median(inside)),
                   "mean_lesion_area_share": float(np.mean(area)),
-                  "share_of_images_with_heat_mostly_inside": float(np.mean(np.array(inside) >= 0.5))}
+                  "share_of_images_with_heat_mostly_inside": float(np.mean(inside >= 0.5)),
+                  "empty_maps": int(empty.sum()),
+                  "mean_heat_inside_lesion_where_heat": float(inside[~empty].mean()) if (~empty).any() else None}
+
+        def rows(keys):
+            return {str(k): {"n": int((keys == k).sum()), "empty_maps": int(empty[keys == k].sum()),
+                             "mean_heat_inside_lesion": float(inside[keys == k].mean()),
+                             "mean_lesion_area_share": float(area[keys == k].mean())}
+                    for k in sorted(set(keys))}
+
         # The heat is the malignant class's: on a benign lesion the lesion itself counts against
-        # malignancy, so the heat there may well sit elsewhere. Each diagnosis apart:
-        details = np.array([s.detail or ("malignant" if s.label else "benign") for s in samples])
-        inside, area = np.array(inside), np.array(area)
-        result["by_diagnosis"] = {str(d): {"n": int((details == d).sum()),
-                                           "mean_heat_inside_lesion": float(inside[details == d].mean()),
-                                           "mean_lesion_area_share": float(area[details == d].mean())}
-                                  for d in sorted(set(details))}
+        # malignancy, so the heat there may well sit elsewhere. Each diagnosis apart, and each
+        # outcome the clinician sees (where the model flags a lesion, is its heat on the lesion?):
+        result["by_diagnosis"] = rows(np.array([s.detail or ("malignant" if s.label else "benign") for s in samples]))
+        result["by_outcome"] = rows(np.array(outcomes))
         for k, v in result.items():
-            if k != "by_diagnosis":
+            if not k.startswith("by_"):
                 self.stdout.write(f"{k:>40}: {v}")
-        for d, row in result["by_diagnosis"].items():
+        for d, row in [*result["by_diagnosis"].items(), *result["by_outcome"].items()]:
             self.stdout.write(f"{d:>40}: {row['mean_heat_inside_lesion']:.3f} of the heat inside, "
-                              f"lesion {row['mean_lesion_area_share']:.3f} of the image ({row['n']} images)")
+                              f"lesion {row['mean_lesion_area_share']:.3f} of the image ({row['n']} images, "
+                              f"{row['empty_maps']} maps empty)")
         if o["json_path"]:
             Path(o["json_path"]).write_text(json.dumps(result, indent=2))
