@@ -52,15 +52,17 @@ def training_prior(meta: dict[str, Any]) -> float:
     return n_malignant / n
 
 
-def served_raw_scores(model_dir, images: np.ndarray | Sequence, batch_size: int = 32) -> tuple[np.ndarray, str]:
+def served_raw_scores(model_dir, images: np.ndarray | Sequence, batch_size: int = 32,
+                      loaded=None) -> tuple[np.ndarray, str]:
     """(raw malignant probabilities before calibration, runtime name) of the saved model in
     model_dir, scored as serving scores: its runtime, its test-time views, its preprocessing.
 
-    images: preprocessed (N, size, size, 3) arrays, or image sources that ml.preprocessing reads."""
+    images: preprocessed (N, size, size, 3) arrays, or image sources that ml.preprocessing reads.
+    loaded: that model already loaded (a classifier.LoadedModel of model_dir), to score several sets."""
     from . import preprocessing
     from .classifier import LoadedModel
 
-    loaded = LoadedModel(Path(model_dir))  # a fresh load, never the process's cached model
+    loaded = loaded or LoadedModel(Path(model_dir))  # a fresh load, never the process's cached model
     size = int(loaded.metadata.get("image_size", preprocessing.IMAGE_SIZE))
     scores: list[float] = []
     for start in range(0, len(images), batch_size):
@@ -80,9 +82,14 @@ def calibrate_and_report(model_dir, y_val: np.ndarray, val_images, train_prior: 
     plots from those same served scores. The test split is scored, never used to choose.
 
     fitted_by: the command, as the model card should quote it."""
+    from .classifier import LoadedModel
+
     model_dir = Path(model_dir)
     meta_path = model_dir / "metadata.json"
-    raw_val, runtime = served_raw_scores(model_dir, val_images)
+    # One load scores both splits: raw scores depend on the weights and views, not on the calibration
+    # written in between.
+    loaded = LoadedModel(model_dir)
+    raw_val, runtime = served_raw_scores(model_dir, val_images, loaded=loaded)
     fitted = fit_calibration(y_val, raw_val, train_prior)
     meta = json.loads(meta_path.read_text())
     meta.update(fitted)
@@ -107,7 +114,7 @@ def calibrate_and_report(model_dir, y_val: np.ndarray, val_images, train_prior: 
     })
     evaluation.plot_evaluation(y_val, p_val, threshold, model_dir, prefix="validation_", title="(validation)")
     if y_test is not None and len(y_test) and 0 < int(np.sum(y_test)) < len(y_test):
-        p_test = calibrate(served_raw_scores(model_dir, test_images)[0])
+        p_test = calibrate(served_raw_scores(model_dir, test_images, loaded=loaded)[0])
         results["test"] = evaluation.metrics(y_test, p_test, threshold, uncertain_threshold=uncertain)
         evaluation.plot_evaluation(y_test, p_test, threshold, model_dir, prefix="test_", title="(test)")
     if history:
