@@ -70,9 +70,9 @@ class Recipe:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-# Sized for a GPU lent for minutes: about 5 to 8 s an epoch, bound by augmentation on 16 CPUs (estimated from
-# 15 to 30 ms an image on one core of this machine; not yet measured there), so both fit a 7-minute budget
-# only if patience ends them early.
+# Sized for a GPU lent for minutes: about 5 s an epoch, bound by augmentation on 16 CPUs (estimated from
+# 12.7 ms an image in one process and 6.7 ms in two on this 2-core machine; not yet measured there), so
+# both fit a 7-minute budget only if patience ends them early.
 DEFAULT_RECIPES = [
     Recipe("e30-1e-4", epochs=30, learning_rate=1e-4, patience=6),
     Recipe("e30-2e-4-b64", epochs=30, learning_rate=2e-4, batch_size=64, patience=6),
