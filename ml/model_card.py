@@ -148,10 +148,12 @@ def render(model_dir) -> str:
                       "malignancy) and count as no heat inside the lesion; over the other maps "
                       f"{_f(cam['mean_heat_inside_lesion_where_heat'])} of the heat is inside. By the outcome the "
                       "clinician sees (from the calibrated probability and the saved bands; the image gate aside):", "",
-                      "| outcome | images | empty maps | heat inside the lesion | lesion's share of the image |",
-                      "|---|---|---|---|---|"]
+                      "| outcome | images | empty maps | heat inside the lesion | lesion's share of the image | "
+                      "heat in the map's bottom row (1/7 of it) | the same, image upside down |",
+                      "|---|---|---|---|---|---|---|"]
             lines += [f"| {words.get(o, o)} | {row['n']} | {row['empty_maps']} | {_f(row['mean_heat_inside_lesion'])} | "
-                      f"{_f(row['mean_lesion_area_share'])} |"
+                      f"{_f(row['mean_lesion_area_share'])} | {_f(row.get('mean_heat_in_bottom_row'))} | "
+                      f"{_f(row.get('mean_heat_in_bottom_row_upside_down'))} |"
                       for o, row in sorted(cam["by_outcome"].items(), key=lambda kv: [*words, kv[0]].index(kv[0]))]
         lines += ["", "```", f"python manage.py evaluate_gradcam --json {rel}/evaluation/gradcam.json", "```", ""]
     bench = _load(ev / "benchmark.json")
@@ -378,7 +380,6 @@ def _melanoma_heat(cam: dict) -> str:
             "heat lies mostly on the skin around it.")
 
 
-
 def _outcome_heat(cam: dict) -> str:
     """Where the heat sits on the results a clinician acts on: a flagged lesion's map may point at the
     lesion, an uncertain one's may not."""
@@ -392,4 +393,15 @@ def _outcome_heat(cam: dict) -> str:
             f"heat is inside the lesion (share {_f(flagged['mean_lesion_area_share'])}); on those it calls "
             f"\"uncertain\" {_f(uncertain['mean_heat_inside_lesion'])} (share "
             f"{_f(uncertain['mean_lesion_area_share'])}), {where}: an uncertain result's heat map is no guide to "
-            "which part of the lesion to look at.")
+            "which part of the lesion to look at."
+            + _bottom_row(uncertain))
+
+
+def _bottom_row(row: dict) -> str:
+    """Heat that stays in the map's bottom row when the image is turned upside down is the network's."""
+    here, flipped = row.get("mean_heat_in_bottom_row"), row.get("mean_heat_in_bottom_row_upside_down")
+    if here is None or flipped is None or min(here, flipped) < 0.5:
+        return ""
+    return (f" Most of that heat sits in the map's bottom row ({_f(here)}, a seventh of the map), and stays there when "
+            f"the image is turned upside down ({_f(flipped)}): a habit of the network at the image's lower edge, not "
+            "something in the skin.")

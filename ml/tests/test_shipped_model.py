@@ -202,6 +202,7 @@ def test_heat_on_flagged_lesions_is_on_the_lesion(gradcam_result):
     assert sum(row["empty_maps"] for row in by_outcome.values()) == gradcam_result["empty_maps"]
     flagged = by_outcome["needs_doctor"]
     assert flagged["n"] >= 20 and flagged["empty_maps"] == 0
+    assert 0.0 <= flagged["mean_heat_in_bottom_row"] <= 1.0 and 0.0 <= flagged["mean_heat_in_bottom_row_upside_down"] <= 1.0
     assert flagged["mean_heat_inside_lesion"] > flagged["mean_lesion_area_share"] + 0.08, flagged
 
 

@@ -18,7 +18,10 @@ class Command(BaseCommand):
         parser.add_argument("--json", dest="json_path")
 
     def handle(self, *args, **o):
-        from ml.classifier import get_model
+        import numpy as np
+
+        from ml import preprocessing
+        from ml.classifier import get_model, outcome_for
         from ml.datasets import read_dataset
         from ml.heatmap import heat_inside_mask
 
@@ -31,23 +34,30 @@ class Command(BaseCommand):
         loaded = get_model()
         if loaded.cam_layer is None:
             raise CommandError("this model has no feature layer for Grad-CAM")
-        from ml import preprocessing
-
-        from ml.classifier import outcome_for
-
         meta = loaded.metadata
-        inside, area, empty, outcomes = [], [], [], []
+        inside, area, empty, outcomes, bottom, flipped_bottom = [], [], [], [], [], []
+
+        def bottom_row_share(cam):  # the share of a map's heat in its bottom row (nan for an empty map)
+            return float(cam[-1].sum() / cam.sum()) if float(cam.max()) > 0 else float("nan")
+
         for s in samples:
-            raw, _features, cam = loaded.analyse(preprocessing.preprocess(s.path)[None])
+            image = preprocessing.preprocess(s.path)
+            raw, _features, cam = loaded.analyse(image[None])
             share, lesion_share = heat_inside_mask(cam[0], s.mask_path)
             inside.append(share)
             area.append(lesion_share)
             empty.append(not float(cam[0].max()) > 0)
+            # Does the heat follow the image? The same image upside down: the lesion's heat moves to
+            # the other edge; heat that stays in the bottom row belongs to the network, not the skin.
+            bottom.append(bottom_row_share(cam[0]))
+            flipped_bottom.append(bottom_row_share(loaded.analyse(image[::-1][None])[2][0]))
             outcomes.append(outcome_for(loaded.calibrate(float(raw[0])), meta["threshold"],
                                         meta.get("uncertain_threshold")))
-        import numpy as np
-
         inside, area, empty = np.array(inside), np.array(area), np.array(empty)
+        bottom, flipped_bottom = np.array(bottom), np.array(flipped_bottom)
+
+        def nanmean(values):
+            return float(np.nanmean(values)) if np.isfinite(values).any() else None
         # An empty map (nothing anywhere speaks for malignancy) has no heat to place: it counts as
         # none inside the lesion in the headline mean, and is left out of the "where heat" mean.
         result = {"n": len(samples), "layer": loaded.cam_layer, "runtime": loaded.runtime.name,
@@ -61,7 +71,9 @@ class Command(BaseCommand):
         def rows(keys):
             return {str(k): {"n": int((keys == k).sum()), "empty_maps": int(empty[keys == k].sum()),
                              "mean_heat_inside_lesion": float(inside[keys == k].mean()),
-                             "mean_lesion_area_share": float(area[keys == k].mean())}
+                             "mean_lesion_area_share": float(area[keys == k].mean()),
+                             "mean_heat_in_bottom_row": nanmean(bottom[keys == k]),
+                             "mean_heat_in_bottom_row_upside_down": nanmean(flipped_bottom[keys == k])}
                     for k in sorted(set(keys))}
 
         # The heat is the malignant class's: on a benign lesion the lesion itself counts against
