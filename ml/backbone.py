@@ -36,6 +36,12 @@ LITE0_BLOCKS = (
     (1, 3, 1, 6, 320),
 )
 STEM_CHANNELS, HEAD_CHANNELS = 32, 1280
+# How the stride-2 convolutions pad an even-sized input (the stride-1 ones pad evenly either way):
+# "tf": TensorFlow's SAME, the checkpoint's own: the extra row and column go at the bottom and right.
+# "symmetric": k // 2 zeros on every side, then a valid convolution (PyTorch's padding=k // 2): with
+#   stride 2 the last padded row and column are never read, so the padding the network sees lies at
+#   the top and left. Same weights, same shapes; the edge the network can tell from the inside moves.
+PADDINGS = ("tf", "symmetric")
 
 _STORAGE_DTYPES = {
     "FloatStorage": np.float32,
@@ -174,8 +180,19 @@ class Lite0Layers:
     share them: the whole network, and the lower and upper parts that training
     uses to fine-tune the upper blocks from cached lower-part feature maps."""
 
-    def __init__(self):
+    def __init__(self, padding: str = "tf"):
         from keras import layers
+
+        if padding not in PADDINGS:
+            raise ValueError(f"unknown padding {padding!r}: choose one of {', '.join(PADDINGS)}")
+        self.padding = padding
+
+        def strided_padding(name, kernel, stride):
+            """The conv's own padding mode, after a ZeroPadding2D layer where padding is "symmetric"."""
+            if stride == 1 or padding == "tf":
+                return "same"
+            L[name + "_pad"] = layers.ZeroPadding2D(kernel // 2, name=name + "_pad")
+            return "valid"
 
         def bn(name):
             return layers.BatchNormalization(epsilon=BN_EPSILON, momentum=0.99, name=name)
@@ -185,7 +202,8 @@ class Lite0Layers:
 
         L = self.layers = {}
         L["scaling"] = layers.Rescaling(1.0 / INPUT_STD, offset=-INPUT_MEAN / INPUT_STD, name="lite_input_scaling")
-        L["stem_conv"] = layers.Conv2D(STEM_CHANNELS, 3, strides=2, padding="same", use_bias=False, name="stem_conv")
+        L["stem_conv"] = layers.Conv2D(STEM_CHANNELS, 3, strides=2, padding=strided_padding("stem_conv", 3, 2),
+                                       use_bias=False, name="stem_conv")
         L["stem_bn"], L["stem_activation"] = bn("stem_bn"), relu6("stem_activation")
         self.blocks = list(_block_specs())
         for i, kernel, stride, expand, in_ch, out_ch in self.blocks:
@@ -193,7 +211,8 @@ class Lite0Layers:
             if expand != 1:
                 L[p + "expand_conv"] = layers.Conv2D(in_ch * expand, 1, padding="same", use_bias=False, name=p + "expand_conv")
                 L[p + "expand_bn"], L[p + "expand_activation"] = bn(p + "expand_bn"), relu6(p + "expand_activation")
-            L[p + "dwconv"] = layers.DepthwiseConv2D(kernel, strides=stride, padding="same", use_bias=False, name=p + "dwconv")
+            L[p + "dwconv"] = layers.DepthwiseConv2D(kernel, strides=stride, use_bias=False, name=p + "dwconv",
+                                                     padding=strided_padding(p + "dwconv", kernel, stride))
             L[p + "bn"], L[p + "activation"] = bn(p + "bn"), relu6(p + "activation")
             L[p + "project_conv"] = layers.Conv2D(out_ch, 1, padding="same", use_bias=False, name=p + "project_conv")
             L[p + "project_bn"] = bn(p + "project_bn")
@@ -204,7 +223,10 @@ class Lite0Layers:
 
     def stem(self, x):
         L = self.layers
-        return L["stem_activation"](L["stem_bn"](L["stem_conv"](L["scaling"](x))))
+        return L["stem_activation"](L["stem_bn"](L["stem_conv"](self._pad("stem_conv", L["scaling"](x)))))
+
+    def _pad(self, name, x):
+        return self.layers[name + "_pad"](x) if name + "_pad" in self.layers else x
 
     def apply_blocks(self, x, start: int = 0, stop: int | None = None):
         L = self.layers
@@ -213,7 +235,7 @@ class Lite0Layers:
             shortcut = x
             if expand != 1:
                 x = L[p + "expand_activation"](L[p + "expand_bn"](L[p + "expand_conv"](x)))
-            x = L[p + "activation"](L[p + "bn"](L[p + "dwconv"](x)))
+            x = L[p + "activation"](L[p + "bn"](L[p + "dwconv"](self._pad(p + "dwconv", x))))
             x = L[p + "project_bn"](L[p + "project_conv"](x))
             if p + "add" in L:
                 x = L[p + "add"]([x, shortcut])
@@ -233,14 +255,15 @@ class Lite0Layers:
         return (image_size // stride, image_size // stride, channels)
 
 
-def build_lite0(input_shape=(224, 224, 3), include_top: bool = False, name: str = "efficientnet_lite0"):
+def build_lite0(input_shape=(224, 224, 3), include_top: bool = False, name: str = "efficientnet_lite0",
+                padding: str = "tf"):
     """The Lite0 network in Keras layers: raw RGB (0..255) in, 1280-d pooled features
     (or, with include_top, the ImageNet 1000-class softmax) out. Layer names follow
     the checkpoint's structure so :func:`load_lite0_weights` can map them one to one."""
     import keras
     from keras import layers
 
-    parts = Lite0Layers()
+    parts = Lite0Layers(padding)
     inputs = keras.Input(input_shape, name="image")
     x = parts.top(parts.apply_blocks(parts.stem(inputs)))
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
@@ -301,7 +324,7 @@ def load_lite0_weights(model, path=None, include_top: bool | None = None) -> Non
         raise WeightsError(f"weights file has tensors the model does not use: {sorted(missing)[:5]}")
 
 
-def pretrained_lite0(input_shape=(224, 224, 3), include_top: bool = False, weights_path=None):
-    model = build_lite0(input_shape, include_top=include_top)
+def pretrained_lite0(input_shape=(224, 224, 3), include_top: bool = False, weights_path=None, padding: str = "tf"):
+    model = build_lite0(input_shape, include_top=include_top, padding=padding)
     load_lite0_weights(model, weights_path, include_top=include_top)
     return model

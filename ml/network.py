@@ -70,7 +70,7 @@ class Network:
         if config.backbone == "efficientnet-lite0":
             from .backbone import Lite0Layers, load_lite0_weights
 
-            parts = Lite0Layers()
+            parts = Lite0Layers(getattr(config, "padding", "tf"))
             image = keras.Input((224, 224, 3), name="image")
             cut = config.finetune_from_block
             boundary = parts.apply_blocks(parts.stem(image), 0, cut)

@@ -52,6 +52,7 @@ class TrainConfig:
     format: str | None = None
     output: str = "ml/artifacts/model"
     backbone: str = "efficientnet-lite0"
+    padding: str = "tf"  # Lite0's stride-2 padding: ml.backbone.PADDINGS
     weights: str | None = None  # a local weights file; None = the offline default for the backbone
     epochs: int = 20
     learning_rate: float = 1e-3
@@ -243,7 +244,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
         f"(view 1 unaugmented)")
     t0 = time.time()
     maps_key = hashlib.sha1(json.dumps([[str(s.path) for s in train_s], [str(s.path) for s in val_s],
-                                        [str(s.path) for s in test_s], config.backbone, config.finetune_from_block,
+                                        [str(s.path) for s in test_s], config.backbone, config.padding, config.finetune_from_block,
                                         config.seed, benign_views, malignant_views,
                                         IMAGE_CACHE_FORMAT]).encode()).hexdigest()[:16]
     maps_file = cache / f"maps-{maps_key}.npz"

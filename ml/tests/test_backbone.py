@@ -38,6 +38,30 @@ def test_port_recognises_chelsea_and_coffee(imagenet_lite0):
     assert probs[1, ESPRESSO] >= 0.85, probs[1, ESPRESSO]
 
 
+def test_symmetric_padding_keeps_the_weights_and_moves_the_padded_edge():
+    """--padding symmetric: the same checkpoint still recognises the photos (0.94 and 0.86 here), and
+    the padding the stride-2 layers see moves from the bottom and right (TensorFlow's SAME) to the top
+    and left. On a plain grey image only the stem outputs that read padding (0 after the input scaling,
+    the grey is not) differ from the rest."""
+    import keras
+
+    model = pretrained_lite0(include_top=True, padding="symmetric")
+    probs = model.predict(np.stack([_photo("chelsea"), _photo("coffee")]), verbose=0)
+    assert probs[0, CAT_CLASSES].sum() >= 0.85 and probs[1, ESPRESSO] >= 0.85
+
+    blank = np.full((1, 224, 224, 3), 200.0, dtype=np.float32)
+    for padding, padded_row, padded_col in (("tf", -1, -1), ("symmetric", 0, 0)):
+        net = pretrained_lite0(padding=padding)
+        stem = keras.Model(net.input, net.get_layer("stem_conv").output).predict(blank, verbose=0)[0]
+        assert stem.shape == (112, 112, 32)
+        inside = stem[56, 56]
+        rows = [r for r in range(112) if not np.allclose(stem[r, 56], inside, atol=1e-6)]
+        cols = [c for c in range(112) if not np.allclose(stem[56, c], inside, atol=1e-6)]
+        assert rows == [range(112)[padded_row]] and cols == [range(112)[padded_col]], (padding, rows, cols)
+    with pytest.raises(ValueError, match="unknown padding 'reflect'"):
+        pretrained_lite0(padding="reflect")
+
+
 class _Evil:
     def __reduce__(self):
         return (print, ("pwned",))
@@ -67,3 +91,14 @@ def test_clear_error_for_other_files(tmp_path, content, message):
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(WeightsError, match="missing.pth"):
         read_legacy_torch_state_dict(tmp_path / "missing.pth")
+
+
+def test_training_network_takes_the_padding():
+    from ml.network import Network
+    from ml.training import TrainConfig
+
+    for padding, expected in (("tf", False), ("symmetric", True)):
+        net = Network(TrainConfig(dataset="unused", padding=padding))
+        lower, upper = [layer.name for layer in net.lower.layers], [layer.name for layer in net.upper.layers]
+        assert ("stem_conv_pad" in lower) is expected
+        assert any(name.endswith("_dwconv_pad") for name in upper) is expected  # block 11, the last stride 2

