@@ -137,20 +137,18 @@ def test_import_model_serves_the_runs_weights(bundle, tiny_run, tmp_path):
     # network gives on the bundle's decoded images (within the float16 export's rounding). Scores, not
     # the AUC: a one-epoch model scores the tiny validation split nearly alike, so rounding may swap
     # a pair, and with a few malignant images one pair moves the AUC by 0.02 or more.
-    from ml import tta
     from ml.calibration import served_raw_scores
+    from ml.classifier import LoadedModel
     from ml.datasets import read_dataset
 
-    loaded = keras.models.load_model(out / "model.keras", compile=False)
-    saved = loaded.get_weights()
+    saved = keras.models.load_model(out / "model.keras", compile=False).get_weights()
     with np.load(run_dir / "weights-tiny.npz") as stored:
         for i, w in enumerate(saved):
             np.testing.assert_array_equal(w, stored[f"arr_{i}"])
     assert len(saved) == len(Network(network_config(Recipe("x"), None)).full_model().get_weights())
+    # the run's network (model.keras holds exactly its weights) through the Keras runtime, on the bundle's images
     _, _, _, x_val, _ = load_bundle([bundle[1]], log=lambda m: None)
-    views = tta.views_of(meta)
-    own = np.log(np.clip(np.asarray(loaded(tta.expand(x_val, views), training=False)), 1e-7, 1.0))
-    expected = tta.combine(own[:, 1] - own[:, 0], None, views, len(x_val))[0]
+    expected, _ = served_raw_scores(out, x_val, loaded=LoadedModel(out, runtime="keras"))
     paths = {s.path.name: s.path for s in read_dataset(ham).samples}
     served, runtime = served_raw_scores(out, [paths[name] for name, _ in summary["manifest"]["validation"]])
     assert runtime == "litert"
