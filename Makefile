@@ -66,7 +66,7 @@ evaluate: venv
 	$(BIN)/python manage.py write_model_card --model $(MODEL)
 
 # Training on a GPU machine, step 1 of 3 (README): train_model's split with its training and
-# validation images in 4 parts of about 25 MB (to carry in trips), and the Lite0 checkpoint.
+# validation images in 5 parts of about 17.6 MB (two trips of 64 MiB carry them), and the Lite0 checkpoint.
 # Step 2 runs there: bash ml/gpu_train.sh. Step 3 here: manage.py import_model.
 gpu-bundle: venv
 	$(BIN)/python manage.py prepare_accelerated $(DATASETS)/ham10000 --output runs/gpu-bundle --parts 5

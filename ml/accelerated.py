@@ -514,6 +514,34 @@ def import_run(run_dir, dataset, output, run: str | None = None, data_format: st
 
 
 # ---------------------------------------------------------------- command line (the accelerator has no Django)
+def recipes_from_json(text: str) -> list[Recipe]:
+    """--recipes: a JSON list of objects of Recipe's fields, each checked before minutes of device time go by."""
+    from .backbone import PADDINGS
+
+    try:
+        items = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise AcceleratedError(f"--recipes is not JSON ({exc})") from None
+    if not isinstance(items, list) or not items or not all(isinstance(i, dict) for i in items):
+        raise AcceleratedError("--recipes must be a JSON list of objects, one per run")
+    known = set(Recipe.__dataclass_fields__)
+    recipes = []
+    for item in items:
+        unknown = sorted(set(item) - known)
+        if unknown or "name" not in item:
+            raise AcceleratedError(f"--recipes: {item.get('name', 'a run without a name')}: "
+                                   + (f"unknown field(s) {', '.join(unknown)}" if unknown else "no 'name'")
+                                   + f" (fields: {', '.join(Recipe.__dataclass_fields__)})")
+        recipe = Recipe(**item)
+        if recipe.padding not in PADDINGS:
+            raise AcceleratedError(f"--recipes: {recipe.name}: padding {recipe.padding!r} is not one of "
+                                   f"{', '.join(PADDINGS)}")
+        recipes.append(recipe)
+    if len({r.name for r in recipes}) != len(recipes):
+        raise AcceleratedError("--recipes: two runs share a name (each run's weights are saved by name)")
+    return recipes
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ml.accelerated", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -525,8 +553,8 @@ def main(argv=None) -> int:
     t.add_argument("--recipes", help="a JSON list of Recipe fields (default: DEFAULT_RECIPES)")
     t.add_argument("--workers", type=int, help="augmentation processes (default: the CPUs but one, at most 16)")
     args = parser.parse_args(argv)
-    recipes = [Recipe(**r) for r in json.loads(args.recipes)] if args.recipes else DEFAULT_RECIPES
     try:
+        recipes = recipes_from_json(args.recipes) if args.recipes else DEFAULT_RECIPES
         run_recipes(args.bundle, args.output, args.weights, recipes, args.budget_minutes * 60,
                     workers=args.workers, log=lambda m: print(m, flush=True))
     except AcceleratedError as exc:

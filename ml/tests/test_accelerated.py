@@ -241,6 +241,31 @@ def test_what_the_accelerator_runs_imports_neither_django_nor_tensorflow():
     assert done.stdout.strip() == "[]"
 
 
+@pytest.mark.parametrize("text, said", [
+    ("[{'name': 'a'}]", "not JSON"),
+    ('{"name": "a"}', "a JSON list of objects"),
+    ('[{"name": "a", "epoch": 3}]', "a: unknown field(s) epoch"),
+    ('[{"epochs": 3}]', "no 'name'"),
+    ('[{"name": "a", "padding": "same"}]', "a: padding 'same' is not one of tf, symmetric"),
+    ('[{"name": "a"}, {"name": "a", "seed": 7}]', "share a name"),
+])
+def test_bad_recipes_are_refused_before_any_training(text, said, tmp_path, capsys):
+    """--recipes is typed by hand on a machine lent for minutes: a mistake is said at once, in words."""
+    from ml.accelerated import main
+
+    assert main(["train", "--bundle", str(tmp_path), "--output", str(tmp_path / "out"), "--recipes", text]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and said in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_good_recipes_are_read_with_their_padding():
+    from ml.accelerated import recipes_from_json
+
+    (recipe,) = recipes_from_json('[{"name": "s", "padding": "symmetric", "epochs": 15, "seed": 7}]')
+    assert recipe == Recipe("s", padding="symmetric", epochs=15, seed=7)
+
+
 def test_gpu_train_sh_keeps_what_each_trip_carried(bundle, tmp_path):
     """ml/gpu_train.sh, the GPU machine's side: a bundle that travels in several trips is put
     back together under GPU_STAGE; anything else it is handed is refused by name."""
