@@ -35,19 +35,43 @@ def roc_auc(y, p) -> float:
     return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def bootstrap_auc_ci(y, p, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> list[float]:
-    """Percentile bootstrap 95% interval of the AUC (resampling images)."""
-    y, p = np.asarray(y).astype(int), np.asarray(p, dtype=float)
+def _resampled(y, n_boot: int, seed: int, statistic) -> list[float]:
+    """statistic(indices) over n_boot resamples of the images with replacement (seeded), skipping
+    the resamples that hold one class only."""
     rng = np.random.default_rng(seed)
     values = []
     for _ in range(n_boot):
         idx = rng.integers(0, len(y), len(y))
         if y[idx].min() == y[idx].max():
             continue
-        values.append(roc_auc(y[idx], p[idx]))
+        values.append(statistic(idx))
+    return values
+
+
+def bootstrap_auc_ci(y, p, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> list[float]:
+    """Percentile bootstrap 95% interval of the AUC (resampling images)."""
+    y, p = np.asarray(y).astype(int), np.asarray(p, dtype=float)
+    values = _resampled(y, n_boot, seed, lambda idx: roc_auc(y[idx], p[idx]))
     if not values:
         return [float("nan"), float("nan")]
     return [float(np.quantile(values, alpha / 2)), float(np.quantile(values, 1 - alpha / 2))]
+
+
+def paired_auc_difference(y, p_a, p_b, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> dict[str, Any]:
+    """Model B's AUC minus model A's on the same images, with a paired percentile bootstrap interval:
+    each resample draws images once and scores both models on them, so what the two share (which
+    lesions are hard) cancels, and the interval is about the models, not the sample."""
+    y = np.asarray(y).astype(int)
+    p_a, p_b = np.asarray(p_a, dtype=float), np.asarray(p_b, dtype=float)
+    if not (len(y) == len(p_a) == len(p_b)):
+        raise ValueError("paired_auc_difference needs one score from each model for every image")
+    differences = _resampled(y, n_boot, seed, lambda idx: roc_auc(y[idx], p_b[idx]) - roc_auc(y[idx], p_a[idx]))
+    auc_a, auc_b = roc_auc(y, p_a), roc_auc(y, p_b)
+    ci = ([float(np.quantile(differences, alpha / 2)), float(np.quantile(differences, 1 - alpha / 2))]
+          if differences else [float("nan"), float("nan")])
+    return {"n": int(len(y)), "n_malignant": int(y.sum()), "auc_a": auc_a, "auc_b": auc_b,
+            "difference": auc_b - auc_a, "difference_ci95": ci, "bootstrap": len(differences),
+            "share_of_resamples_b_below_a": float(np.mean(np.array(differences) < 0)) if differences else float("nan")}
 
 
 def confusion(y, p, threshold: float) -> dict[str, int]:

@@ -39,3 +39,28 @@ def test_auc_and_ece_on_known_cases():
     y = np.array([1] * 9 + [0] + [1] + [0] * 9)
     assert evaluation.expected_calibration_error(y, [0.9] * 10 + [0.1] * 10) == pytest.approx(0.0)
     assert evaluation.expected_calibration_error([1] + [0] * 9, [0.9] * 10) == pytest.approx(0.8)
+
+
+def test_paired_auc_difference_is_about_the_models_not_the_sample():
+    rng = np.random.default_rng(3)
+    y = np.array([1] * 40 + [0] * 160)
+    a = y * 0.8 + rng.normal(0, 0.5, len(y))
+    same = evaluation.paired_auc_difference(y, a, a.copy(), n_boot=200)
+    assert same["difference"] == 0 and same["difference_ci95"] == [0.0, 0.0]
+    assert same["share_of_resamples_b_below_a"] == 0 and same["n"] == 200 and same["n_malignant"] == 40
+
+    # B a little better than A on the same images: the paired interval is far narrower than either
+    # model's own interval, which the shared hard cases widen
+    b = a + y * 0.15 + rng.normal(0, 0.05, len(y))
+    paired = evaluation.paired_auc_difference(y, a, b, n_boot=500)
+    assert paired["difference"] == pytest.approx(evaluation.roc_auc(y, b) - evaluation.roc_auc(y, a))
+    assert paired["difference"] > 0 and paired["difference_ci95"][0] > 0
+    own = evaluation.bootstrap_auc_ci(y, b, n_boot=500)
+    assert paired["difference_ci95"][1] - paired["difference_ci95"][0] < 0.5 * (own[1] - own[0])
+
+    # A better than B: the sign follows, and the resamples say so
+    worse = evaluation.paired_auc_difference(y, b, a, n_boot=500)
+    assert worse["difference"] == pytest.approx(-paired["difference"]) and worse["share_of_resamples_b_below_a"] > 0.95
+
+    with pytest.raises(ValueError, match="one score from each model"):
+        evaluation.paired_auc_difference(y, a, b[:-1])

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from django.conf import settings
 from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.test import override_settings
 
 from ml import classifier, preprocessing
@@ -259,3 +260,33 @@ def test_benchmark_reports_the_median_of_its_rounds(ph2_root, tmp_path):
     assert figures["p50_ms"] == sorted(figures["p50_ms_by_round"])[1]
     assert figures["runtime"] == "litert" and figures["cold_start_runtime"] == "litert"
     assert figures["speedup_vs_baseline"] > 0 and figures["rss_mb"] > 0 and figures["cold_start_s"] > 0
+
+
+def test_compare_models_pairs_the_same_images(ph2_root, ham10000_root, tmp_path):
+    """compare_models on real files: the shipped model against itself differs by exactly 0 in every
+    resample (the pairing), and what cannot be compared is refused with the reason."""
+    out = tmp_path / "same.json"
+    call_command("compare_models", str(ph2_root), "--model", str(SHIPPED), "--model", str(SHIPPED),
+                 "--bootstrap", "50", "--json", str(out))
+    result = json.loads(out.read_text())
+    assert result["n"] == 200 and result["n_malignant"] == 40 and result["bootstrap"] == 50
+    assert result["auc_a"] == result["auc_b"] >= 0.90
+    assert result["difference"] == 0 and result["difference_ci95"] == [0.0, 0.0]
+    assert result["model_a"]["version"] == json.loads((SHIPPED / "metadata.json").read_text())["model_version"]
+
+    with pytest.raises(CommandError, match="exactly twice"):
+        call_command("compare_models", str(ph2_root), "--model", str(SHIPPED))
+    with pytest.raises(CommandError, match="No model available"):
+        call_command("compare_models", str(ph2_root), "--model", str(SHIPPED), "--model", str(tmp_path / "none"))
+    # a model that held out other test images is not compared on "the" test split
+    other = tmp_path / "other"
+    other.mkdir()
+    for f in SHIPPED.iterdir():
+        if f.name != "splits.json":
+            (other / f.name).symlink_to(f)
+    splits = json.loads((SHIPPED / "splits.json").read_text())
+    splits["test"] = splits["test"][1:]
+    (other / "splits.json").write_text(json.dumps(splits))
+    with pytest.raises(CommandError, match="did not hold out the same test split"):
+        call_command("compare_models", str(ham10000_root), "--split", "test", "--model", str(SHIPPED),
+                     "--model", str(other))

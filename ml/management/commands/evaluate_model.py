@@ -6,6 +6,35 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 
+def samples_to_score(dataset, data_format, atypical_is_malignant, model_dirs, split="all"):
+    """(report, samples, labels) of a dataset, narrowed to the images every model in model_dirs
+    held out as `split` (its splits.json); a CommandError that says what is wrong otherwise."""
+    import numpy as np
+
+    from ml.datasets import DatasetError, read_dataset
+    from ml.splits import recorded_splits
+
+    try:
+        report = read_dataset(dataset, data_format, atypical_is_malignant=atypical_is_malignant)
+    except DatasetError as exc:
+        raise CommandError(str(exc)) from exc
+    samples = list(report.samples)
+    if split != "all":
+        try:
+            held_out = [set(recorded_splits(model_dir)[split]) for model_dir in model_dirs]
+        except FileNotFoundError as exc:
+            raise CommandError(str(exc)) from exc
+        if any(names != held_out[0] for names in held_out[1:]):
+            raise CommandError(f"the models did not hold out the same {split} split (their splits.json differ)")
+        samples = [s for s in samples if s.path.name in held_out[0]]
+        if not samples:
+            raise CommandError(f"none of this dataset's images is in the model's {split} split")
+    y = np.array([s.label for s in samples])
+    if y.min() == y.max():
+        raise CommandError("the dataset needs both benign and malignant images to be scored")
+    return report, samples, y
+
+
 class Command(BaseCommand):
     requires_system_checks = []
     help = ("Score a dataset with a saved model at its saved threshold and print AUC (with a bootstrap 95% interval), "
@@ -31,26 +60,10 @@ class Command(BaseCommand):
 
         from ml import evaluation
         from ml.classifier import ModelUnavailable, predict_many
-        from ml.datasets import DatasetError, read_dataset
-        from ml.splits import recorded_splits
 
         model_dir = Path(o["model"] or settings.SKINCARE_MODEL_DIR)
-        try:
-            report = read_dataset(o["dataset"], o["format"], atypical_is_malignant=o["atypical_is_malignant"])
-        except DatasetError as exc:
-            raise CommandError(str(exc)) from exc
-        samples = list(report.samples)
-        if o["split"] != "all":
-            try:
-                wanted = recorded_splits(model_dir)[o["split"]]
-            except FileNotFoundError as exc:
-                raise CommandError(str(exc)) from exc
-            samples = [s for s in samples if s.path.name in wanted]
-            if not samples:
-                raise CommandError(f"none of this dataset's images is in the model's {o['split']} split")
-        y = np.array([s.label for s in samples])
-        if y.min() == y.max():
-            raise CommandError("the dataset needs both benign and malignant images to be scored")
+        report, samples, y = samples_to_score(o["dataset"], o["format"], o["atypical_is_malignant"], [model_dir],
+                                              o["split"])
         self.stdout.write(f"scoring {len(samples)} images ({int(y.sum())} malignant) with {model_dir} ...")
         try:
             p, meta = predict_many([s.path for s in samples], directory=model_dir,
