@@ -48,13 +48,17 @@ def _resampled(y, n_boot: int, seed: int, statistic) -> list[float]:
     return values
 
 
-def bootstrap_auc_ci(y, p, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> list[float]:
-    """Percentile bootstrap 95% interval of the AUC (resampling images)."""
-    y, p = np.asarray(y).astype(int), np.asarray(p, dtype=float)
-    values = _resampled(y, n_boot, seed, lambda idx: roc_auc(y[idx], p[idx]))
+def _percentile_interval(values: list[float], alpha: float) -> list[float]:
+    """[low, high] percentiles of bootstrap values at 1 - alpha; NaNs where no resample counted."""
     if not values:
         return [float("nan"), float("nan")]
     return [float(np.quantile(values, alpha / 2)), float(np.quantile(values, 1 - alpha / 2))]
+
+
+def bootstrap_auc_ci(y, p, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> list[float]:
+    """Percentile bootstrap 95% interval of the AUC (resampling images)."""
+    y, p = np.asarray(y).astype(int), np.asarray(p, dtype=float)
+    return _percentile_interval(_resampled(y, n_boot, seed, lambda idx: roc_auc(y[idx], p[idx])), alpha)
 
 
 def paired_auc_difference(y, p_a, p_b, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> dict[str, Any]:
@@ -67,10 +71,8 @@ def paired_auc_difference(y, p_a, p_b, n_boot: int = 1000, seed: int = 0, alpha:
         raise ValueError("paired_auc_difference needs one score from each model for every image")
     differences = _resampled(y, n_boot, seed, lambda idx: roc_auc(y[idx], p_b[idx]) - roc_auc(y[idx], p_a[idx]))
     auc_a, auc_b = roc_auc(y, p_a), roc_auc(y, p_b)
-    ci = ([float(np.quantile(differences, alpha / 2)), float(np.quantile(differences, 1 - alpha / 2))]
-          if differences else [float("nan"), float("nan")])
     return {"n": int(len(y)), "n_malignant": int(y.sum()), "auc_a": auc_a, "auc_b": auc_b,
-            "difference": auc_b - auc_a, "difference_ci95": ci, "bootstrap": len(differences),
+            "difference": auc_b - auc_a, "difference_ci95": _percentile_interval(differences, alpha), "bootstrap": len(differences),
             "share_of_resamples_b_below_a": float(np.mean(np.array(differences) < 0)) if differences else float("nan")}
 
 

@@ -144,7 +144,8 @@ def test_import_model_serves_the_runs_weights(bundle, tiny_run, tmp_path):
     from ml.classifier import LoadedModel
     from ml.datasets import read_dataset
 
-    saved = keras.models.load_model(out / "model.keras", compile=False).get_weights()
+    served_model = keras.models.load_model(out / "model.keras", compile=False)
+    saved = served_model.get_weights()
     with np.load(run_dir / "weights-tiny.npz") as stored:
         for i, w in enumerate(saved):
             np.testing.assert_array_equal(w, stored[f"arr_{i}"])
@@ -153,7 +154,7 @@ def test_import_model_serves_the_runs_weights(bundle, tiny_run, tmp_path):
     def config(model):
         return json.dumps(model.get_config())
 
-    assert '"stem_conv_pad"' in config(keras.models.load_model(out / "model.keras", compile=False))
+    assert '"stem_conv_pad"' in config(served_model)
     assert '"stem_conv_pad"' not in config(Network(network_config(Recipe("x"), None)).full_model())
     # the run's network (model.keras holds exactly its weights) through the Keras runtime, on the bundle's images
     _, _, _, x_val, _ = load_bundle([bundle[1]], log=lambda m: None)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from .evaluate_model import samples_to_score
+from .evaluate_model import add_dataset_arguments, samples_to_score
 
 
 class Command(BaseCommand):
@@ -14,16 +14,9 @@ class Command(BaseCommand):
             "the shipped one, rather than each model's own interval.")
 
     def add_arguments(self, parser):
-        from ml.datasets import FORMATS
-
-        parser.add_argument("dataset", help="dataset folder in any format ml.datasets reads")
+        add_dataset_arguments(parser)  # with --split, both models must have held out the same images
         parser.add_argument("--model", dest="models", action="append", required=True,
                             help="a model artifact folder; give it twice, A (say, the shipped one) then B")
-        parser.add_argument("--format", choices=FORMATS, help="override the detected dataset format")
-        parser.add_argument("--split", choices=["all", "validation", "test"], default="all",
-                            help="score only the images both models held out as this split (their splits.json)")
-        parser.add_argument("--atypical-is-malignant", action="store_true",
-                            help="PH2: count atypical nevi as needing a doctor (the original challenge's convention)")
         parser.add_argument("--bootstrap", type=int, default=1000, help="paired bootstrap resamples")
         parser.add_argument("--json", dest="json_path", help="also write the comparison to this JSON file")
 

@@ -6,6 +6,18 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 
+def add_dataset_arguments(parser):
+    """The arguments that say which images to score: evaluate_model's and compare_models'."""
+    from ml.datasets import FORMATS
+
+    parser.add_argument("dataset", help="dataset folder in any format ml.datasets reads")
+    parser.add_argument("--format", choices=FORMATS, help="override the detected dataset format")
+    parser.add_argument("--split", choices=["all", "validation", "test"], default="all",
+                        help="score only the images held out as this split (the model's splits.json)")
+    parser.add_argument("--atypical-is-malignant", action="store_true",
+                        help="PH2: count atypical nevi as needing a doctor (the original challenge's convention)")
+
+
 def samples_to_score(dataset, data_format, atypical_is_malignant, model_dirs, split="all"):
     """(report, samples, labels) of a dataset, narrowed to the images every model in model_dirs
     held out as `split` (its splits.json); a CommandError that says what is wrong otherwise."""
@@ -21,7 +33,7 @@ def samples_to_score(dataset, data_format, atypical_is_malignant, model_dirs, sp
     samples = list(report.samples)
     if split != "all":
         try:
-            held_out = [set(recorded_splits(model_dir)[split]) for model_dir in model_dirs]
+            held_out = [recorded_splits(model_dir)[split] for model_dir in model_dirs]
         except FileNotFoundError as exc:
             raise CommandError(str(exc)) from exc
         if any(names != held_out[0] for names in held_out[1:]):
@@ -41,16 +53,9 @@ class Command(BaseCommand):
             "accuracy, sensitivity, specificity and calibration error.")
 
     def add_arguments(self, parser):
-        from ml.datasets import FORMATS
-
-        parser.add_argument("dataset", help="dataset folder in any format ml.datasets reads")
-        parser.add_argument("--format", choices=FORMATS, help="override the detected dataset format")
+        add_dataset_arguments(parser)
         parser.add_argument("--model", help="model artifact folder (default: SKINCARE_MODEL_DIR)")
         parser.add_argument("--json", dest="json_path", help="also write the metrics to this JSON file")
-        parser.add_argument("--split", choices=["all", "validation", "test"], default="all",
-                            help="score only the images the model held out as this split (its splits.json)")
-        parser.add_argument("--atypical-is-malignant", action="store_true",
-                            help="PH2: count atypical nevi as needing a doctor (the original challenge's convention)")
         parser.add_argument("--runtime", choices=["auto", "keras", "litert"], default="auto",
                             help="which runtime scores the images (default: what serving uses)")
         parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the AUC interval")
