@@ -115,6 +115,7 @@ class KerasRuntime:
         self.views = views
         self.cam_layer = None
         self._analyse = None
+        self._feature_map = None
         try:
             lower, upper, head = (self.model.get_layer(n) for n in ("lower", "upper", "head"))
             layer_name = metadata.get("cam_layer", "top_activation")
@@ -145,6 +146,10 @@ class KerasRuntime:
             return score, gate_features, cam
 
         self._analyse = analyse
+        self._feature_map = lambda x: feature_model(lower(x, training=False), training=False)
+
+    def feature_activity(self, batch):
+        return np.asarray(self._feature_map(np.asarray(batch, dtype=np.float32))).sum(axis=-1)
 
     def analyse(self, batch):
         n = len(batch)
@@ -190,6 +195,9 @@ class LiteRTRuntime:
         self.interpreter.set_tensor(self.input_index, image[None].astype("float32"))
         self.interpreter.invoke()
         return self.interpreter.get_tensor(self.feature_index)[0], self.interpreter.get_tensor(self.lower_index)[0]
+
+    def feature_activity(self, batch):
+        return np.stack([self._run(image)[0].sum(axis=-1) for image in np.asarray(batch, dtype=np.float32)])
 
     def analyse(self, batch):
         from .gate import feature_statistics
@@ -248,6 +256,16 @@ class LoadedModel:
         """(raw malignant probabilities, gate features or None, Grad-CAM maps or None)."""
         with self.lock:  # one inference at a time per process: neither runtime is re-entrant
             return self.runtime.analyse(batch)
+
+    def feature_activity(self, batch) -> np.ndarray:
+        """(N, h, w): the Grad-CAM layer's activations summed over its channels, image as it is (no views).
+
+        Where the network's last features are at all, whichever class they speak for: the
+        reference that evaluate_gradcam sets beside the malignant class's map."""
+        if self.cam_layer is None:
+            raise ValueError("this model has no feature layer for Grad-CAM")
+        with self.lock:
+            return self.runtime.feature_activity(batch)
 
     def raw_probability(self, batch) -> "list[float]":
         return [float(v) for v in self.analyse(batch)[0]]

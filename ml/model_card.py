@@ -138,6 +138,10 @@ def render(model_dir) -> str:
                   f"the heat falls inside the lesion (median {_f(cam['median_heat_inside_lesion'])}), whose average "
                   f"share of the image is {_f(cam['mean_lesion_area_share'])}. Target: at least 0.6, clearly above "
                   "the area share."]
+        if cam.get("mean_feature_activity_inside_lesion") is not None:
+            lines[-1] += (f" For reference, the layer's activations summed over its 1280 channels, whichever class they "
+                          f"speak for, put {_f(cam['mean_feature_activity_inside_lesion'])} of theirs inside the lesion: "
+                          "where the network's last features are at all, which Grad-CAM weighs for one class.")
         if cam.get("by_diagnosis"):
             lines += ["", "The heat is the malignant class's, so on a benign lesion it marks what little speaks for "
                       "malignancy, wherever that is. By diagnosis:", "",

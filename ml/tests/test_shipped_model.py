@@ -98,6 +98,8 @@ def test_litert_export_gives_the_keras_numbers(ph2_root, ham10000_root):
         raw_l, feat_l, cam_l = lite_model.analyse(x)
         assert abs(keras_model.calibrate(raw_k[0]) - lite_model.calibrate(raw_l[0])) < 0.02, path.name
         assert np.allclose(feat_k, feat_l, atol=0.2), path.name
+        act_k, act_l = keras_model.feature_activity(x)[0], lite_model.feature_activity(x)[0]
+        assert np.abs(act_k - act_l).max() < 0.01 * act_k.max(), path.name
         # Where the model is all but certain the lesion is benign (raw p < 0.001), the malignant-class
         # map is a near-cancelling sum of noise that float16 weights reshuffle; it carries no meaning there.
         if raw_k[0] >= 1e-3:
@@ -177,6 +179,15 @@ def test_heat_map_is_measured_against_the_lesion_masks(gradcam_result):
     assert gradcam_result["n"] == 200 and gradcam_result["layer"] == "top_activation"
     assert 0.0 <= gradcam_result["mean_heat_inside_lesion"] <= 1.0
     assert 0.2 < gradcam_result["mean_lesion_area_share"] < 0.5  # PH2's lesions: about a third of the image
+
+
+# The reference beside it: the layer's activations summed over its channels, whichever class they speak
+# for (shipped model: 0.441 inside, area share 0.322). The network's features sit on the lesion more than
+# its area alone would put there, and every outcome's row has the figure too.
+def test_feature_activity_is_measured_beside_the_heat(gradcam_result):
+    activity = gradcam_result["mean_feature_activity_inside_lesion"]
+    assert activity > gradcam_result["mean_lesion_area_share"] + 0.05, gradcam_result
+    assert all(0.0 <= row["mean_feature_activity_inside_lesion"] <= 1.0 for row in gradcam_result["by_outcome"].values())
 
 
 # The heat is the malignant class's. On PH2's melanomas the shipped model puts 0.683 of it inside the

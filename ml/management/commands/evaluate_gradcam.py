@@ -10,7 +10,7 @@ from ml.datasets import shared_datasets_root
 class Command(BaseCommand):
     requires_system_checks = []
     help = ("Over the PH2 images, the share of Grad-CAM heat that falls inside the dermatologists' lesion outline, "
-            "beside the lesion's share of the image.")
+            "beside the lesion's share of the image and the share of the layer's class-agnostic activity inside it.")
 
     def add_arguments(self, parser):
         parser.add_argument("--datasets", help="the shared datasets folder (default: $SKINCARE_DATASETS or ../shared/datasets)")
@@ -35,7 +35,7 @@ class Command(BaseCommand):
         if loaded.cam_layer is None:
             raise CommandError("this model has no feature layer for Grad-CAM")
         meta = loaded.metadata
-        inside, area, empty, outcomes, bottom, flipped_bottom = [], [], [], [], [], []
+        inside, area, empty, outcomes, bottom, flipped_bottom, activity = [], [], [], [], [], [], []
 
         def bottom_row_share(cam):  # the share of a map's heat in its bottom row (nan for an empty map)
             return float(cam[-1].sum() / cam.sum()) if float(cam.max()) > 0 else float("nan")
@@ -51,9 +51,12 @@ class Command(BaseCommand):
             # the other edge; heat that stays in the bottom row belongs to the network, not the skin.
             bottom.append(bottom_row_share(cam[0]))
             flipped_bottom.append(bottom_row_share(loaded.analyse(image[::-1][None])[2][0]))
+            # A reference, not a bound: where the layer's features are at all, summed over its channels
+            # whichever class they speak for. Grad-CAM weighs these same features for one class.
+            activity.append(heat_inside_mask(loaded.feature_activity(image[None])[0], s.mask_path)[0])
             outcomes.append(outcome_for(loaded.calibrate(float(raw[0])), meta["threshold"],
                                         meta.get("uncertain_threshold")))
-        inside, area, empty = np.array(inside), np.array(area), np.array(empty)
+        inside, area, empty, activity = np.array(inside), np.array(area), np.array(empty), np.array(activity)
         bottom, flipped_bottom = np.array(bottom), np.array(flipped_bottom)
 
         def nanmean(values):
@@ -64,6 +67,7 @@ class Command(BaseCommand):
                   "model_version": meta.get("model_version"),
                   "mean_heat_inside_lesion": float(np.mean(inside)), "median_heat_inside_lesion": float(np.median(inside)),
                   "mean_lesion_area_share": float(np.mean(area)),
+                  "mean_feature_activity_inside_lesion": float(np.mean(activity)),
                   "share_of_images_with_heat_mostly_inside": float(np.mean(inside >= 0.5)),
                   "empty_maps": int(empty.sum()),
                   "mean_heat_inside_lesion_where_heat": float(inside[~empty].mean()) if (~empty).any() else None}
@@ -72,6 +76,7 @@ class Command(BaseCommand):
             return {str(k): {"n": int((keys == k).sum()), "empty_maps": int(empty[keys == k].sum()),
                              "mean_heat_inside_lesion": float(inside[keys == k].mean()),
                              "mean_lesion_area_share": float(area[keys == k].mean()),
+                             "mean_feature_activity_inside_lesion": float(activity[keys == k].mean()),
                              "mean_heat_in_bottom_row": nanmean(bottom[keys == k]),
                              "mean_heat_in_bottom_row_upside_down": nanmean(flipped_bottom[keys == k])}
                     for k in sorted(set(keys))}
