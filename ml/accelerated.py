@@ -68,6 +68,7 @@ class Recipe:
     dense_units: int = 256
     dropout: float = 0.3
     padding: str = "tf"  # Lite0's stride-2 padding: ml.backbone.PADDINGS (train_model --padding)
+    diagnosis_weight: float = 0.0  # train_model --diagnosis-weight: the training-only diagnosis head's loss weight
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -106,6 +107,7 @@ def prepare_bundle(dataset, output, seed: int = 42, parts: int = 2, data_format:
         "dataset": str(dataset), "format": report.format, "seed": seed, "limit": limit, "split": note,
         "train": [[s.path.name, int(s.label)] for s in train],
         "validation": [[s.path.name, int(s.label)] for s in val],
+        "train_diagnoses": [s.detail for s in train],  # for recipes with a diagnosis head
         "test": sorted(s.path.name for s in test),
         "parts": [f"part{i + 1}" for i in range(parts)],
     }
@@ -254,8 +256,13 @@ class AugmentedBatches:
     """Balanced, augmented training batches, computed a few batches ahead by an augmentation_pool
     (or, without one, here). Iterating yields (images float32 0..255, one-hot labels)."""
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, pool=None):
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, pool=None,
+                 diagnoses: np.ndarray | None = None):
+        """diagnoses: each image's diagnosis index, for a diagnosis head; the labels are then
+        {"head": one-hot labels, "diagnosis": one-hot diagnoses}."""
         self.y, self.eye, self.pool = y, np.eye(2, dtype=np.float32), pool
+        self.diagnoses = diagnoses
+        self.eye_diagnoses = None if diagnoses is None else np.eye(int(diagnoses.max()) + 1, dtype=np.float32)
         self.indices, self.seed = balanced_indices(y, batch_size, seed), seed
         self.ahead = 2 * pool._processes if pool is not None else 1
         if pool is None:
@@ -278,7 +285,10 @@ class AugmentedBatches:
             self._submit()
         idx, job = self.pending.pop(0)
         images = job.get(timeout=300) if self.pool else job  # a stuck worker fails the run, never hangs it
-        return images.astype(np.float32), self.eye[self.y[idx]]
+        if self.diagnoses is None:
+            return images.astype(np.float32), self.eye[self.y[idx]]
+        return images.astype(np.float32), {"head": self.eye[self.y[idx]],
+                                           "diagnosis": self.eye_diagnoses[self.diagnoses[idx]]}
 
     def generator(self):
         """The batches as a generator, the form Keras's fit takes them in on every backend."""
@@ -287,8 +297,10 @@ class AugmentedBatches:
 
 
 def train_recipe(recipe: Recipe, x_train, y_train, x_val, y_val, weights: str | None, deadline: float,
-                 pool=None, log=print) -> dict[str, Any]:
-    """One run; returns its record and (under "weights") the best averaged weights of the full model."""
+                 pool=None, log=print, train_diagnoses: list[str] | None = None) -> dict[str, Any]:
+    """One run; returns its record and (under "weights") the best averaged weights of the full model.
+    A recipe with a diagnosis_weight also learns train_diagnoses (the manifest's) with a training-only
+    head, as train_model --diagnosis-weight does; the weights returned are the served model's alone."""
     import keras
 
     from .network import Network
@@ -298,15 +310,41 @@ def train_recipe(recipe: Recipe, x_train, y_train, x_val, y_val, weights: str | 
     net = Network(network_config(recipe, weights))
     full = net.full_model()
     steps = max(1, len(y_train) // recipe.batch_size)
-    batches = AugmentedBatches(x_train, y_train, recipe.batch_size, recipe.seed, pool=pool)
+    diagnoses = None
+    if recipe.diagnosis_weight > 0:
+        classes = sorted(set(train_diagnoses or [""]))
+        if "" in classes or len(classes) < 3:
+            raise AcceleratedError(f"{recipe.name}: a diagnosis_weight needs the bundle's train_diagnoses "
+                                   "(HAM10000's dx; bundles written before 2026-11-28 lack them: make gpu-bundle again)")
+        diagnoses = np.array([classes.index(d) for d in train_diagnoses])
+        net.add_diagnosis_head(len(classes))
+    batches = AugmentedBatches(x_train, y_train, recipe.batch_size, recipe.seed, pool=pool, diagnoses=diagnoses)
     return _train(recipe, net, full, batches, steps, x_val, y_val, deadline, started, log)
 
 
 def _train(recipe, net, full, batches, steps, x_val, y_val, deadline, started, log):
-    """train_recipe's two phases; `full` (image -> probabilities) is trained on augmented batches."""
+    """train_recipe's two phases; `full` (image -> probabilities) is trained on augmented batches, or,
+    where the network has a diagnosis head, the model with both outputs that shares its layers."""
     import keras
 
     from . import evaluation
+
+    trained = full if net.diagnosis is None else net.training_model()
+
+    def compile_for(optimizer):
+        if net.diagnosis is None:
+            trained.compile(optimizer, "binary_crossentropy", metrics=["accuracy"])
+        else:
+            trained.compile(optimizer, loss={"head": "binary_crossentropy", "diagnosis": "categorical_crossentropy"},
+                            loss_weights={"head": 1.0, "diagnosis": recipe.diagnosis_weight},
+                            metrics={"head": ["accuracy"]})
+
+    def head_logs(logs):
+        """The head's loss and accuracy (with a diagnosis head, Keras prefixes them; its loss is the total)."""
+        if net.diagnosis is None:
+            return {"loss": logs["loss"], "accuracy": logs["accuracy"]}
+        return {"loss": logs["head_loss"], "accuracy": logs["head_accuracy"], "total_loss": logs["loss"],
+                "diagnosis_loss": logs["diagnosis_loss"]}
 
     x_val = x_val.astype(np.float32)  # once, not at every epoch's validation
 
@@ -321,11 +359,11 @@ def _train(recipe, net, full, batches, steps, x_val, y_val, deadline, started, l
 
     # Phase 1: the head alone, backbone frozen.
     net.set_all_trainable(False)
-    full.compile(keras.optimizers.Adam(recipe.head_learning_rate), "binary_crossentropy", metrics=["accuracy"])
+    compile_for(keras.optimizers.Adam(recipe.head_learning_rate))
     for epoch in range(recipe.head_epochs):
-        logs = full.fit(batches.generator(), steps_per_epoch=steps, epochs=1, shuffle=False, verbose=0).history
+        logs = trained.fit(batches.generator(), steps_per_epoch=steps, epochs=1, shuffle=False, verbose=0).history
         p = val_scores()
-        record({"loss": logs["loss"][-1], "accuracy": logs["accuracy"][-1], "val_auc": evaluation.roc_auc(y_val, p),
+        record({**head_logs({k: v[-1] for k, v in logs.items()}), "val_auc": evaluation.roc_auc(y_val, p),
                 "val_loss": evaluation.log_loss(y_val, p), "val_accuracy": float(np.mean((p >= 0.5) == y_val))})
         log(f"[{recipe.name}] head epoch {epoch + 1}: validation AUC {history['val_auc'][-1]:.4f}")
     head_auc = history["val_auc"][-1] if history else None
@@ -335,13 +373,13 @@ def _train(recipe, net, full, batches, steps, x_val, y_val, deadline, started, l
     decay = 1.0 - 1.0 / steps
     schedule = keras.optimizers.schedules.CosineDecay(recipe.learning_rate, steps * recipe.epochs, alpha=0.05)
     optimizer = keras.optimizers.Adam(schedule, use_ema=True, ema_momentum=decay)
-    full.compile(optimizer, "binary_crossentropy", metrics=["accuracy"])
+    compile_for(optimizer)
     best = {"auc": -np.inf, "epoch": None, "weights": None}
     state = {"wait": 0, "stopped": None}
 
     class Averaged(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            variables = full.trainable_variables
+            variables = trained.trainable_variables  # the optimizer's, in its order
             current = [np.array(v.numpy()) for v in variables]
             # Keras keeps use_ema's averages here, updated inside the compiled step (private, but Keras is
             # pinned to the same version on both machines, and the tests run this under TensorFlow).
@@ -350,7 +388,7 @@ def _train(recipe, net, full, batches, steps, x_val, y_val, deadline, started, l
                 v.assign(avg)
             p = val_scores()
             auc = evaluation.roc_auc(y_val, p)
-            record({"loss": logs["loss"], "accuracy": logs["accuracy"], "val_auc": auc,
+            record({**head_logs(logs), "val_auc": auc,
                     "val_loss": evaluation.log_loss(y_val, p), "val_accuracy": float(np.mean((p >= 0.5) == y_val))})
             if auc > best["auc"]:
                 best.update(auc=auc, epoch=epoch + 1, weights=[np.array(w) for w in full.get_weights()])
@@ -366,8 +404,8 @@ def _train(recipe, net, full, batches, steps, x_val, y_val, deadline, started, l
             elif time.time() > deadline:
                 self.model.stop_training, state["stopped"] = True, "time"
 
-    full.fit(batches.generator(), steps_per_epoch=steps, epochs=recipe.epochs, shuffle=False, verbose=0,
-             callbacks=[Averaged()])
+    trained.fit(batches.generator(), steps_per_epoch=steps, epochs=recipe.epochs, shuffle=False, verbose=0,
+                callbacks=[Averaged()])
     return {"recipe": asdict(recipe), "validation_auc": float(best["auc"]), "best_epoch": best["epoch"],
             "validation_auc_head": head_auc, "epochs_run": len(history.get("val_auc", [])) - recipe.head_epochs,
             "stopped": state["stopped"] or "epochs", "seconds": round(time.time() - started, 1),
@@ -421,7 +459,8 @@ def _run_recipes(manifest, x_train, y_train, x_val, y_val, output, weights, reci
         if runs and time.time() > deadline - 0.25 * budget_seconds:
             log(f"[{recipe.name}] skipped: too little of the time budget left")
             continue
-        runs.append(train_recipe(recipe, x_train, y_train, x_val, y_val, weights, deadline, pool=pool, log=log))
+        runs.append(train_recipe(recipe, x_train, y_train, x_val, y_val, weights, deadline, pool=pool, log=log,
+                                 train_diagnoses=manifest.get("train_diagnoses")))
         summary = {"bundle": {k: manifest.get(k) for k in ("dataset", "format", "seed", "limit", "split")},
                    "manifest": manifest, "machine": machine_description(),
                    "runs": [{k: v for k, v in r.items() if k != "weights"} for r in runs],
@@ -492,12 +531,14 @@ def import_run(run_dir, dataset, output, run: str | None = None, data_format: st
             "validation": {"n": len(val), "n_malignant": int(sum(s.label for s in val))},
             "test": {"n": len(test), "n_malignant": int(sum(s.label for s in test))},
             "training_views": {"n": len(train), "n_malignant": int(y_train.sum()), "balanced_batches": True},
+            **({"diagnosis_classes": sorted(set(manifest["train_diagnoses"]))} if recipe.diagnosis_weight else {}),
         },
         "training": {"backbone": "efficientnet-lite0", "finetune_scope": "all", "average_weights": True,
                      "seed": recipe.seed, "epochs": recipe.head_epochs, "learning_rate": recipe.head_learning_rate,
                      "finetune_epochs": recipe.epochs, "finetune_learning_rate": recipe.learning_rate,
                      "batch_size": recipe.batch_size, "patience": recipe.patience, "dense_units": recipe.dense_units,
                      "dropout": recipe.dropout, "padding": recipe.padding,
+                     "diagnosis_weight": recipe.diagnosis_weight,
                      "accelerated": {"run": run, "machine": summary["machine"], "best_epoch": record["best_epoch"],
                                      "epochs_run": record["epochs_run"], "stopped": record["stopped"],
                                      "validation_auc_there": record["validation_auc"],

@@ -239,7 +239,8 @@ def _train_command(meta) -> str:
     t = meta["training"]
     return (f"python manage.py train_model ../shared/datasets/ham10000 --finetune-scope {t.get('finetune_scope', 'upper')} "
             f"--finetune-epochs {t['finetune_epochs']} --finetune-learning-rate {t['finetune_learning_rate']:g} "
-            f"--patience {t['patience']}" + (" --average-weights" if t.get("average_weights") else ""))
+            f"--patience {t['patience']}" + (" --average-weights" if t.get("average_weights") else "")
+            + (f" --diagnosis-weight {t['diagnosis_weight']:g}" if t.get("diagnosis_weight") else ""))
 
 
 def _limitation_lines(meta, ev: Path) -> list[str]:
@@ -307,6 +308,15 @@ def _training_lines(meta, metrics) -> list[str]:
             f"- Phase 2: Lite0 blocks {t['finetune_from_block']}-15 and the head convolution fine-tuned for up to "
             f"{t['finetune_epochs']} epochs (learning rate {t['finetune_learning_rate']}) from the cached views; "
             "early stopping on the validation AUC.")
+    weight = t.get("diagnosis_weight")
+    if weight:
+        classes = meta.get("data", {}).get("diagnosis_classes") or []
+        lines.append(
+            f"- A second, training-only output learnt each training image's diagnosis "
+            f"({', '.join(classes) if classes else 'its finer class'}) from the same pooled features, "
+            f"a softmax whose cross-entropy was added to the loss with weight {weight:g} (`--diagnosis-weight`), "
+            "so that the backbone learns to tell the kinds of lesion apart, not only the two groups. It is not "
+            "part of the served model, whose output is the head's two classes alone.")
     sources = meta.get("averaged_from")
     if sources:
         seeds = ", ".join(str(m.get("finetune_seed")) for m in sources)

@@ -99,6 +99,27 @@ class Network:
         x = layers.BatchNormalization(name="head_bn")(x)
         out = layers.Dense(2, activation="softmax", name="probabilities")(x)
         self.head = keras.Model(features, out, name="head")
+        self.diagnosis = None
+
+    def add_diagnosis_head(self, n_classes: int) -> None:
+        """A second, training-only output beside the head: the dataset's finer diagnosis (HAM10000's seven
+        dx codes) from the same pooled features, a softmax over n_classes. Serving never sees it; it asks the
+        backbone to tell the kinds of lesion apart, not only the two groups the head is scored on."""
+        import keras
+        from keras import layers
+
+        features = keras.Input((self.upper.output.shape[-1],), name="features")
+        out = layers.Dense(n_classes, activation="softmax", name="diagnosis_probabilities")(features)
+        self.diagnosis = keras.Model(features, out, name="diagnosis")
+
+    def training_model(self):
+        """image -> {"head": probabilities, "diagnosis": diagnosis probabilities}, for fine-tuning with the
+        diagnosis head (weights shared with the parts, so full_model() serves what this trains)."""
+        import keras
+
+        image = keras.Input((224, 224, 3), name="image")
+        pooled = self.upper(self.lower(image))
+        return keras.Model(image, {"head": self.head(pooled), "diagnosis": self.diagnosis(pooled)}, name="multitask")
 
     def upper_with_head(self):
         import keras

@@ -83,6 +83,11 @@ class TrainConfig:
     patience: int = 3
     cache_dir: str | None = None
     atypical_is_malignant: bool = False
+    # Scope "all" with average_weights: a second, training-only softmax over the training split's finer
+    # diagnoses (HAM10000's seven dx codes) beside the head, its cross-entropy weighted by this in the loss.
+    # 0 = none. Fitted on the frozen features in phase 1, trained with the backbone in phase 2, dropped
+    # from the served model.
+    diagnosis_weight: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -179,6 +184,26 @@ def view_counts(y: np.ndarray, benign_views: int, max_views: int) -> tuple[int, 
     return benign_views, int(min(max(malignant_views, 1), max_views))
 
 
+def view_indices(y: np.ndarray, benign_views: int, malignant_views: int) -> list[np.ndarray]:
+    """Which training images each cached view holds, in cache order: view 1 every image (unaugmented),
+    then every image up to benign_views, then the malignant images alone."""
+    return [np.arange(len(y)) if v < benign_views else np.flatnonzero(y == 1) for v in range(malignant_views)]
+
+
+def diagnosis_targets(samples, config: TrainConfig) -> tuple[list[str], np.ndarray]:
+    """The finer diagnoses the diagnosis head learns (the samples' `detail`: HAM10000's dx) and each
+    sample's index among them."""
+    if config.finetune_scope != "all" or not config.average_weights:
+        raise ValueError("--diagnosis-weight trains with --finetune-scope all --average-weights")
+    details = [s.detail for s in samples]
+    classes = sorted(set(details))
+    if "" in classes or len(classes) < 3:
+        raise ValueError("--diagnosis-weight needs a dataset that names each image's diagnosis (HAM10000's dx); "
+                         f"this training split has: {', '.join(repr(c) for c in classes)}")
+    index = {c: i for i, c in enumerate(classes)}
+    return classes, np.array([index[d] for d in details])
+
+
 # ---------------------------------------------------------------- the recipe
 def subsample(samples, n: int, seed: int = 42):
     """A seeded subset of n samples with the same malignant share (at least 2 per class)."""
@@ -231,6 +256,10 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
         f"validation {len(val_s)} ({int(y_val.sum())}), test {len(test_s)} ({int(y_test.sum())})")
     if y_train.sum() == 0 or y_val.sum() == 0 or y_val.sum() == len(y_val):
         raise ValueError("the training and validation splits each need benign and malignant images")
+    diagnoses, d_train = diagnosis_targets(train_s, config) if config.diagnosis_weight > 0 else ([], None)
+    if diagnoses:
+        log(f"diagnosis head (weight {config.diagnosis_weight:g}) over {len(diagnoses)} diagnoses: "
+            + ", ".join(f"{d} {int((d_train == i).sum())}" for i, d in enumerate(diagnoses)))
 
     cache = cache_root(config)
     log("decoding images through ml.preprocessing.preprocess ...")
@@ -254,8 +283,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
             maps_train, labels_train, maps_val = cached["train"], cached["labels"], cached["val"]
     else:
         map_parts, label_parts = [compute_maps(net.lower, x_train, None, config.batch_size, "clean views")], [y_train]
-        for v in range(1, malignant_views):
-            idx = np.arange(len(y_train)) if v < benign_views else np.flatnonzero(y_train == 1)
+        for v, idx in enumerate(view_indices(y_train, benign_views, malignant_views)[1:], start=1):
             log(f"augmented view {v + 1}/{malignant_views} of {len(idx)} images")
             map_parts.append(compute_maps(net.lower, x_train[idx], augmenter, config.batch_size, "aug"))
             label_parts.append(y_train[idx])
@@ -281,6 +309,16 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
     phase1_auc = evaluation.roc_auc(y_val, predict_maps(net.upper_with_head(), maps_val))
     phase1_weights = (net.upper.get_weights(), net.head.get_weights(), net.lower.get_weights())
     log(f"phase 1 (frozen backbone): validation AUC {phase1_auc:.4f}")
+    if diagnoses:
+        # The diagnosis head starts from a fit on the frozen features, as the head does, so that its first
+        # gradients in phase 2 do not come from random weights.
+        net.add_diagnosis_head(len(diagnoses))
+        d_views = np.concatenate([d_train[idx] for idx in view_indices(y_train, benign_views, malignant_views)])
+        net.diagnosis.compile(keras.optimizers.Adam(config.learning_rate), "categorical_crossentropy",
+                              metrics=["accuracy"])
+        hd = net.diagnosis.fit(f_train, np.eye(len(diagnoses), dtype=np.float32)[d_views], epochs=config.epochs,
+                               batch_size=config.batch_size, shuffle=True, verbose=0)
+        log(f"diagnosis head on the frozen features: training accuracy {hd.history['accuracy'][-1]:.3f}")
 
     # Phase 2: fine-tune the backbone (its upper blocks from the cached maps, or every block from images).
     t2 = time.time()
@@ -300,7 +338,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
             if config.finetune_seed is not None and config.finetune_seed != config.seed:
                 keras.utils.set_random_seed(config.finetune_seed)
                 augmenter = build_augmenter(config.finetune_seed)
-            h2 = finetune_all(net, config, x_train, y_train, x_val, y_val, augmenter, log)
+            h2 = finetune_all(net, config, x_train, y_train, x_val, y_val, augmenter, log, d_train=d_train)
         else:
             h2 = finetune_upper(net, config, maps_train, labels_train, maps_val, y_val)
         raw_val = raw_scores(x_val, maps_val)
@@ -335,6 +373,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
             "test": {"n": len(test_s), "n_malignant": int(y_test.sum())},
             "training_views": {"n": int(len(labels_train)), "n_malignant": int(labels_train.sum()),
                                "benign_views": benign_views, "malignant_views": malignant_views},
+            **({"diagnosis_classes": diagnoses} if diagnoses else {}),
         },
         "training": {k: v for k, v in asdict(config).items() if k not in ("output", "cache_dir")},
     }
@@ -441,42 +480,58 @@ def finetune_upper(net: Network, config: TrainConfig, maps_train, labels_train, 
                         epochs=config.finetune_epochs, verbose=1 if _interactive() else 2, callbacks=[early]).history
 
 
-def finetune_all(net: Network, config: TrainConfig, x_train, y_train, x_val, y_val, augmenter, log=print) -> dict:
+def finetune_all(net: Network, config: TrainConfig, x_train, y_train, x_val, y_val, augmenter, log=print,
+                 d_train: np.ndarray | None = None) -> dict:
     """Phase 2 over every block, from images: each batch is half benign, half malignant, every
     image augmented afresh (the original project's balancing generator, as a tf.data pipeline).
     An epoch is as many images as the training split; the epoch with the best validation AUC is kept
-    (with config.average_weights: the best of the weights averaged over about the last epoch's steps)."""
+    (with config.average_weights: the best of the weights averaged over about the last epoch's steps).
+    With the diagnosis head (d_train, each image's diagnosis index), the loss adds its cross-entropy
+    weighted by config.diagnosis_weight; the history's accuracy, auc and loss stay the head's."""
     import keras
     import tensorflow as tf
 
     net.set_all_trainable(True)
-    model = net.full_model()
+    multitask = net.diagnosis is not None
+    model = net.training_model() if multitask else net.full_model()
     steps = max(1, len(y_train) // config.batch_size)
     schedule = keras.optimizers.schedules.CosineDecay(config.finetune_learning_rate, steps * config.finetune_epochs,
                                                       alpha=0.05)
-    model.compile(keras.optimizers.Adam(schedule), "binary_crossentropy",
-                  metrics=_metrics())
+    if multitask:
+        model.compile(keras.optimizers.Adam(schedule),
+                      loss={"head": "binary_crossentropy", "diagnosis": "categorical_crossentropy"},
+                      loss_weights={"head": 1.0, "diagnosis": config.diagnosis_weight},
+                      metrics={"head": _metrics()})
+        n_diagnoses = int(net.diagnosis.output.shape[-1])
+        labels = {"head": tf.constant(_onehot(y_train)),
+                  "diagnosis": tf.constant(np.eye(n_diagnoses, dtype=np.float32)[d_train])}
+    else:
+        model.compile(keras.optimizers.Adam(schedule), "binary_crossentropy",
+                      metrics=_metrics())
+        labels = tf.constant(_onehot(y_train))
     images = tf.constant(x_train)
-    labels = tf.constant(_onehot(y_train))
     seed = config.seed if config.finetune_seed is None else config.finetune_seed
     per_class = [tf.data.Dataset.from_tensor_slices(np.flatnonzero(y_train == c)).shuffle(
         int((y_train == c).sum()), seed=seed + c).repeat() for c in (0, 1)]
     train_ds = (tf.data.Dataset.sample_from_datasets(per_class, [0.5, 0.5], seed=seed)
                 .batch(config.batch_size)
                 .map(lambda idx: (augmenter(tf.cast(tf.gather(images, idx), tf.float32), training=True),
-                                  tf.gather(labels, idx)), num_parallel_calls=1)
+                                  tf.nest.map_structure(lambda t: tf.gather(t, idx), labels)), num_parallel_calls=1)
                 .prefetch(2))
     log(f"phase 2: every block trainable, {steps} balanced batches an epoch, Adam {config.finetune_learning_rate:g} "
         f"with cosine decay, up to {config.finetune_epochs} epochs"
         + ("; validation on the weights averaged over about the last epoch" if config.average_weights else ""))
     if config.average_weights:
         callback, validation = averaged_weights(x_val, y_val, decay=1.0 - 1.0 / steps, patience=config.patience,
-                                                log=log), None
+                                                log=log, scorer=net.full_model() if multitask else None), None
     else:
         callback, validation = _early_stopping(config), (x_val.astype(np.float32), _onehot(y_val))
     h = model.fit(train_ds, steps_per_epoch=steps, epochs=config.finetune_epochs, validation_data=validation,
                   verbose=1 if _interactive() else 2, callbacks=[callback])
-    return h.history
+    if not multitask:
+        return h.history
+    renamed = {"loss": "total_loss", "head_loss": "loss", "head_accuracy": "accuracy", "head_auc": "auc"}
+    return {renamed.get(k, k): v for k, v in h.history.items()}
 
 
 @functools.lru_cache(maxsize=None)
@@ -493,10 +548,11 @@ def _averaged_weights_callback():
         training stops after `patience` epochs without a better AUC, and the best averaged weights
         are the model's at the end."""
 
-        def __init__(self, x_val, y_val, decay: float, patience: int, log=print):
+        def __init__(self, x_val, y_val, decay: float, patience: int, log=print, scorer=None):
             super().__init__()
             self.x_val, self.y_val = x_val, np.asarray(y_val)
             self.decay, self.patience, self.log = float(decay), patience, log
+            self.scorer = scorer  # the serving model, where the one trained has other outputs too
 
         def on_train_begin(self, logs=None):
             self.average = [np.array(w, dtype=np.float64) for w in self.model.get_weights()]
@@ -511,7 +567,7 @@ def _averaged_weights_callback():
             current = self.model.get_weights()
             averaged = [a.astype(w.dtype) for a, w in zip(self.average, current)]
             self.model.set_weights(averaged)
-            p = predict_images(self.model, self.x_val)
+            p = predict_images(self.scorer or self.model, self.x_val)
             self.model.set_weights(current)
             auc = evaluation.roc_auc(self.y_val, p)
             if logs is not None:

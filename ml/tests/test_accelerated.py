@@ -28,6 +28,7 @@ def test_the_bundle_holds_train_models_split_and_no_test_image(bundle):
     train, val, test, _ = split_for_training(read_dataset(ham), TrainConfig(dataset=str(ham), limit=120))
     assert manifest["train"] == [[s.path.name, s.label] for s in train]
     assert manifest["validation"] == [[s.path.name, s.label] for s in val]
+    assert manifest["train_diagnoses"] == [s.detail for s in train] and "mel" in manifest["train_diagnoses"]
     assert manifest["test"] == sorted(s.path.name for s in test) and test
     copied = sorted(f.name for part in ("part1", "part2") for f in (out / part).iterdir())
     assert copied == sorted(n for n, _ in manifest["train"] + manifest["validation"])
@@ -178,6 +179,32 @@ def test_import_model_serves_the_runs_weights(bundle, tiny_run, tmp_path):
     assert offset == pytest.approx(np.log(y_val.mean() / (1 - y_val.mean())))
     call_command("calibrate_model", str(ham), "--model", str(out))
     assert json.loads((out / "metadata.json").read_text())["logit_offset"] == pytest.approx(offset)
+
+
+def test_a_recipe_with_a_diagnosis_head_trains_it_and_keeps_the_served_weights(bundle, tmp_path):
+    """Recipe.diagnosis_weight (train_model --diagnosis-weight): the head's loss plus the weighted
+    diagnosis loss is minimised, and the run's weights are the served network's alone."""
+    from ml.accelerated import network_config
+    from ml.network import Network
+
+    _, out = bundle
+    recipe = Recipe("tiny-dx", head_epochs=1, epochs=1, batch_size=16, diagnosis_weight=0.5)
+    summary = run_recipes([out], tmp_path, None, [recipe], budget_seconds=600, workers=0, log=lambda m: None)
+    history = summary["runs"][0]["history"]
+    assert len(history["diagnosis_loss"]) == 2 and len(history["val_auc"]) == 2
+    for total, head, diagnosis in zip(history["total_loss"], history["loss"], history["diagnosis_loss"]):
+        assert total == pytest.approx(head + 0.5 * diagnosis, rel=1e-3) and diagnosis > 0.1
+    served = Network(network_config(recipe, None)).full_model()
+    with np.load(tmp_path / "weights-tiny-dx.npz") as stored:
+        assert [stored[f"arr_{i}"].shape for i in range(len(stored.files))] == [w.shape for w in served.get_weights()]
+
+
+def test_a_diagnosis_head_needs_the_bundles_diagnoses(bundle):
+    from ml.accelerated import AcceleratedError, train_recipe
+
+    _, x, y, _, _ = load_bundle([bundle[1]], log=lambda m: None)
+    with pytest.raises(AcceleratedError, match="make gpu-bundle again"):
+        train_recipe(Recipe("dx", diagnosis_weight=0.5), x, y, x[:4], y[:4], None, deadline=0.0, train_diagnoses=None)
 
 
 def test_import_model_refuses_a_run_from_another_split(bundle, tiny_run, tmp_path):

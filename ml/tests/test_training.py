@@ -197,3 +197,56 @@ def test_averaged_weights_stop_after_patience_epochs_without_progress():
     callback = averaged_weights(x, y, decay=0.5, patience=2, log=lambda m: None)
     history = model.fit(x, _onehot(y), batch_size=8, epochs=10, verbose=0, callbacks=[callback]).history
     assert len(history["loss"]) == 3 and callback.best_epoch == 1
+
+
+def test_diagnosis_head_trains_beside_the_head_and_is_not_served(ham10000_root, tmp_path, small_training_cache):
+    """--diagnosis-weight: a training-only softmax over HAM10000's dx codes shares the backbone with the
+    head; its loss is weighted in, and the saved model has the head's two outputs alone."""
+    import keras
+    import numpy as np
+
+    from ml.datasets import HAM_BENIGN, HAM_MALIGNANT
+
+    from .conftest import train_small_model
+
+    out = train_small_model(ham10000_root, tmp_path / "model", small_training_cache, "--finetune-scope", "all",
+                            "--average-weights", "--diagnosis-weight", "0.5")
+    meta = json.loads((out / "metadata.json").read_text())
+    classes = meta["data"]["diagnosis_classes"]
+    assert classes == sorted(classes) and {"mel", "nv", "bcc"} <= set(classes) <= set(HAM_BENIGN) | set(HAM_MALIGNANT)
+    assert meta["training"]["diagnosis_weight"] == 0.5
+
+    history = json.loads((out / "metrics.json").read_text())["history"]
+    finetune = len(history["total_loss"])
+    assert finetune == 1 and len(history["diagnosis_loss"]) == 1 and len(history["val_auc"]) == 3 + 1
+    # the reported loss is the head's; the total adds the diagnosis head's, weighted
+    np.testing.assert_allclose(history["total_loss"][0], history["loss"][-1] + 0.5 * history["diagnosis_loss"][0],
+                               rtol=1e-3)
+    assert history["diagnosis_loss"][0] > 0.1
+
+    served = keras.models.load_model(out / "model.keras", compile=False)
+    assert tuple(served.output.shape) == (None, 2)
+    assert not any("diagnosis" in layer.name for layer in served.layers)
+
+    from ml import model_card
+
+    card = model_card.render(out)  # says what trained it, and how to train it again
+    assert "training-only output learnt each training image's diagnosis (" + ", ".join(classes) + ")" in card
+    assert "--average-weights --diagnosis-weight 0.5`" in card
+
+
+def test_diagnosis_head_needs_finer_diagnoses_and_the_full_recipe(tmp_path):
+    from pathlib import Path
+
+    from ml.datasets import Sample
+    from ml.training import TrainConfig, diagnosis_targets
+
+    full = TrainConfig(dataset="unused", finetune_scope="all", average_weights=True, diagnosis_weight=0.5)
+    folders = [Sample(Path(f"{i}.jpg"), i % 2, str(i), "folders", ("benign", "malignant")[i % 2]) for i in range(6)]
+    with pytest.raises(ValueError, match="names each image's diagnosis.*'benign', 'malignant'"):
+        diagnosis_targets(folders, full)
+    ham = [Sample(Path(f"{i}.jpg"), int(d == "mel"), str(i), "ham10000", d) for i, d in enumerate(["nv", "mel", "bkl", "nv"])]
+    classes, index = diagnosis_targets(ham, full)
+    assert classes == ["bkl", "mel", "nv"] and index.tolist() == [2, 1, 0, 2]
+    with pytest.raises(ValueError, match="--finetune-scope all --average-weights"):
+        diagnosis_targets(ham, TrainConfig(dataset="unused", diagnosis_weight=0.5))

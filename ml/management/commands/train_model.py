@@ -42,6 +42,9 @@ class Command(BaseCommand):
         d("--finetune-seed", type=int,
           help="scope all: another seed for fine-tuning alone (augmentation, batch order, dropout); runs that differ "
                "only here start fine-tuning from the same weights, so average_models can average them")
+        d("--diagnosis-weight", type=float, default=0.0,
+          help="scope all with --average-weights: also learn each image's finer diagnosis (HAM10000's seven dx codes) "
+               "with a training-only softmax beside the head, its loss weighted by this; 0 = off (default: %(default)s)")
         d("--atypical-is-malignant", action="store_true", help="PH2: count atypical nevi as needing a doctor")
         d("--cache-dir", help="where decoded images are cached (default: $SKINCARE_CACHE_DIR or the temp dir)")
 
@@ -57,7 +60,8 @@ class Command(BaseCommand):
             finetune_scope=o["finetune_scope"], average_weights=o["average_weights"],
             benign_views=o["benign_views"], max_views=o["max_views"], batch_size=o["batch_size"],
             dense_units=o["dense_units"], dropout=o["dropout"], patience=o["patience"], limit=o["limit"],
-            seed=o["seed"], finetune_seed=o["finetune_seed"], atypical_is_malignant=o["atypical_is_malignant"], cache_dir=o["cache_dir"],
+            seed=o["seed"], finetune_seed=o["finetune_seed"], atypical_is_malignant=o["atypical_is_malignant"],
+            diagnosis_weight=o["diagnosis_weight"], cache_dir=o["cache_dir"],
         )
         try:
             train(config, log=lambda m: self.stdout.write(m))
