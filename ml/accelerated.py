@@ -68,6 +68,7 @@ class Recipe:
     dense_units: int = 256
     dropout: float = 0.3
     padding: str = "tf"  # Lite0's stride-2 padding: ml.backbone.PADDINGS (train_model --padding)
+    colour_constancy: str = "none"  # the model's first layer: ml.backbone.COLOUR_CONSTANCY (train_model --colour-constancy)
     diagnosis_weight: float = 0.0  # train_model --diagnosis-weight: the training-only diagnosis head's loss weight
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -159,7 +160,7 @@ def network_config(recipe: Recipe, weights: str | None):
     """What ml.network.Network reads from a TrainConfig."""
     return SimpleNamespace(backbone="efficientnet-lite0", weights=weights, finetune_from_block=8,
                            dense_units=recipe.dense_units, dropout=recipe.dropout, padding=recipe.padding,
-                           extra=recipe.extra)
+                           colour_constancy=recipe.colour_constancy, extra=recipe.extra)
 
 
 def _affine_matrix(rng, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -538,6 +539,7 @@ def import_run(run_dir, dataset, output, run: str | None = None, data_format: st
                      "finetune_epochs": recipe.epochs, "finetune_learning_rate": recipe.learning_rate,
                      "batch_size": recipe.batch_size, "patience": recipe.patience, "dense_units": recipe.dense_units,
                      "dropout": recipe.dropout, "padding": recipe.padding,
+                     "colour_constancy": recipe.colour_constancy,
                      "diagnosis_weight": recipe.diagnosis_weight,
                      "accelerated": {"run": run, "machine": summary["machine"], "best_epoch": record["best_epoch"],
                                      "epochs_run": record["epochs_run"], "stopped": record["stopped"],
@@ -558,7 +560,7 @@ def import_run(run_dir, dataset, output, run: str | None = None, data_format: st
 # ---------------------------------------------------------------- command line (the accelerator has no Django)
 def recipes_from_json(text: str) -> list[Recipe]:
     """--recipes: a JSON list of objects of Recipe's fields, each checked before minutes of device time go by."""
-    from .backbone import PADDINGS
+    from .backbone import COLOUR_CONSTANCY, PADDINGS
 
     try:
         items = json.loads(text)
@@ -578,6 +580,9 @@ def recipes_from_json(text: str) -> list[Recipe]:
         if recipe.padding not in PADDINGS:
             raise AcceleratedError(f"--recipes: {recipe.name}: padding {recipe.padding!r} is not one of "
                                    f"{', '.join(PADDINGS)}")
+        if recipe.colour_constancy not in COLOUR_CONSTANCY:
+            raise AcceleratedError(f"--recipes: {recipe.name}: colour_constancy {recipe.colour_constancy!r} is not "
+                                   f"one of {', '.join(COLOUR_CONSTANCY)}")
         recipes.append(recipe)
     if len({r.name for r in recipes}) != len(recipes):
         raise AcceleratedError("--recipes: two runs share a name (each run's weights are saved by name)")

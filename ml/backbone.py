@@ -42,6 +42,9 @@ STEM_CHANNELS, HEAD_CHANNELS = 32, 1280
 #   stride 2 the last padded row and column are never read, so the padding the network sees lies at
 #   the top and left. Same weights, same shapes; the edge the network can tell from the inside moves.
 PADDINGS = ("tf", "symmetric")
+# What the model does to the image's colours before the backbone (ml.layers): nothing, or divide out
+# each image's illuminant estimated by shades of grey (ml.layers.ShadesOfGrey).
+COLOUR_CONSTANCY = ("none", "shades_of_grey")
 
 _STORAGE_DTYPES = {
     "FloatStorage": np.float32,

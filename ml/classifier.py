@@ -108,7 +108,9 @@ class KerasRuntime:
         import tensorflow as tf
 
         try:
-            self.model = keras.models.load_model(directory / MODEL_FILENAME, compile=False)
+            from .layers import load_keras_model
+
+            self.model = load_keras_model(directory / MODEL_FILENAME)
         except Exception as exc:  # a corrupt or incompatible file is an unavailable model
             raise ModelUnavailable(f"No model available: {directory / MODEL_FILENAME} could not be loaded ({exc})") from exc
         self.malignant_index = malignant_index

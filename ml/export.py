@@ -26,10 +26,12 @@ def export_litert(model_dir, log=print) -> dict:
     import keras
     import tensorflow as tf
 
+    from .layers import load_keras_model
+
     model_dir = Path(model_dir)
     meta_path = model_dir / METADATA_FILENAME
     metadata = json.loads(meta_path.read_text())
-    model = keras.models.load_model(model_dir / MODEL_FILENAME, compile=False)
+    model = load_keras_model(model_dir / MODEL_FILENAME)
     lower, upper, head = (model.get_layer(n) for n in ("lower", "upper", "head"))
     cam_layer = metadata.get("cam_layer", "top_activation")
     feature_model = keras.Model(upper.input, upper.get_layer(cam_layer).output)

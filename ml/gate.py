@@ -168,13 +168,12 @@ def fit_for_model(model_dir, train_paths, val_paths, log=print, seed: int = 0) -
     import json
     import random
 
-    import keras
-
+    from .layers import load_keras_model
     from .preprocessing import preprocess
     from .training import build_augmenter
 
     model_dir = Path(model_dir)
-    lower = keras.models.load_model(model_dir / "model.keras", compile=False).get_layer("lower")
+    lower = load_keras_model(model_dir / "model.keras").get_layer("lower")
     augmenter = build_augmenter(seed + 1000)
     rng = random.Random(seed)
     train_paths = list(train_paths)

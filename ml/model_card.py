@@ -55,6 +55,10 @@ def render(model_dir) -> str:
         + ("; its stride-2 layers pad symmetrically (k // 2 zeros each side, so the padding they read lies at the "
            "top and left) instead of TensorFlow's SAME (bottom and right), `--padding symmetric`."
            if meta.get("training", {}).get("padding") == "symmetric" else "."),
+        *(["- Its first layer divides out each image's illuminant (shades-of-grey colour constancy, p = 6, "
+           "`--colour-constancy shades_of_grey`): each channel over its Minkowski 6-norm mean, so that the tint of a "
+           "dermoscope's light and camera does not reach the network."]
+          if meta.get("training", {}).get("colour_constancy", "none") == "shades_of_grey" else []),
         "- Head, as in the original project: GlobalAveragePooling2D, Dense(256, ReLU), Dropout(0.3), "
         "BatchNormalization, Dense(2, softmax). Adam, binary cross-entropy.",
         f"- Preprocessing ({meta.get('preprocessing')}), the same function in training, evaluation and serving.",
@@ -240,7 +244,9 @@ def _train_command(meta) -> str:
     return (f"python manage.py train_model ../shared/datasets/ham10000 --finetune-scope {t.get('finetune_scope', 'upper')} "
             f"--finetune-epochs {t['finetune_epochs']} --finetune-learning-rate {t['finetune_learning_rate']:g} "
             f"--patience {t['patience']}" + (" --average-weights" if t.get("average_weights") else "")
-            + (f" --diagnosis-weight {t['diagnosis_weight']:g}" if t.get("diagnosis_weight") else ""))
+            + (f" --diagnosis-weight {t['diagnosis_weight']:g}" if t.get("diagnosis_weight") else "")
+            + (f" --padding {t['padding']}" if t.get("padding", "tf") != "tf" else "")
+            + (f" --colour-constancy {t['colour_constancy']}" if t.get("colour_constancy", "none") != "none" else ""))
 
 
 def _limitation_lines(meta, ev: Path) -> list[str]:

@@ -73,7 +73,7 @@ class Network:
             parts = Lite0Layers(getattr(config, "padding", "tf"))
             image = keras.Input((224, 224, 3), name="image")
             cut = config.finetune_from_block
-            boundary = parts.apply_blocks(parts.stem(image), 0, cut)
+            boundary = parts.apply_blocks(parts.stem(_colour_constancy(image, config)), 0, cut)
             full_backbone = keras.Model(image, layers.GlobalAveragePooling2D(name="avg_pool")(parts.top(parts.apply_blocks(boundary, cut))))
             load_lite0_weights(full_backbone, config.weights)
             self.lower = keras.Model(image, boundary, name="lower")
@@ -82,6 +82,8 @@ class Network:
                                      name="upper")
             self.feature_layer = "top_activation"
         elif config.backbone == "efficientnetb0":
+            if getattr(config, "colour_constancy", "none") != "none":
+                raise ValueError("--colour-constancy: only the efficientnet-lite0 backbone has it")
             base = keras.applications.EfficientNetB0(include_top=False, weights=config.weights or "imagenet",
                                                      input_shape=(224, 224, 3))
             # keras.applications' B0 does its own input scaling and takes 0..255 RGB like Lite0.
@@ -150,6 +152,17 @@ class Network:
             # BatchNormalization stays in inference mode: small batches would wreck its statistics.
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.trainable = False
+
+
+def _colour_constancy(image, config):
+    """The image, through the colour-constancy layer that config.colour_constancy names (ml.layers)."""
+    from .backbone import COLOUR_CONSTANCY
+    from .layers import ShadesOfGrey
+
+    method = getattr(config, "colour_constancy", "none")
+    if method not in COLOUR_CONSTANCY:
+        raise ValueError(f"unknown colour constancy {method!r}: choose one of {', '.join(COLOUR_CONSTANCY)}")
+    return image if method == "none" else ShadesOfGrey(name="colour_constancy")(image)
 
 
 def _clone_from(base, cut_layer, new_input):

@@ -83,10 +83,9 @@ def average_models(dataset, folders, output, data_format: str | None = None,
     """Average the models in `folders` into `output`: weights, then the image gate, the LiteRT export,
     the calibration and thresholds (on the validation split, as served) and the figures, as train_model
     does for a model it trained."""
-    import keras
-
     from .datasets import read_dataset
     from .evaluation import plot_history
+    from .layers import load_keras_model
     from .splits import held_out, recorded_splits
     from .training import new_model_metadata, save_artifact
 
@@ -104,7 +103,7 @@ def average_models(dataset, folders, output, data_format: str | None = None,
                         "is it the dataset they were trained on?")
 
     log(f"averaging the weights of {len(folders)} models: {', '.join(str(f) for f in folders)}")
-    models = [keras.models.load_model(f / MODEL_FILENAME, compile=False) for f in folders]
+    models = [load_keras_model(f / MODEL_FILENAME) for f in folders]
     model = models[0]
     model.set_weights(averaged_weights([m.get_weights() for m in models]))
 

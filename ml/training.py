@@ -53,6 +53,8 @@ class TrainConfig:
     output: str = "ml/artifacts/model"
     backbone: str = "efficientnet-lite0"
     padding: str = "tf"  # Lite0's stride-2 padding: ml.backbone.PADDINGS
+    # The model's first layer: "shades_of_grey" divides out each image's illuminant (ml.layers.ShadesOfGrey)
+    colour_constancy: str = "none"
     weights: str | None = None  # a local weights file; None = the offline default for the backbone
     epochs: int = 20
     learning_rate: float = 1e-3
@@ -275,7 +277,9 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
     maps_key = hashlib.sha1(json.dumps([[str(s.path) for s in train_s], [str(s.path) for s in val_s],
                                         [str(s.path) for s in test_s], config.backbone, config.padding, config.finetune_from_block,
                                         config.seed, benign_views, malignant_views,
-                                        IMAGE_CACHE_FORMAT]).encode()).hexdigest()[:16]
+                                        IMAGE_CACHE_FORMAT]
+                                       # (a key without it, when it is "none", keeps earlier caches usable)
+                                       + ([config.colour_constancy] if config.colour_constancy != "none" else [])).encode()).hexdigest()[:16]
     maps_file = cache / f"maps-{maps_key}.npz"
     if maps_file.exists():
         log(f"feature maps from the cache {maps_file}")

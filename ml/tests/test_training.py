@@ -250,3 +250,77 @@ def test_diagnosis_head_needs_finer_diagnoses_and_the_full_recipe(tmp_path):
     assert classes == ["bkl", "mel", "nv"] and index.tolist() == [2, 1, 0, 2]
     with pytest.raises(ValueError, match="--finetune-scope all --average-weights"):
         diagnosis_targets(ham, TrainConfig(dataset="unused", diagnosis_weight=0.5))
+
+
+def test_colour_constancy_is_the_models_first_layer_and_serves(ham10000_root, tmp_path, small_training_cache):
+    """--colour-constancy shades_of_grey: the layer sits inside the saved model, so the LiteRT export that
+    serves and the Keras fallback both apply it (evaluate_model reproduces training's figures with each),
+    and a colour cast on the image (each channel scaled) leaves the model's probability where it was."""
+    import numpy as np
+
+    from ml import model_card, preprocessing
+    from ml.datasets import read_dataset
+    from ml.layers import load_keras_model
+
+    from .conftest import train_small_model
+
+    out = train_small_model(ham10000_root, tmp_path / "model", small_training_cache,
+                            "--colour-constancy", "shades_of_grey")
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["training"]["colour_constancy"] == "shades_of_grey"
+    model = load_keras_model(out / "model.keras")
+    assert model.get_layer("lower").get_layer("colour_constancy").power == 6.0
+
+    for runtime in ("litert", "keras"):
+        report = tmp_path / f"{runtime}.json"
+        call_command("evaluate_model", str(ham10000_root), "--model", str(out), "--split", "validation",
+                     "--json", str(report), "--bootstrap", "20", "--runtime", runtime)
+        evaluated = json.loads(report.read_text())
+        trained = json.loads((out / "metrics.json").read_text())["validation"]
+        assert evaluated["n"] == trained["n"]
+        assert evaluated["auc"] == pytest.approx(trained["auc"], abs=0.02)
+
+    # Half as bright, so that no channel of the tinted image reaches 255 and clips.
+    images = 0.5 * np.stack([preprocessing.preprocess(s.path) for s in read_dataset(ham10000_root).samples[:4]])
+    # A colour cast of the same strength: each channel scaled, the length of the light's (R, G, B) kept.
+    # (Shades of grey keeps the light's strength, as Finlayson & Trezzi's does: it divides out its colour.)
+    light = ((images / 255.0) ** 6).mean(axis=(1, 2), keepdims=True) ** (1 / 6)
+    tint = np.array([0.75, 0.95, 0.85], dtype=np.float32)
+    strength = np.linalg.norm(light, axis=-1, keepdims=True) / np.linalg.norm(light * tint, axis=-1, keepdims=True)
+    tinted = (images * tint * strength).astype(np.float32)
+    plain, cast = model.predict(images, verbose=0), model.predict(tinted, verbose=0)
+    np.testing.assert_allclose(cast, plain, atol=2e-3)
+    assert np.abs(plain[:, 1] - plain[:, 1].mean()).max() > 1e-3  # it does tell the images apart
+
+    card = model_card.render(out)
+    assert "shades-of-grey colour constancy" in card and "--colour-constancy shades_of_grey`" in card
+
+
+def test_shades_of_grey_divides_out_the_illuminant(tmp_path):
+    """Each channel's Minkowski 6-norm mean comes out equal; a grey image passes unchanged; a black one
+    does not divide by zero; the layer survives a save and a load."""
+    import keras
+    import numpy as np
+
+    from ml.layers import ShadesOfGrey, load_keras_model
+
+    rng = np.random.default_rng(0)
+    image = rng.uniform(20, 200, (2, 32, 32, 3)).astype("float32") * np.array([1.0, 0.7, 0.5], dtype="float32")
+    layer = ShadesOfGrey()
+    out = np.asarray(layer(image)) / 255.0
+    norms = (out ** 6).mean(axis=(1, 2)) ** (1 / 6)
+    np.testing.assert_allclose(norms, np.broadcast_to(norms.mean(axis=1, keepdims=True), norms.shape), rtol=1e-4)
+    assert not np.allclose(out * 255.0, image, atol=1.0)
+    # a tint on the same image is divided out up to the light's strength: a factor per image
+    tinted = np.asarray(layer(image * np.array([0.6, 1.0, 0.8], dtype="float32"))) / 255.0
+    ratio = tinted / out
+    np.testing.assert_allclose(ratio, np.broadcast_to(ratio.mean(axis=(1, 2, 3), keepdims=True), ratio.shape), rtol=1e-4)
+    grey = np.full((1, 8, 8, 3), 120.0, dtype="float32")
+    np.testing.assert_allclose(np.asarray(layer(grey)), grey, rtol=1e-5)
+    assert np.isfinite(np.asarray(layer(np.zeros((1, 8, 8, 3), dtype="float32")))).all()
+
+    model = keras.Sequential([keras.Input((32, 32, 3)), ShadesOfGrey(power=4.0, name="cc")])
+    model.save(tmp_path / "m.keras")
+    again = load_keras_model(tmp_path / "m.keras")
+    assert again.get_layer("cc").power == 4.0
+    np.testing.assert_allclose(again.predict(image, verbose=0), model.predict(image, verbose=0), rtol=1e-6)

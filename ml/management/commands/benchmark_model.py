@@ -109,11 +109,10 @@ class Command(BaseCommand):
         rss = _rss_mb()
         tf_in_serving = "tensorflow" in sys.modules
 
-        import keras
-
         from ml import preprocessing
+        from ml.layers import load_keras_model
 
-        model = keras.models.load_model(Path(settings.SKINCARE_MODEL_DIR) / classifier.MODEL_FILENAME, compile=False)
+        model = load_keras_model(Path(settings.SKINCARE_MODEL_DIR) / classifier.MODEL_FILENAME)
         model.predict(preprocessing.preprocess(blobs[0])[None], verbose=0)
         baseline = _timed_rounds(lambda blob: model.predict(preprocessing.preprocess(blob)[None], verbose=0),
                                  blobs[:o["baseline_n"]], o["rounds"])

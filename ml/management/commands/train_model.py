@@ -8,6 +8,7 @@ class Command(BaseCommand):
             "model, its metadata, metrics.json and plots to --output.")
 
     def add_arguments(self, parser):
+        from ml.backbone import COLOUR_CONSTANCY
         from ml.datasets import FORMATS
 
         d = parser.add_argument
@@ -20,6 +21,9 @@ class Command(BaseCommand):
         d("--padding", choices=["tf", "symmetric"], default="tf",
           help="Lite0's stride-2 padding: tf (TensorFlow's SAME, the checkpoint's: extra row and column at the bottom "
                "and right) or symmetric (k // 2 zeros each side, PyTorch's; ml/backbone.py) (default: %(default)s)")
+        d("--colour-constancy", choices=COLOUR_CONSTANCY, default="none",
+          help="the model's first layer: shades_of_grey divides each image's channels by their Minkowski 6-norm "
+               "mean, so that a dermoscope's tint does not reach the network (ml/layers.py) (default: %(default)s)")
         d("--epochs", type=int, default=20, help="frozen-backbone epochs, the original recipe (default: %(default)s)")
         d("--learning-rate", type=float, default=1e-3)
         d("--finetune-epochs", type=int, default=6, help="fine-tuning epochs of the upper blocks; 0 skips (default: %(default)s)")
@@ -54,7 +58,7 @@ class Command(BaseCommand):
 
         config = TrainConfig(
             dataset=o["dataset"], format=o["format"], output=o["output"], backbone=o["backbone"], weights=o["weights"],
-            padding=o["padding"],
+            padding=o["padding"], colour_constancy=o["colour_constancy"],
             epochs=o["epochs"], learning_rate=o["learning_rate"], finetune_epochs=o["finetune_epochs"],
             finetune_learning_rate=o["finetune_learning_rate"], finetune_from_block=o["finetune_from_block"],
             finetune_scope=o["finetune_scope"], average_weights=o["average_weights"],
