@@ -304,7 +304,7 @@ def train_recipe(recipe: Recipe, x_train, y_train, x_val, y_val, weights: str | 
     head, as train_model --diagnosis-weight does; the weights returned are the served model's alone."""
     import keras
 
-    from .network import Network
+    from .network import Network, diagnosis_indices
 
     started = time.time()
     keras.utils.set_random_seed(recipe.seed)
@@ -313,11 +313,11 @@ def train_recipe(recipe: Recipe, x_train, y_train, x_val, y_val, weights: str | 
     steps = max(1, len(y_train) // recipe.batch_size)
     diagnoses = None
     if recipe.diagnosis_weight > 0:
-        classes = sorted(set(train_diagnoses or [""]))
-        if "" in classes or len(classes) < 3:
+        found = diagnosis_indices(train_diagnoses)
+        if found is None:
             raise AcceleratedError(f"{recipe.name}: a diagnosis_weight needs the bundle's train_diagnoses "
                                    "(HAM10000's dx; bundles written before 2026-11-28 lack them: make gpu-bundle again)")
-        diagnoses = np.array([classes.index(d) for d in train_diagnoses])
+        classes, diagnoses = found
         net.add_diagnosis_head(len(classes))
     batches = AugmentedBatches(x_train, y_train, recipe.batch_size, recipe.seed, pool=pool, diagnoses=diagnoses)
     return _train(recipe, net, full, batches, steps, x_val, y_val, deadline, started, log)
@@ -329,23 +329,13 @@ def _train(recipe, net, full, batches, steps, x_val, y_val, deadline, started, l
     import keras
 
     from . import evaluation
+    from .network import head_logs
 
-    trained = full if net.diagnosis is None else net.training_model()
+    multitask = net.diagnosis is not None
+    trained = net.training_model() if multitask else full
 
     def compile_for(optimizer):
-        if net.diagnosis is None:
-            trained.compile(optimizer, "binary_crossentropy", metrics=["accuracy"])
-        else:
-            trained.compile(optimizer, loss={"head": "binary_crossentropy", "diagnosis": "categorical_crossentropy"},
-                            loss_weights={"head": 1.0, "diagnosis": recipe.diagnosis_weight},
-                            metrics={"head": ["accuracy"]})
-
-    def head_logs(logs):
-        """The head's loss and accuracy (with a diagnosis head, Keras prefixes them; its loss is the total)."""
-        if net.diagnosis is None:
-            return {"loss": logs["loss"], "accuracy": logs["accuracy"]}
-        return {"loss": logs["head_loss"], "accuracy": logs["head_accuracy"], "total_loss": logs["loss"],
-                "diagnosis_loss": logs["diagnosis_loss"]}
+        net.compile_for_training(trained, optimizer, ["accuracy"], recipe.diagnosis_weight)
 
     x_val = x_val.astype(np.float32)  # once, not at every epoch's validation
 
@@ -364,7 +354,7 @@ def _train(recipe, net, full, batches, steps, x_val, y_val, deadline, started, l
     for epoch in range(recipe.head_epochs):
         logs = trained.fit(batches.generator(), steps_per_epoch=steps, epochs=1, shuffle=False, verbose=0).history
         p = val_scores()
-        record({**head_logs({k: v[-1] for k, v in logs.items()}), "val_auc": evaluation.roc_auc(y_val, p),
+        record({**head_logs({k: v[-1] for k, v in logs.items()}, multitask), "val_auc": evaluation.roc_auc(y_val, p),
                 "val_loss": evaluation.log_loss(y_val, p), "val_accuracy": float(np.mean((p >= 0.5) == y_val))})
         log(f"[{recipe.name}] head epoch {epoch + 1}: validation AUC {history['val_auc'][-1]:.4f}")
     head_auc = history["val_auc"][-1] if history else None
@@ -389,7 +379,7 @@ def _train(recipe, net, full, batches, steps, x_val, y_val, deadline, started, l
                 v.assign(avg)
             p = val_scores()
             auc = evaluation.roc_auc(y_val, p)
-            record({**head_logs(logs), "val_auc": auc,
+            record({**head_logs(logs, multitask), "val_auc": auc,
                     "val_loss": evaluation.log_loss(y_val, p), "val_accuracy": float(np.mean((p >= 0.5) == y_val))})
             if auc > best["auc"]:
                 best.update(auc=auc, epoch=epoch + 1, weights=[np.array(w) for w in full.get_weights()])

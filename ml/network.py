@@ -123,6 +123,16 @@ class Network:
         pooled = self.upper(self.lower(image))
         return keras.Model(image, {"head": self.head(pooled), "diagnosis": self.diagnosis(pooled)}, name="multitask")
 
+    def compile_for_training(self, model, optimizer, metrics, diagnosis_weight: float = 0.0) -> None:
+        """Compile `model` (full_model(), or training_model() where there is a diagnosis head) with the
+        head's binary cross-entropy, plus the diagnosis head's cross-entropy weighted by diagnosis_weight.
+        The metrics are the head's alone."""
+        if self.diagnosis is None:
+            model.compile(optimizer, "binary_crossentropy", metrics=metrics)
+        else:
+            model.compile(optimizer, loss={"head": "binary_crossentropy", "diagnosis": "categorical_crossentropy"},
+                          loss_weights={"head": 1.0, "diagnosis": diagnosis_weight}, metrics={"head": metrics})
+
     def upper_with_head(self):
         import keras
 
@@ -152,6 +162,30 @@ class Network:
             # BatchNormalization stays in inference mode: small batches would wreck its statistics.
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.trainable = False
+
+
+# ---------------------------------------------------------------- the diagnosis head's bookkeeping
+def diagnosis_indices(details):
+    """(the finer diagnoses, sorted; each image's index among them) from the images' diagnoses (a sample's
+    `detail`: HAM10000's dx), or None where some image has none or there are fewer than three."""
+    import numpy as np
+
+    classes = sorted(set(details or [""]))
+    if "" in classes or len(classes) < 3:
+        return None
+    index = {c: i for i, c in enumerate(classes)}
+    return classes, np.array([index[d] for d in details])
+
+
+# With a diagnosis head Keras names the logs by output ("head_loss", "head_accuracy") and "loss" is the
+# total; histories keep the head's figures under the one-output names, so runs with and without it read
+# alike, and add total_loss and diagnosis_loss.
+_MULTITASK_LOG_NAMES = {"loss": "total_loss", "head_loss": "loss", "head_accuracy": "accuracy", "head_auc": "auc"}
+
+
+def head_logs(logs: dict, multitask: bool) -> dict:
+    """Keras logs (or a history) under the names a one-output model's would have (see above)."""
+    return {_MULTITASK_LOG_NAMES.get(k, k): v for k, v in logs.items()} if multitask else dict(logs)
 
 
 def _colour_constancy(image, config):

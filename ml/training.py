@@ -122,7 +122,7 @@ def load_images(paths: list[Path], size: int = preprocessing.IMAGE_SIZE, cache: 
     return out
 
 
-from .network import Network, build_augmenter  # noqa: E402,F401 (defined there, used here and by callers)
+from .network import Network, build_augmenter, diagnosis_indices, head_logs  # noqa: E402,F401 (defined there, used here and by callers)
 
 
 # ---------------------------------------------------------------- caching
@@ -198,12 +198,11 @@ def diagnosis_targets(samples, config: TrainConfig) -> tuple[list[str], np.ndarr
     if config.finetune_scope != "all" or not config.average_weights:
         raise ValueError("--diagnosis-weight trains with --finetune-scope all --average-weights")
     details = [s.detail for s in samples]
-    classes = sorted(set(details))
-    if "" in classes or len(classes) < 3:
+    found = diagnosis_indices(details)
+    if found is None:
         raise ValueError("--diagnosis-weight needs a dataset that names each image's diagnosis (HAM10000's dx); "
-                         f"this training split has: {', '.join(repr(c) for c in classes)}")
-    index = {c: i for i, c in enumerate(classes)}
-    return classes, np.array([index[d] for d in details])
+                         f"this training split has: {', '.join(repr(c) for c in sorted(set(details)))}")
+    return found
 
 
 # ---------------------------------------------------------------- the recipe
@@ -501,17 +500,12 @@ def finetune_all(net: Network, config: TrainConfig, x_train, y_train, x_val, y_v
     steps = max(1, len(y_train) // config.batch_size)
     schedule = keras.optimizers.schedules.CosineDecay(config.finetune_learning_rate, steps * config.finetune_epochs,
                                                       alpha=0.05)
+    net.compile_for_training(model, keras.optimizers.Adam(schedule), _metrics(), config.diagnosis_weight)
     if multitask:
-        model.compile(keras.optimizers.Adam(schedule),
-                      loss={"head": "binary_crossentropy", "diagnosis": "categorical_crossentropy"},
-                      loss_weights={"head": 1.0, "diagnosis": config.diagnosis_weight},
-                      metrics={"head": _metrics()})
         n_diagnoses = int(net.diagnosis.output.shape[-1])
         labels = {"head": tf.constant(_onehot(y_train)),
                   "diagnosis": tf.constant(np.eye(n_diagnoses, dtype=np.float32)[d_train])}
     else:
-        model.compile(keras.optimizers.Adam(schedule), "binary_crossentropy",
-                      metrics=_metrics())
         labels = tf.constant(_onehot(y_train))
     images = tf.constant(x_train)
     seed = config.seed if config.finetune_seed is None else config.finetune_seed
@@ -532,10 +526,7 @@ def finetune_all(net: Network, config: TrainConfig, x_train, y_train, x_val, y_v
         callback, validation = _early_stopping(config), (x_val.astype(np.float32), _onehot(y_val))
     h = model.fit(train_ds, steps_per_epoch=steps, epochs=config.finetune_epochs, validation_data=validation,
                   verbose=1 if _interactive() else 2, callbacks=[callback])
-    if not multitask:
-        return h.history
-    renamed = {"loss": "total_loss", "head_loss": "loss", "head_accuracy": "accuracy", "head_auc": "auc"}
-    return {renamed.get(k, k): v for k, v in h.history.items()}
+    return head_logs(h.history, multitask)
 
 
 @functools.lru_cache(maxsize=None)
