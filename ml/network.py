@@ -67,15 +67,18 @@ class Network:
         from keras import layers
 
         self.config = config
-        if config.backbone == "efficientnet-lite0":
+        from .backbone import LITE_BACKBONES
+
+        if config.backbone in LITE_BACKBONES:
             from .backbone import Lite0Layers, load_lite0_weights
 
-            parts = Lite0Layers(getattr(config, "padding", "tf"))
+            variant = LITE_BACKBONES[config.backbone]
+            parts = Lite0Layers(getattr(config, "padding", "tf"), variant)
             image = keras.Input((224, 224, 3), name="image")
             cut = config.finetune_from_block
             boundary = parts.apply_blocks(parts.stem(_colour_constancy(image, config)), 0, cut)
             full_backbone = keras.Model(image, layers.GlobalAveragePooling2D(name="avg_pool")(parts.top(parts.apply_blocks(boundary, cut))))
-            load_lite0_weights(full_backbone, config.weights)
+            load_lite0_weights(full_backbone, config.weights, variant=variant)
             self.lower = keras.Model(image, boundary, name="lower")
             map_in = keras.Input(parts.block_output_shape(cut), name="feature_map")
             self.upper = keras.Model(map_in, full_backbone.get_layer("avg_pool")(parts.top(parts.apply_blocks(map_in, cut))),
@@ -83,7 +86,7 @@ class Network:
             self.feature_layer = "top_activation"
         elif config.backbone == "efficientnetb0":
             if getattr(config, "colour_constancy", "none") != "none":
-                raise ValueError("--colour-constancy: only the efficientnet-lite0 backbone has it")
+                raise ValueError("--colour-constancy: only the efficientnet-lite backbones have it")
             base = keras.applications.EfficientNetB0(include_top=False, weights=config.weights or "imagenet",
                                                      input_shape=(224, 224, 3))
             # keras.applications' B0 does its own input scaling and takes 0..255 RGB like Lite0.
@@ -93,7 +96,7 @@ class Network:
             self.upper = _clone_from(base, cut_layer, map_in)
             self.feature_layer = "top_activation"
         else:
-            raise ValueError(f"unknown backbone {config.backbone!r}: choose efficientnet-lite0 or efficientnetb0")
+            raise ValueError(f"unknown backbone {config.backbone!r}: choose {', '.join(LITE_BACKBONES)} or efficientnetb0")
         self.lower.trainable = False
         features = keras.Input((self.upper.output.shape[-1],), name="features")
         x = layers.Dense(config.dense_units, activation="relu", name="head_dense")(features)

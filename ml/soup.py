@@ -120,7 +120,7 @@ def average_models(dataset, folders, output, data_format: str | None = None,
         **{k: first[k] for k in INHERITED if k in first},
         "averaged_from": described,
     }
-    save_artifact(output, model, metadata, train, val, test, export=backbone == "efficientnet-lite0", log=log)
+    save_artifact(output, model, metadata, train, val, test, export=backbone.startswith("efficientnet-lite"), log=log)
     histories = {f"run {i + 1}": metrics["history"] for i, (_, metrics) in enumerate(sources) if metrics.get("history")}
     if histories:
         epochs = first.get("training", {}).get("epochs")

