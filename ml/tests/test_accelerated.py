@@ -276,6 +276,8 @@ def test_what_the_accelerator_runs_imports_neither_django_nor_tensorflow():
     ('[{"epochs": 3}]', "no 'name'"),
     ('[{"name": "a", "padding": "same"}]', "a: padding 'same' is not one of tf, symmetric"),
     ('[{"name": "a"}, {"name": "a", "seed": 7}]', "share a name"),
+    ('[{"name": "a", "backbone": "efficientnetb0"}]',
+     "a: backbone 'efficientnetb0' is not one of efficientnet-lite0, efficientnet-lite2"),
 ])
 def test_bad_recipes_are_refused_before_any_training(text, said, tmp_path, capsys):
     """--recipes is typed by hand on a machine lent for minutes: a mistake is said at once, in words."""
@@ -292,6 +294,51 @@ def test_good_recipes_are_read_with_their_padding():
 
     (recipe,) = recipes_from_json('[{"name": "s", "padding": "symmetric", "epochs": 15, "seed": 7}]')
     assert recipe == Recipe("s", padding="symmetric", epochs=15, seed=7)
+    assert recipe.backbone == "efficientnet-lite0"  # runs.json written before the field existed read the same
+    (recipe,) = recipes_from_json('[{"name": "l2", "backbone": "efficientnet-lite2"}]')
+    assert recipe.backbone == "efficientnet-lite2"
+
+
+def test_a_checkpoint_that_did_not_travel_is_named_before_any_image_is_decoded(tmp_path, capsys):
+    """A Lite2 recipe on a machine without Lite2's package needs --lite2-weights: a path that is not there
+    is said at once, with the recipe and the option, before the bundle (which here is not one) is read."""
+    from ml.accelerated import main
+
+    missing = tmp_path / "gpu-lite2.pth"
+    recipes = '[{"name": "l0"}, {"name": "l2", "backbone": "efficientnet-lite2"}]'
+    assert main(["train", "--bundle", str(tmp_path), "--output", str(tmp_path / "out"), "--recipes", recipes,
+                 "--lite2-weights", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: l2: efficientnet-lite2's checkpoint") and f"{missing} (--lite2-weights)" in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_lite2_recipe_trains_lite2_and_imports_as_lite2(bundle, tmp_path):
+    """Recipe.backbone (train_model --backbone): a Lite2 run on the GPU path, from the checkpoint file that
+    travels (make gpu-bundle's runs/gpu-lite2.pth), comes home as a served Lite2 model."""
+    from ml.accelerated import network_config
+    from ml.backbone import lite0_weights_path
+    from ml.network import Network
+
+    ham, out = bundle
+    recipe = Recipe("tiny-l2", head_epochs=1, epochs=1, batch_size=16, backbone="efficientnet-lite2")
+    run_dir = tmp_path / "run"
+    summary = run_recipes([out], run_dir, {"efficientnet-lite2": str(lite0_weights_path("lite2"))}, [recipe],
+                          budget_seconds=600, workers=0, log=lambda m: None)
+    assert summary["runs"][0]["recipe"]["backbone"] == "efficientnet-lite2"
+    model_dir = tmp_path / "model"
+    call_command("import_model", str(run_dir), "--dataset", str(ham), "--output", str(model_dir))
+    meta = json.loads((model_dir / "metadata.json").read_text())
+    assert meta["backbone"] == meta["training"]["backbone"] == "efficientnet-lite2"
+    assert meta["model_version"].startswith("lite2-")
+    import keras
+
+    served = keras.models.load_model(model_dir / "model.keras", compile=False)
+    lite2 = Network(network_config(recipe, None)).full_model()
+    assert [w.shape for w in served.get_weights()] == [w.shape for w in lite2.get_weights()]
+    assert len(served.get_weights()) > len(Network(network_config(Recipe("x"), None)).full_model().get_weights())
+    call_command("write_model_card", "--model", str(model_dir))
+    assert "EfficientNet-Lite2 with ImageNet weights" in (model_dir / "MODEL_CARD.md").read_text()
 
 
 def test_gpu_train_sh_keeps_what_each_trip_carried(bundle, tmp_path):
@@ -306,6 +353,8 @@ def test_gpu_train_sh_keeps_what_each_trip_carried(bundle, tmp_path):
     stage = tmp_path / "stage"
     checkpoint = tmp_path / "lite0.pth"
     checkpoint.write_bytes(b"weights")
+    lite2 = tmp_path / "gpu-lite2.pth"
+    lite2.write_bytes(b"lite2 weights")
     env = {**os.environ, "GPU_STAGE": str(stage)}
 
     def sh(*args):
@@ -314,8 +363,9 @@ def test_gpu_train_sh_keeps_what_each_trip_carried(bundle, tmp_path):
     assert sh().returncode == 2  # no mode: the usage
     first = sh("stage", out / "manifest.json", out / "part1", checkpoint)
     assert first.returncode == 0, first.stderr
-    assert sh("stage", out / "part2").returncode == 0
+    assert sh("stage", out / "part2", lite2).returncode == 0
     assert (stage / "lite0.pth").read_bytes() == b"weights"
+    assert (stage / "lite2.pth").read_bytes() == b"lite2 weights"  # Lite2's by its name, beside Lite0's
     manifest, x_train, _, x_val, _ = load_bundle([stage / "bundle"], log=lambda m: None)
     assert len(x_train) == len(manifest["train"]) and len(x_val) == len(manifest["validation"])
 
@@ -324,4 +374,4 @@ def test_gpu_train_sh_keeps_what_each_trip_carried(bundle, tmp_path):
     empty = tmp_path / "empty"
     env["GPU_STAGE"] = str(empty)
     missing = sh("train", out)
-    assert missing.returncode == 2 and "no Lite0 checkpoint" in missing.stderr
+    assert missing.returncode == 2 and "no Lite0 (or Lite2) checkpoint" in missing.stderr
