@@ -56,9 +56,9 @@ train: venv
 
 evaluate: venv
 	mkdir -p $(MODEL)/evaluation
-	$(BIN)/python manage.py evaluate_model $(DATASETS)/ham10000 --model $(MODEL) --split test --json $(MODEL)/evaluation/ham10000_test.json
+	$(BIN)/python manage.py evaluate_model $(DATASETS)/ham10000 --model $(MODEL) --split test --orientations --json $(MODEL)/evaluation/ham10000_test.json
 	$(BIN)/python manage.py evaluate_model $(DATASETS)/ham10000 --model $(MODEL) --split validation --json $(MODEL)/evaluation/ham10000_validation.json
-	$(BIN)/python manage.py evaluate_model $(DATASETS)/ph2 --model $(MODEL) --json $(MODEL)/evaluation/ph2_melanoma.json
+	$(BIN)/python manage.py evaluate_model $(DATASETS)/ph2 --model $(MODEL) --orientations --json $(MODEL)/evaluation/ph2_melanoma.json
 	$(BIN)/python manage.py evaluate_model $(DATASETS)/ph2 --model $(MODEL) --atypical-is-malignant --json $(MODEL)/evaluation/ph2_atypical.json
 	SKINCARE_MODEL_DIR=$(MODEL) $(BIN)/python manage.py evaluate_gate --datasets $(DATASETS) --json $(MODEL)/evaluation/gate.json
 	SKINCARE_MODEL_DIR=$(MODEL) $(BIN)/python manage.py evaluate_gradcam --datasets $(DATASETS) --json $(MODEL)/evaluation/gradcam.json

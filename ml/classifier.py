@@ -312,14 +312,26 @@ def predict_many(sources, directory: Path | None = None, batch_size: int = 32, r
     """Calibrated probabilities of malignancy for many images (evaluation, benchmarks).
 
     Uses the same preprocessing and calibration as :func:`predict`, in batches; no gate."""
+    probabilities, metadata = predict_orientations(sources, directory, batch_size, runtime, tta.IDENTITY)
+    return probabilities[:, 0], metadata
+
+
+def predict_orientations(sources, directory: Path | None = None, batch_size: int = 32, runtime: str | None = None,
+                         orientations: "tuple[str, ...]" = tta.ALL_VIEWS):
+    """(N, len(orientations)) calibrated probabilities: each image turned or flipped as each of
+    ml.tta's view names says before the model sees it, as if the photo had been taken that way
+    (a model with test-time views of its own still averages them on top). Column "id" is
+    :func:`predict_many`'s."""
     loaded = _loaded_for(directory, runtime)
     size = int(loaded.metadata.get("image_size", preprocessing.IMAGE_SIZE))
     sources = list(sources)
-    probabilities = []
+    rows = []
     for start in range(0, len(sources), batch_size):
         batch = np.stack([preprocessing.preprocess(s, size) for s in sources[start:start + batch_size]])
-        probabilities.extend(loaded.calibrate(raw) for raw in loaded.analyse(batch)[0])
-    return np.array(probabilities), loaded.metadata
+        columns = [[loaded.calibrate(raw) for raw in loaded.analyse(np.ascontiguousarray(tta.transform(batch, view)))[0]]
+                   for view in orientations]
+        rows.extend(zip(*columns))
+    return np.array(rows, dtype=float).reshape(len(sources), len(orientations)), loaded.metadata
 
 
 def predict(image: preprocessing.ImageSource, *, use_gate: bool = True) -> Result:

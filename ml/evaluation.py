@@ -207,6 +207,41 @@ def metrics(y, p, threshold: float, *, n_boot: int = 1000, uncertain_threshold: 
     return out
 
 
+def orientation_consistency(y, p_views, threshold: float, uncertain_threshold: float | None = None,
+                             views: "list[str] | tuple[str, ...]" = ()) -> dict[str, Any]:
+    """How much the outcome depends on how the photo was turned: the same images scored in several
+    orientations (`p_views`, N x V calibrated probabilities, column 0 the image as it is; ml/tta.py's
+    flips and quarter turns). A lesion has no "up", so a clinician expects one answer for it.
+
+    The outcome is the three-way one the clinician sees (low risk, uncertain, needs a doctor);
+    "flagged" means a doctor looks (uncertain or needs a doctor, or needs a doctor alone where the
+    model has no uncertain band)."""
+    y, p = np.asarray(y).astype(int), np.asarray(p_views, dtype=float)
+    if p.ndim != 2 or len(p) != len(y):
+        raise ValueError(f"p_views must be (n images, n views), got {p.shape} for {len(y)} labels")
+    flag_at = threshold if uncertain_threshold is None else uncertain_threshold
+    level = (p >= threshold).astype(int) + (p >= flag_at).astype(int)
+    flagged = p >= flag_at
+    differs = level.min(axis=1) != level.max(axis=1)
+    flag_differs = flagged.any(axis=1) & ~flagged.all(axis=1)
+    z = logit(np.clip(p, 1e-7, 1 - 1e-7))
+    spread = z.max(axis=1) - z.min(axis=1)
+    mal = y == 1
+    return {
+        "views": list(views) or [f"view {i}" for i in range(p.shape[1])],
+        "outcome_changes": float(differs.mean()),
+        "flag_changes": float(flag_differs.mean()),
+        "malignant_flag_changes": _ratio(int(flag_differs[mal].sum()), int(mal.sum())),
+        "malignant_not_flagged_as_is": _ratio(int((~flagged[mal, 0]).sum()), int(mal.sum())),
+        "malignant_not_flagged_in_some_view": _ratio(int((~flagged[mal]).any(axis=1).sum()), int(mal.sum())),
+        "logit_spread_median": float(np.median(spread)),
+        "logit_spread_p90": float(np.quantile(spread, 0.9)),
+        "auc_by_view": [roc_auc(y, p[:, j]) for j in range(p.shape[1])],
+        "sensitivity_by_view": [_ratio(int((p[mal, j] >= threshold).sum()), int(mal.sum())) for j in range(p.shape[1])],
+        "specificity_by_view": [_ratio(int((p[~mal, j] < threshold).sum()), int((~mal).sum())) for j in range(p.shape[1])],
+    }
+
+
 def format_table(rows: dict[str, dict[str, Any]]) -> str:
     """A plain-text table: one row per named set."""
     cols = ["n", "n_malignant", "auc", "auc_ci95", "accuracy", "balanced_accuracy", "sensitivity", "specificity",

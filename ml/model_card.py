@@ -12,11 +12,11 @@ from typing import Any
 
 EVALUATIONS = {
     "ham10000_test": ("HAM10000 test split (ISIC 2018 Task 3 test set)",
-                      "python manage.py evaluate_model ../shared/datasets/ham10000 --split test --json {dir}/evaluation/ham10000_test.json"),
+                      "python manage.py evaluate_model ../shared/datasets/ham10000 --split test --orientations --json {dir}/evaluation/ham10000_test.json"),
     "ham10000_validation": ("HAM10000 validation split (threshold and calibration were chosen here)",
                             "python manage.py evaluate_model ../shared/datasets/ham10000 --split validation --json {dir}/evaluation/ham10000_validation.json"),
     "ph2_melanoma": ("PH2, melanoma vs the rest (external)",
-                     "python manage.py evaluate_model ../shared/datasets/ph2 --json {dir}/evaluation/ph2_melanoma.json"),
+                     "python manage.py evaluate_model ../shared/datasets/ph2 --orientations --json {dir}/evaluation/ph2_melanoma.json"),
     "ph2_atypical": ("PH2, atypical nevus + melanoma vs common nevus (external, the original challenge's convention)",
                      "python manage.py evaluate_model ../shared/datasets/ph2 --atypical-is-malignant --json {dir}/evaluation/ph2_atypical.json"),
 }
@@ -290,6 +290,28 @@ def _limitation_lines(meta, ev: Path) -> list[str]:
             f"the other lesions); ECE there is {_f(ph2['ece'])}. Calibration does not carry over to another "
             "device; that is why every uncertain case goes to a doctor, and why a clinic should check the model on "
             "its own images before relying on it.")
+    from .tta import ALL_VIEWS
+
+    turned = {name: m["orientations"] for name, m in (("HAM10000 test", test), ("PH2", ph2)) if m and m.get("orientations")}
+    if turned:
+        def each(key):
+            return " and ".join(f"{_f(r[key])} ({name})" for name, r in turned.items())
+
+        spans = " and ".join(f"{_f(min(r['auc_by_view']))} to {_f(max(r['auc_by_view']))} ({name})"
+                             for name, r in turned.items())
+        lines.append(
+            "- **The answer can change when the photo is turned**: scored in the eight flips and quarter turns of "
+            "the square (`evaluate_model --orientations`), which show the same lesion, the outcome changes with the "
+            f"view for {each('outcome_changes')} of the images, and whether a doctor looks (uncertain or needs a "
+            f"doctor) for {each('flag_changes')}. Malignant lesions not flagged as they are: "
+            f"{each('malignant_not_flagged_as_is')}; in at least one view: {each('malignant_not_flagged_in_some_view')}. "
+            f"AUC by view: {spans}"
+            + (", so an AUC in the table above is one of several equally valid draws. "
+               if any(max(r["auc_by_view"]) - min(r["auc_by_view"]) >= 0.005 for r in turned.values()) else ". ")
+            + ("The model averages all eight views itself, so its answer does not depend on them."
+               if set(meta.get("tta_views") or ()) == set(ALL_VIEWS) else
+               "`calibrate_model DATASET --views all` averages the eight views, so that the answer does not depend "
+               "on them, at several times the inference time (see the README)."))
     if cam:
         lines.append(
             f"- **Where it looks**: {_f(cam['mean_heat_inside_lesion'])} of the Grad-CAM heat falls inside PH2's "

@@ -64,3 +64,33 @@ def test_paired_auc_difference_is_about_the_models_not_the_sample():
 
     with pytest.raises(ValueError, match="one score from each model"):
         evaluation.paired_auc_difference(y, a, b[:-1])
+
+
+def test_orientation_consistency_counts_outcomes_that_move_with_the_view():
+    # threshold 0.5, uncertain band from 0.2: outcome levels low < 0.2 <= uncertain < 0.5 <= needs a doctor.
+    y = np.array([1, 1, 1, 0, 0])
+    p = np.array([
+        [0.9, 0.8, 0.6],   # malignant, needs a doctor in every view: stable
+        [0.4, 0.6, 0.3],   # malignant, uncertain / needs a doctor: outcome moves, always flagged
+        [0.3, 0.1, 0.25],  # malignant, flagged as is, low risk when turned: the costly move
+        [0.1, 0.15, 0.05], # benign, low risk in every view
+        [0.1, 0.3, 0.1],   # benign, flagged in one view
+    ])
+    r = evaluation.orientation_consistency(y, p, 0.5, 0.2, ["id", "h", "t"])
+    assert r["views"] == ["id", "h", "t"]
+    assert r["outcome_changes"] == pytest.approx(3 / 5)
+    assert r["flag_changes"] == pytest.approx(2 / 5)
+    assert r["malignant_flag_changes"] == pytest.approx(1 / 3)
+    assert r["malignant_not_flagged_as_is"] == 0.0
+    assert r["malignant_not_flagged_in_some_view"] == pytest.approx(1 / 3)
+    assert r["sensitivity_by_view"] == pytest.approx([1 / 3, 2 / 3, 1 / 3])
+    assert r["specificity_by_view"] == [1.0, 1.0, 1.0]
+    assert r["auc_by_view"][0] == evaluation.roc_auc(y, p[:, 0])
+    # Without an uncertain band, "flagged" is needs a doctor alone.
+    alone = evaluation.orientation_consistency(y, p, 0.5)
+    assert alone["flag_changes"] == pytest.approx(1 / 5) and alone["malignant_not_flagged_as_is"] == pytest.approx(2 / 3)
+    assert alone["views"] == ["view 0", "view 1", "view 2"]
+    # One view: nothing can change.
+    assert evaluation.orientation_consistency(y, p[:, :1], 0.5, 0.2)["outcome_changes"] == 0.0
+    with pytest.raises(ValueError, match="n images, n views"):
+        evaluation.orientation_consistency(y, p[:, 0], 0.5)

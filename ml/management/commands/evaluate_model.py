@@ -59,24 +59,33 @@ class Command(BaseCommand):
         parser.add_argument("--runtime", choices=["auto", "keras", "litert"], default="auto",
                             help="which runtime scores the images (default: what serving uses)")
         parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the AUC interval")
+        parser.add_argument("--orientations", action="store_true",
+                            help="also score each image in the eight flips and quarter turns of the square and "
+                                 "report how often the outcome changes with them (eight times the time)")
 
     def handle(self, *args, **o):
         import numpy as np
 
-        from ml import evaluation
-        from ml.classifier import ModelUnavailable, predict_many
+        from ml import evaluation, tta
+        from ml.classifier import ModelUnavailable, predict_orientations
 
         model_dir = Path(o["model"] or settings.SKINCARE_MODEL_DIR)
         report, samples, y = samples_to_score(o["dataset"], o["format"], o["atypical_is_malignant"], [model_dir],
                                               o["split"])
         self.stdout.write(f"scoring {len(samples)} images ({int(y.sum())} malignant) with {model_dir} ...")
         try:
-            p, meta = predict_many([s.path for s in samples], directory=model_dir,
-                                   runtime=None if o["runtime"] == "auto" else o["runtime"])
+            views = tta.ALL_VIEWS if o["orientations"] else tta.IDENTITY
+            p_views, meta = predict_orientations([s.path for s in samples], directory=model_dir,
+                                                 runtime=None if o["runtime"] == "auto" else o["runtime"],
+                                                 orientations=views)
         except ModelUnavailable as exc:
             raise CommandError(str(exc)) from exc
+        p = p_views[:, 0]  # the image as it is
         result = evaluation.metrics(y, p, float(meta["threshold"]), n_boot=o["bootstrap"],
                                     uncertain_threshold=meta.get("uncertain_threshold"))
+        if o["orientations"]:
+            result["orientations"] = evaluation.orientation_consistency(
+                y, p_views, float(meta["threshold"]), meta.get("uncertain_threshold"), views)
         result.update({
             "dataset": str(o["dataset"]), "format": report.format, "split": o["split"],
             "atypical_is_malignant": o["atypical_is_malignant"], "model_version": meta.get("model_version"),
@@ -92,6 +101,14 @@ class Command(BaseCommand):
         self.stdout.write(f"threshold {result['threshold']:.3f} (saved with model {result['model_version']})")
         for detail, row in by_detail.items():
             self.stdout.write(f"  {detail:>16}: {row['flagged']}/{row['n']} flagged, mean probability {row['mean_probability']:.3f}")
+        if o["orientations"]:
+            r = result["orientations"]
+            self.stdout.write(
+                f"turned or flipped ({len(views)} views): the outcome changes for {r['outcome_changes']:.3f} of the images, "
+                f"whether a doctor looks for {r['flag_changes']:.3f} ({r['malignant_flag_changes']:.3f} of the malignant); "
+                f"malignant not flagged as is {r['malignant_not_flagged_as_is']:.3f}, in some view "
+                f"{r['malignant_not_flagged_in_some_view']:.3f}; AUC by view {min(r['auc_by_view']):.3f} to "
+                f"{max(r['auc_by_view']):.3f}")
         if o["json_path"]:
             Path(o["json_path"]).write_text(json.dumps(result, indent=2))
             self.stdout.write(f"wrote {o['json_path']}")
