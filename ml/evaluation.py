@@ -220,8 +220,8 @@ def orientation_consistency(y, p_views, threshold: float, uncertain_threshold: f
     if p.ndim != 2 or len(p) != len(y):
         raise ValueError(f"p_views must be (n images, n views), got {p.shape} for {len(y)} labels")
     flag_at = threshold if uncertain_threshold is None else uncertain_threshold
-    level = (p >= threshold).astype(int) + (p >= flag_at).astype(int)
     flagged = p >= flag_at
+    level = (p >= threshold).astype(int) + flagged  # 0 low risk, 1 uncertain, 2 needs a doctor
     differs = level.min(axis=1) != level.max(axis=1)
     flag_differs = flagged.any(axis=1) & ~flagged.all(axis=1)
     z = logit(np.clip(p, 1e-7, 1 - 1e-7))
