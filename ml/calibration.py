@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from . import evaluation
+from . import evaluation, tta
 
 METRICS_FILENAME = "metrics.json"
 
@@ -82,17 +82,30 @@ def calibrate_and_report(model_dir, y_val: np.ndarray, val_images, train_prior: 
     plots from those same served scores. The test split is scored, never used to choose.
 
     fitted_by: the command, as the model card should quote it."""
-    from .classifier import LoadedModel
+    from .classifier import LoadedModel, raw_orientations
 
     model_dir = Path(model_dir)
     meta_path = model_dir / "metadata.json"
     # One load scores both splits: raw scores depend on the weights and views, not on the calibration
     # written in between.
     loaded = LoadedModel(model_dir)
-    raw_val, runtime = served_raw_scores(model_dir, val_images, loaded=loaded)
+    runtime = loaded.runtime.name
+    # The validation images in the eight orientations, for the "close to a boundary" margin; column 0
+    # is the image as it is, as serving scores it. A model that averages all eight views answers the
+    # same in each (they are the same eight views, reordered), so it is scored once.
+    invariant = set(loaded.views) == set(tta.ALL_VIEWS)
+    raw_views = raw_orientations(loaded, val_images, orientations=tta.IDENTITY if invariant else tta.ALL_VIEWS)
+    raw_val = raw_views[:, 0]
     fitted = fit_calibration(y_val, raw_val, train_prior)
     meta = json.loads(meta_path.read_text())
     meta.update(fitted)
+    p_views = evaluation.sigmoid((evaluation.logit(raw_views) + fitted["logit_offset"]) / fitted["temperature"])
+    margin = evaluation.fit_boundary_margin(p_views, fitted["threshold"], fitted["uncertain_threshold"])
+    margin["rule"] = (
+        "exact: the model averages all eight views, so turning the photo does not change its answer" if invariant
+        else f"the smallest margin around the outcome boundaries that holds >= {evaluation.BOUNDARY_COVERAGE:.2f} of "
+             "the validation images whose outcome changes when the photo is turned or flipped (8 views)")
+    meta["boundary_margin"] = margin
     meta["calibration_fit"] = {
         "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": fitted_by, "runtime": runtime, "views": list(meta.get("tta_views") or ["id"]),
@@ -122,6 +135,8 @@ def calibrate_and_report(model_dir, y_val: np.ndarray, val_images, train_prior: 
         evaluation.plot_history(history, model_dir, phases=phases)
     (model_dir / METRICS_FILENAME).write_text(json.dumps(results, indent=2))
     log(f"calibrated on the validation scores of the {runtime} runtime: temperature {fitted['temperature']:.3f}, "
-        f"threshold {threshold:.4f}, uncertain from {uncertain:.4f}")
+        f"threshold {threshold:.4f}, uncertain from {uncertain:.4f}; close to a boundary within "
+        f"{margin['logit']:.3f} logits (the outcome changes with the view for {margin['validation_outcome_changes']:.3f} "
+        f"of the validation images, the note is on {margin['validation_noted']:.3f})")
     log(evaluation.format_table({k: results[k] for k in ("validation", "test") if k in results}))
     return results

@@ -47,6 +47,9 @@ class Result:
     reason: str = ""  # why the image was not assessed
     heatmap: Any = None  # Grad-CAM (H, W) array in 0..1, or None where the model has no feature layer
     gate_measures: dict = field(default_factory=dict)
+    # Close to an outcome boundary: within the margin (metadata "boundary_margin", fitted on validation)
+    # in which the same photo turned or flipped can get another outcome.
+    near_boundary: bool = False
 
     @property
     def assessed(self) -> bool:
@@ -60,6 +63,17 @@ def outcome_for(probability: float, threshold: float, uncertain_threshold: float
     if uncertain_threshold is not None and probability >= uncertain_threshold:
         return "uncertain"
     return "low_risk"
+
+
+def is_near_boundary(probability: float, threshold: float, uncertain_threshold: float | None,
+                     metadata: dict[str, Any]) -> bool:
+    """Whether a calibrated probability lies within the model's boundary margin of an outcome boundary
+    (ml.evaluation.fit_boundary_margin); never for a model saved without one, or with a margin of 0
+    (a model that averages all eight views answers the same however the photo is turned)."""
+    from .evaluation import boundary_distance
+
+    margin = float((metadata.get("boundary_margin") or {}).get("logit") or 0.0)
+    return margin > 0 and float(boundary_distance(probability, threshold, uncertain_threshold)) <= margin
 
 
 def model_dir() -> Path:
@@ -323,15 +337,28 @@ def predict_orientations(sources, directory: Path | None = None, batch_size: int
     (a model with test-time views of its own still averages them on top). Column "id" is
     :func:`predict_many`'s."""
     loaded = _loaded_for(directory, runtime)
+    raw = raw_orientations(loaded, sources, batch_size, orientations)
+    calibrated = [[loaded.calibrate(value) for value in row] for row in raw]
+    return np.array(calibrated, dtype=float).reshape(raw.shape), loaded.metadata
+
+
+def raw_orientations(loaded: LoadedModel, sources, batch_size: int = 32,
+                     orientations: "tuple[str, ...]" = tta.ALL_VIEWS) -> np.ndarray:
+    """(N, len(orientations)) raw malignant probabilities, before calibration, of `loaded` on each image
+    turned or flipped as each view name says. sources: image sources ml.preprocessing reads, or
+    preprocessed (N, size, size, 3) arrays. Column "id" is what serving computes for the image."""
     size = int(loaded.metadata.get("image_size", preprocessing.IMAGE_SIZE))
-    sources = list(sources)
-    rows = []
+    if not isinstance(sources, np.ndarray):
+        sources = list(sources)
+    rows: list = []
     for start in range(0, len(sources), batch_size):
-        batch = np.stack([preprocessing.preprocess(s, size) for s in sources[start:start + batch_size]])
-        columns = [[loaded.calibrate(raw) for raw in loaded.analyse(np.ascontiguousarray(tta.transform(batch, view)))[0]]
+        chunk = sources[start:start + batch_size]
+        batch = (np.asarray(chunk, dtype=np.float32) if isinstance(sources, np.ndarray)
+                 else np.stack([preprocessing.preprocess(s, size) for s in chunk]))
+        columns = [[float(v) for v in loaded.analyse(np.ascontiguousarray(tta.transform(batch, view)))[0]]
                    for view in orientations]
         rows.extend(zip(*columns))
-    return np.array(rows, dtype=float).reshape(len(sources), len(orientations)), loaded.metadata
+    return np.array(rows, dtype=float).reshape(len(sources), len(orientations))
 
 
 def predict(image: preprocessing.ImageSource, *, use_gate: bool = True) -> Result:
@@ -361,6 +388,7 @@ def predict(image: preprocessing.ImageSource, *, use_gate: bool = True) -> Resul
                           uncertain_threshold=uncertain, reason=decision.reason, gate_measures=measures)
     probability = loaded.calibrate(float(raw[0]))
     return Result(
+        near_boundary=is_near_boundary(probability, threshold, uncertain, meta),
         probability_malignant=probability,
         label="malignant" if probability >= threshold else "benign",
         threshold=threshold,

@@ -207,8 +207,50 @@ def metrics(y, p, threshold: float, *, n_boot: int = 1000, uncertain_threshold: 
     return out
 
 
+BOUNDARY_COVERAGE = 0.90  # the "close to a boundary" note: on at least this share of validation outcome changes
+
+
+def boundary_distance(p, threshold: float, uncertain_threshold: float | None = None):
+    """How far each calibrated probability is from the nearest outcome boundary (the threshold, and
+    the uncertain threshold where the band is not empty), in logits: a probability's distance from a
+    boundary in the units in which turning the photo moves it."""
+    z = logit(np.clip(np.asarray(p, dtype=float), 1e-7, 1 - 1e-7))
+    edges = [threshold] + ([uncertain_threshold] if uncertain_threshold is not None and uncertain_threshold < threshold else [])
+    return np.min([np.abs(z - logit(np.clip(edge, 1e-7, 1 - 1e-7))) for edge in edges], axis=0)
+
+
+def outcome_levels(p, threshold: float, uncertain_threshold: float | None = None) -> np.ndarray:
+    """0 low risk, 1 uncertain, 2 needs a doctor (ml.classifier.outcome_for, on arrays)."""
+    p = np.asarray(p, dtype=float)
+    flag_at = threshold if uncertain_threshold is None else uncertain_threshold
+    return (p >= threshold).astype(int) + (p >= flag_at)
+
+
+def fit_boundary_margin(p_views, threshold: float, uncertain_threshold: float | None = None,
+                        coverage: float = BOUNDARY_COVERAGE) -> dict[str, Any]:
+    """The margin, in logits around each outcome boundary, inside which a result is "close to a
+    boundary": the smallest that holds at least `coverage` of the images whose outcome changes when
+    the photo is turned or flipped (`p_views`, N x V calibrated probabilities of the validation split,
+    column 0 the image as it is). Such an image always lies within its largest turn of a boundary, so
+    the note goes where another view of the photo can get another outcome. 0 where no outcome changes."""
+    p = np.asarray(p_views, dtype=float)
+    level = outcome_levels(p, threshold, uncertain_threshold)
+    changes = level.min(axis=1) != level.max(axis=1)
+    distance = boundary_distance(p[:, 0], threshold, uncertain_threshold)
+    margin = float(np.quantile(distance[changes], coverage, method="higher")) if changes.any() else 0.0
+    noted = distance <= margin if margin > 0 else np.zeros(len(p), dtype=bool)
+    return {
+        "logit": margin,
+        "coverage_target": coverage,
+        "views": int(p.shape[1]),
+        "validation_outcome_changes": float(changes.mean()),
+        "validation_noted": float(noted.mean()),
+        "validation_changes_noted": _ratio(int((noted & changes).sum()), int(changes.sum())) if changes.any() else None,
+    }
+
+
 def orientation_consistency(y, p_views, threshold: float, uncertain_threshold: float | None = None,
-                             views: "list[str] | tuple[str, ...]" = ()) -> dict[str, Any]:
+                             views: "list[str] | tuple[str, ...]" = (), boundary_margin: float | None = None) -> dict[str, Any]:
     """How much the outcome depends on how the photo was turned: the same images scored in several
     orientations (`p_views`, N x V calibrated probabilities, column 0 the image as it is; ml/tta.py's
     flips and quarter turns). A lesion has no "up", so a clinician expects one answer for it.
@@ -219,15 +261,14 @@ def orientation_consistency(y, p_views, threshold: float, uncertain_threshold: f
     y, p = np.asarray(y).astype(int), np.asarray(p_views, dtype=float)
     if p.ndim != 2 or len(p) != len(y):
         raise ValueError(f"p_views must be (n images, n views), got {p.shape} for {len(y)} labels")
-    flag_at = threshold if uncertain_threshold is None else uncertain_threshold
-    flagged = p >= flag_at
-    level = (p >= threshold).astype(int) + flagged  # 0 low risk, 1 uncertain, 2 needs a doctor
+    flagged = p >= (threshold if uncertain_threshold is None else uncertain_threshold)
+    level = outcome_levels(p, threshold, uncertain_threshold)
     differs = level.min(axis=1) != level.max(axis=1)
     flag_differs = flagged.any(axis=1) & ~flagged.all(axis=1)
     z = logit(np.clip(p, 1e-7, 1 - 1e-7))
     spread = z.max(axis=1) - z.min(axis=1)
     mal = y == 1
-    return {
+    result = {
         "views": list(views) or [f"view {i}" for i in range(p.shape[1])],
         "outcome_changes": float(differs.mean()),
         "flag_changes": float(flag_differs.mean()),
@@ -240,6 +281,17 @@ def orientation_consistency(y, p_views, threshold: float, uncertain_threshold: f
         "sensitivity_by_view": [_ratio(int((p[mal, j] >= threshold).sum()), int(mal.sum())) for j in range(p.shape[1])],
         "specificity_by_view": [_ratio(int((p[~mal, j] < threshold).sum()), int((~mal).sum())) for j in range(p.shape[1])],
     }
+    if boundary_margin is not None:  # the result page's "close to a boundary" note, as fitted on validation
+        noted = (boundary_distance(p[:, 0], threshold, uncertain_threshold) <= boundary_margin
+                 if boundary_margin > 0 else np.zeros(len(p), dtype=bool))
+        result.update({
+            "boundary_margin": float(boundary_margin),
+            "noted": float(noted.mean()),
+            "outcome_changes_noted": _ratio(int((noted & differs).sum()), int(differs.sum())),
+            "noted_outcome_changes": _ratio(int((noted & differs).sum()), int(noted.sum())),
+            "malignant_flag_changes_noted": _ratio(int((noted & flag_differs)[mal].sum()), int(flag_differs[mal].sum())),
+        })
+    return result
 
 
 def format_table(rows: dict[str, dict[str, Any]]) -> str:

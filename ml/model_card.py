@@ -311,7 +311,8 @@ def _limitation_lines(meta, ev: Path) -> list[str]:
             + ("The model averages all eight views itself, so its answer does not depend on them."
                if set(meta.get("tta_views") or ()) == set(ALL_VIEWS) else
                "`calibrate_model DATASET --views all` averages the eight views, so that the answer does not depend "
-               "on them, at several times the inference time (see the README)."))
+               "on them, at several times the inference time (see the README).")
+            + _boundary_note(meta, turned))
     if cam:
         lines.append(
             f"- **Where it looks**: {_f(cam['mean_heat_inside_lesion'])} of the Grad-CAM heat falls inside PH2's "
@@ -321,6 +322,20 @@ def _limitation_lines(meta, ev: Path) -> list[str]:
             + _melanoma_heat(cam) + _outcome_heat(cam) +
             " The heat map shows where the model looked, not where the lesion is.")
     return lines
+
+
+def _boundary_note(meta, turned) -> str:
+    """What the result page's "close to a boundary" note covers, on validation (where its margin was
+    fitted) and on the held-out sets."""
+    fit = meta.get("boundary_margin") or {}
+    noted = {name: r for name, r in turned.items() if "noted" in r}
+    if not fit.get("logit") or not noted:
+        return ""
+    held = " and ".join(f"{_f(r['noted'])} of the results, holding {_f(r['outcome_changes_noted'])} of the changes "
+                        f"({name})" for name, r in noted.items())
+    return (f" Where a probability lies within {_f(fit['logit'])} logits of a boundary, the result page says it is "
+            "close to a boundary and that a turned or another photo can get another outcome: fitted on validation to "
+            f"hold {_f(fit.get('validation_changes_noted'))} of the outcome changes there, it is on {held}.")
 
 
 def _training_lines(meta, metrics) -> list[str]:

@@ -20,14 +20,16 @@ QUALITY_ONLY_GATE = {
 
 
 def write_standin_model(directory, *, threshold: float = 0.5, uncertain_threshold: float | None = None,
-                        version: str = "standin-test", red_is_malignant: bool = True, gate: bool = False) -> Path:
+                        version: str = "standin-test", red_is_malignant: bool = True, gate: bool = False,
+                        boundary_margin: float | None = None) -> Path:
     """Write model.keras + metadata.json with the shipped model's structure (lower / upper / head
     sub-models, a `top_activation` feature layer), so Grad-CAM works on it too.
 
     The probability of malignancy rises with how much redder than blue the image is
     (logit = 8 * (R - B) on 0..1 colours), so tests can steer the verdict with colour, and
     the heat map lands where the red is. `gate=True` adds image-quality limits: a uniform
-    image is then "not assessed"."""
+    image is then "not assessed". `boundary_margin` (logits) marks results that close to a boundary
+    as "close to a boundary", as a trained model's fitted margin does."""
     import keras
     import numpy as np
 
@@ -58,6 +60,8 @@ def write_standin_model(directory, *, threshold: float = 0.5, uncertain_threshol
         "logit_offset": 0.0,
         "cam_layer": "top_activation",
     }
+    if boundary_margin is not None:
+        metadata["boundary_margin"] = {"logit": boundary_margin, "rule": "set by the test"}
     if gate:
         metadata["gate"] = dict(QUALITY_ONLY_GATE)
     (directory / METADATA_FILENAME).write_text(json.dumps(metadata, indent=2))

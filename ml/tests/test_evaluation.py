@@ -94,3 +94,41 @@ def test_orientation_consistency_counts_outcomes_that_move_with_the_view():
     assert evaluation.orientation_consistency(y, p[:, :1], 0.5, 0.2)["outcome_changes"] == 0.0
     with pytest.raises(ValueError, match="n images, n views"):
         evaluation.orientation_consistency(y, p[:, 0], 0.5)
+
+
+def test_boundary_margin_covers_the_outcomes_that_move_with_the_view():
+    # The same five images as above: threshold 0.5 (logit 0), uncertain from 0.2 (logit -1.386).
+    y = np.array([1, 1, 1, 0, 0])
+    p = np.array([[0.9, 0.8, 0.6], [0.4, 0.6, 0.3], [0.3, 0.1, 0.25], [0.1, 0.15, 0.05], [0.1, 0.3, 0.1]])
+    z = evaluation.logit
+    # Distance of each image as it is to its nearest boundary, in logits.
+    assert evaluation.boundary_distance(p[:, 0], 0.5, 0.2) == pytest.approx(
+        [z(0.9), -z(0.4), z(0.3) - z(0.2), z(0.2) - z(0.1), z(0.2) - z(0.1)])
+    assert float(evaluation.boundary_distance(0.4, 0.5)) == pytest.approx(-z(0.4))  # no band: the threshold alone
+    # The three that move lie 0.405, 0.539 and 0.811 from a boundary: covering 0.9 of them takes 0.811,
+    # which also notes the stable fourth image at exactly that distance.
+    fit = evaluation.fit_boundary_margin(p, 0.5, 0.2)
+    assert fit["logit"] == pytest.approx(z(0.2) - z(0.1))
+    assert (fit["validation_outcome_changes"], fit["validation_noted"], fit["validation_changes_noted"]) == \
+        pytest.approx((3 / 5, 4 / 5, 1.0))
+    half = evaluation.fit_boundary_margin(p, 0.5, 0.2, coverage=0.5)
+    assert half["logit"] == pytest.approx(z(0.3) - z(0.2)) and half["validation_changes_noted"] == pytest.approx(2 / 3)
+    # One view, or a model whose answer never moves: no margin, no note.
+    still = evaluation.fit_boundary_margin(p[:, :1], 0.5, 0.2)
+    assert (still["logit"], still["validation_noted"], still["validation_changes_noted"]) == (0.0, 0.0, None)
+
+    # The same margin measured on other images: what share gets the note, and how many of the moves it holds.
+    r = evaluation.orientation_consistency(y, p, 0.5, 0.2, boundary_margin=half["logit"])
+    assert r["noted"] == pytest.approx(2 / 5) and r["outcome_changes_noted"] == pytest.approx(2 / 3)
+    assert r["noted_outcome_changes"] == 1.0 and r["malignant_flag_changes_noted"] == 1.0
+    assert "noted" not in evaluation.orientation_consistency(y, p, 0.5, 0.2)
+
+
+def test_serving_notes_a_result_within_the_saved_margin():
+    from ml.classifier import is_near_boundary
+
+    meta = {"boundary_margin": {"logit": 0.5}}
+    assert is_near_boundary(0.45, 0.5, 0.2, meta) and is_near_boundary(0.15, 0.5, 0.2, meta)
+    assert not is_near_boundary(0.9, 0.5, 0.2, meta) and not is_near_boundary(0.05, 0.5, 0.2, meta)
+    # no margin saved, or a margin of 0 (a model averaging all eight views): never
+    assert not is_near_boundary(0.5, 0.5, 0.2, {}) and not is_near_boundary(0.5, 0.5, 0.2, {"boundary_margin": {"logit": 0.0}})

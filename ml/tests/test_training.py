@@ -29,6 +29,30 @@ def test_train_model_writes_a_complete_artifact(small_model):
     assert splits["test"] and not set(splits["test"]) & set(splits["validation"])
 
 
+def test_train_model_fits_the_boundary_margin_on_the_validation_images_turned(small_model):
+    """The result page's "close to a boundary" margin: what training saved is what the validation
+    images, scored again through the serving path in the eight orientations, give."""
+    import numpy as np
+
+    from ml import classifier, evaluation
+    from ml.datasets import read_dataset
+    from ml.splits import held_out, recorded_splits
+
+    ham, out = small_model
+    meta = json.loads((out / "metadata.json").read_text())
+    saved = meta["boundary_margin"]
+    assert saved["views"] == 8 and saved["coverage_target"] == evaluation.BOUNDARY_COVERAGE
+    _, val, _ = held_out(read_dataset(ham).samples, recorded_splits(out))
+    p_views, _ = classifier.predict_orientations([s.path for s in val], directory=out)
+    again = evaluation.fit_boundary_margin(p_views, meta["threshold"], meta["uncertain_threshold"])
+    for key in ("logit", "validation_outcome_changes", "validation_noted"):
+        assert saved[key] == pytest.approx(again[key], rel=1e-6, abs=1e-9), key
+    if saved["validation_outcome_changes"]:
+        assert saved["validation_changes_noted"] >= evaluation.BOUNDARY_COVERAGE
+        noted = [classifier.is_near_boundary(p, meta["threshold"], meta["uncertain_threshold"], meta) for p in p_views[:, 0]]
+        assert np.mean(noted) == pytest.approx(saved["validation_noted"])
+
+
 @pytest.mark.parametrize("split", ["test", "validation"])
 @pytest.mark.parametrize("runtime, swapped_pairs, ece_tolerance", [("litert", 0, 1e-9), ("keras", 2, 0.02)])
 def test_evaluate_model_reproduces_the_training_scores(small_model, tmp_path, runtime, swapped_pairs, ece_tolerance,
@@ -77,10 +101,13 @@ def test_calibrate_model_refits_for_the_views_serving_averages(small_model, tmp_
     for key in ("temperature", "logit_offset", "threshold", "uncertain_threshold"):
         assert same[key] == pytest.approx(before[key], rel=1e-9), key
     assert same["calibration_fit"]["command"].endswith("--views none")
+    assert same["boundary_margin"]["logit"] == pytest.approx(before["boundary_margin"]["logit"], rel=1e-9)
 
     call_command("calibrate_model", str(ham), "--model", str(out))
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["tta_views"] == ["id", "h", "v", "hv", "t", "th", "tv", "thv"]
+    # the eight views averaged answer the same however the photo is turned: no result is close to a boundary
+    assert meta["boundary_margin"]["logit"] == 0.0 and meta["boundary_margin"]["rule"].startswith("exact")
     assert 0 < meta["uncertain_threshold"] <= meta["threshold"] < 1
     report = tmp_path / "val.json"
     call_command("evaluate_model", str(ham), "--model", str(out), "--split", "validation", "--json", str(report),

@@ -84,8 +84,10 @@ class Command(BaseCommand):
         result = evaluation.metrics(y, p, float(meta["threshold"]), n_boot=o["bootstrap"],
                                     uncertain_threshold=meta.get("uncertain_threshold"))
         if o["orientations"]:
+            margin = (meta.get("boundary_margin") or {}).get("logit")
             result["orientations"] = evaluation.orientation_consistency(
-                y, p_views, float(meta["threshold"]), meta.get("uncertain_threshold"), views)
+                y, p_views, float(meta["threshold"]), meta.get("uncertain_threshold"), views,
+                boundary_margin=None if margin is None else float(margin))
         result.update({
             "dataset": str(o["dataset"]), "format": report.format, "split": o["split"],
             "atypical_is_malignant": o["atypical_is_malignant"], "model_version": meta.get("model_version"),
@@ -109,6 +111,12 @@ class Command(BaseCommand):
                 f"malignant not flagged as is {r['malignant_not_flagged_as_is']:.3f}, in some view "
                 f"{r['malignant_not_flagged_in_some_view']:.3f}; AUC by view {min(r['auc_by_view']):.3f} to "
                 f"{max(r['auc_by_view']):.3f}")
+            if "noted" in r:
+                self.stdout.write(
+                    f"'close to a boundary' (within {r['boundary_margin']:.3f} logits, fitted on validation): on "
+                    f"{r['noted']:.3f} of the results, holding {r['outcome_changes_noted']:.3f} of the outcome changes "
+                    f"and {r['malignant_flag_changes_noted']:.3f} of the malignant flag changes; "
+                    f"{r['noted_outcome_changes']:.3f} of the noted results change with the view")
         if o["json_path"]:
             Path(o["json_path"]).write_text(json.dumps(result, indent=2))
             self.stdout.write(f"wrote {o['json_path']}")
