@@ -85,6 +85,7 @@ PREDICTION_FIELDS = [
     "probability_malignant",
     "threshold",
     "uncertain_threshold",
+    "near_boundary",
     "model_version",
     "elapsed_ms",
     "predicted_at",
@@ -125,7 +126,7 @@ class PredictionAdmin(NoAddOrDeleteAdmin):
         "created_at",
     ]
     list_display_links = ["id", "thumbnail_image"]
-    list_filter = [QueueFilter, "outcome", ReviewedFilter, "review_decision", "status", "model_version", "created_at"]
+    list_filter = [QueueFilter, "outcome", "near_boundary", ReviewedFilter, "review_decision", "status", "model_version", "created_at"]
     search_fields = ["upload__patient_ref", "upload__note", "upload__lesion__name", "review_comment"]
     date_hierarchy = "created_at"
     list_select_related = ["upload", "upload__uploaded_by", "upload__lesion", "reviewed_by"]

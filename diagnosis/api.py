@@ -29,6 +29,7 @@ class PredictionSerializer(serializers.ModelSerializer):
     lesion = serializers.SerializerMethodField()
     verdict = serializers.CharField(source="get_outcome_display")
     message = serializers.CharField()
+    boundary_note = serializers.CharField()
     image_url = serializers.SerializerMethodField()
     thumbnail_url = serializers.SerializerMethodField()
     patient_ref = serializers.CharField(source="upload.patient_ref")
@@ -49,6 +50,8 @@ class PredictionSerializer(serializers.ModelSerializer):
             "probability_malignant",
             "threshold",
             "uncertain_threshold",
+            "near_boundary",
+            "boundary_note",
             "reason",
             "model_version",
             "elapsed_ms",

@@ -153,6 +153,11 @@ class Prediction(models.Model):
     uncertain_threshold = models.FloatField(
         null=True, blank=True, help_text="Lower edge of the uncertain band (up to the threshold)."
     )
+    near_boundary = models.BooleanField(
+        "close to a boundary", default=False,
+        help_text="The probability is so close to an outcome boundary that the same photo turned or flipped can "
+                  "get another outcome (the margin is the model's, fitted on its validation images).",
+    )
     gate_measures = models.JSONField(
         "image check measures", default=dict, blank=True,
         help_text="What the model's image check measured (brightness, contrast, sharpness, familiarity...).",
@@ -240,6 +245,17 @@ class Prediction(models.Model):
         if self.status == self.Status.FAILED:
             return f"Not assessed: the prediction failed ({self.reason}). The upload is saved; retry it."
         return "Not assessed yet: the prediction has not run. The upload is saved; retry it."
+
+    @property
+    def boundary_note(self) -> str:
+        """What the clinician should know about a result close to an outcome boundary; "" otherwise."""
+        if not (self.near_boundary and self.status == self.Status.DONE):
+            return ""
+        note = ("Close to a boundary: the same photo turned or flipped can get another outcome, and so can "
+                "another photo of the lesion.")
+        if self.outcome == self.Outcome.LOW_RISK:
+            note += " Low risk here is a close call: when in doubt, have a doctor look."
+        return note
 
     @property
     def review_state(self) -> str:

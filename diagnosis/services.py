@@ -145,6 +145,7 @@ def run_prediction(prediction: Prediction) -> Prediction:
                 outcome=result.outcome,
                 label=result.label,
                 probability_malignant=result.probability_malignant,
+                near_boundary=result.near_boundary,
             )
             if result.heatmap is not None:
                 stored_heatmap = store_heatmap(prediction, result.heatmap)

@@ -110,6 +110,9 @@ def test_clinician_journey(browser, live_server, serving_model, datasets_root, d
     assert prediction.status == Prediction.Status.DONE, prediction.reason
     verdict = browser.find_element(By.CSS_SELECTOR, ".verdict").text
     assert verdict == prediction.get_outcome_display()
+    # A result close to an outcome boundary says so where the verdict is; any other says nothing of it.
+    notes = [note.text for note in browser.find_elements(By.CSS_SELECTOR, ".boundary-note")]
+    assert notes == ([prediction.boundary_note] if prediction.near_boundary else []), notes
     assert "E2E-0001" in browser.find_element(By.TAG_NAME, "body").text
     wait.until(lambda d: all(image["ok"] for image in loaded_images(d)))
     images = loaded_images(browser)

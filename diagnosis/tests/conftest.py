@@ -40,6 +40,16 @@ def banded_model_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def close_call_model_dir(tmp_path_factory):
+    """The banded stand-in with a boundary margin of 0.5 logits: a probability within it of 0.4 or 0.6
+    is "close to a boundary"."""
+    from ml.testing import write_standin_model
+
+    return write_standin_model(tmp_path_factory.mktemp("close-call-model"), threshold=0.6, uncertain_threshold=0.4,
+                               boundary_margin=0.5)
+
+
+@pytest.fixture(scope="session")
 def gated_model_dir(tmp_path_factory):
     """The stand-in with image-quality limits: a uniform image is not assessed."""
     from ml.testing import write_standin_model
@@ -59,6 +69,11 @@ def _model_fixture(settings, directory):
 @pytest.fixture
 def banded_model(settings, banded_model_dir):
     yield from _model_fixture(settings, banded_model_dir)
+
+
+@pytest.fixture
+def close_call_model(settings, close_call_model_dir):
+    yield from _model_fixture(settings, close_call_model_dir)
 
 
 @pytest.fixture

@@ -150,3 +150,61 @@ def test_admin_lists_the_uncertain_outcome(admin_client, logged_in, banded_model
     response = admin_client.get(changelist, {"outcome__exact": "uncertain"})
     assert [p.outcome for p in response.context["cl"].result_list] == ["uncertain"]
     assert "Uncertain — have a doctor look" in response.content.decode()
+
+
+class TestCloseToABoundary:
+    """A result within the model's boundary margin (here 0.5 logits) of 0.4 or 0.6 carries a note: the same
+    photo turned, or another photo, can get another outcome. The stand-in's logit is 8 * (R - B) / 255."""
+
+    @pytest.mark.parametrize(
+        "difference, outcome, noted",
+        [
+            (40, "needs_doctor", False),  # logit 1.25, 0.85 from the threshold's 0.41
+            (20, "needs_doctor", True),  # logit 0.63, 0.22 from it
+            (0, "uncertain", True),  # logit 0, 0.41 from both edges of the band
+            (-20, "low_risk", True),  # logit -0.63, 0.22 below the uncertain threshold's -0.41
+            (-40, "low_risk", False),  # logit -1.25, 0.85 below it
+        ],
+    )
+    def test_the_note_on_the_result_page_and_in_the_api(self, logged_in, client, token_headers, close_call_model,
+                                                        difference, outcome, noted):
+        response = post_upload(logged_in, redness_png(difference))
+        prediction = Prediction.objects.get()
+        assert (prediction.outcome, prediction.near_boundary) == (outcome, noted)
+        page = logged_in.get(response["Location"]).content.decode()
+        assert ("Close to a boundary: the same photo turned or flipped can get another outcome" in page) == noted
+        # "low risk" close to the band is the close call that matters: a doctor may want to look
+        assert ("Low risk here is a close call" in page) == (noted and outcome == "low_risk")
+
+        body = post_api(client, redness_png(difference), token_headers).json()
+        assert (body["outcome"], body["near_boundary"]) == (outcome, noted)
+        assert body["boundary_note"] == Prediction.objects.get(pk=body["id"]).boundary_note
+        assert bool(body["boundary_note"]) == noted
+
+    def test_a_model_without_a_margin_notes_nothing(self, logged_in, banded_model):
+        post_upload(logged_in, redness_png(0))  # p = 0.5, as close to the band's edges as above
+        prediction = Prediction.objects.get()
+        assert prediction.outcome == "uncertain" and not prediction.near_boundary and prediction.boundary_note == ""
+
+    def test_history_marks_close_calls_and_the_admin_filters_them(self, logged_in, admin_client, close_call_model):
+        for difference in (40, -20):
+            post_upload(logged_in, redness_png(difference))
+        close = Prediction.objects.get(near_boundary=True)
+        history = logged_in.get(reverse("diagnosis:history")).content.decode()
+        assert history.count('class="close-call"') == 1
+        changelist = reverse("admin:diagnosis_prediction_changelist")
+        listed = admin_client.get(changelist, {"near_boundary__exact": "1"}).context["cl"].result_list
+        assert [p.pk for p in listed] == [close.pk]
+
+    def test_a_refused_photo_gets_no_note(self, settings, tmp_path, logged_in):
+        from ml import classifier
+        from ml.testing import write_standin_model
+
+        settings.SKINCARE_MODEL_DIR = write_standin_model(tmp_path, threshold=0.5, gate=True, boundary_margin=50.0)
+        classifier.reset()
+        try:
+            post_upload(logged_in, redness_png(0))  # uniform: refused by the image check
+        finally:
+            classifier.reset()
+        prediction = Prediction.objects.get()
+        assert prediction.status == "refused" and not prediction.near_boundary and prediction.boundary_note == ""
