@@ -8,6 +8,7 @@ that a decompression bomb is refused without being decoded.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from dataclasses import dataclass
 
@@ -99,10 +100,13 @@ def check_image(uploaded) -> CheckedImage:
             f"This file is not an image that can be read. Upload a {accepted_formats_text()} photo.",
             code="not_an_image",
         )
-    except Image.DecompressionBombError:
-        # Pillow's own guard fired on the header, before any pixel was decoded.
+    except Image.DecompressionBombError as exc:
+        # Pillow's own guard fired on the header, before any pixel was decoded. Its message holds
+        # the header's pixel count ("Image size (N pixels) exceeds limit..."): say the image's own size.
+        counted = re.search(r"\((\d+) pixels\)", str(exc))
+        size_text = megapixels(int(counted.group(1))) if counted else f"over {megapixels(2 * Image.MAX_IMAGE_PIXELS)}"
         raise ValidationError(
-            f"The image is over {megapixels(2 * Image.MAX_IMAGE_PIXELS)}, too large to decode safely; "
+            f"The image is {size_text}, too large to decode safely; "
             f"the limit is {megapixels(max_pixels)}. {DOWNSCALE_ADVICE}",
             code="too_many_pixels",
         )

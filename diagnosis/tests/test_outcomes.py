@@ -186,15 +186,19 @@ class TestCloseToABoundary:
         prediction = Prediction.objects.get()
         assert prediction.outcome == "uncertain" and not prediction.near_boundary and prediction.boundary_note == ""
 
-    def test_history_marks_close_calls_and_the_admin_filters_them(self, logged_in, admin_client, close_call_model):
-        for difference in (40, -20):
-            post_upload(logged_in, redness_png(difference))
-        close = Prediction.objects.get(near_boundary=True)
-        history = logged_in.get(reverse("diagnosis:history")).content.decode()
-        assert history.count('class="close-call"') == 1
+    def test_lists_mark_close_calls_and_the_admin_filters_them(self, logged_in, admin_client, close_call_model):
+        for difference in (40, 20, -20):  # needs a doctor; needs a doctor, close; low risk, close
+            post_upload(logged_in, redness_png(difference), patient_ref="PT-1", lesion_name="back, left")
+        close = Prediction.objects.filter(near_boundary=True)
+        assert close.count() == 2
+        # history: every upload; the lesion page: every visit; the queue: the two that need a doctor
+        for page, marks in (("diagnosis:history", 2), ("diagnosis:queue", 1)):
+            assert logged_in.get(reverse(page)).content.decode().count('class="close-call"') == marks, page
+        lesion = Prediction.objects.first().upload.lesion
+        assert logged_in.get(reverse("diagnosis:lesion", args=[lesion.pk])).content.decode().count('class="close-call"') == 2
         changelist = reverse("admin:diagnosis_prediction_changelist")
         listed = admin_client.get(changelist, {"near_boundary__exact": "1"}).context["cl"].result_list
-        assert [p.pk for p in listed] == [close.pk]
+        assert sorted(p.pk for p in listed) == sorted(p.pk for p in close)
 
     def test_a_refused_photo_gets_no_note(self, settings, tmp_path, logged_in):
         from ml import classifier
