@@ -249,6 +249,27 @@ def fit_boundary_margin(p_views, threshold: float, uncertain_threshold: float | 
     }
 
 
+def boundary_notes(y, p, threshold: float, uncertain_threshold: float | None, boundary_margin: float) -> dict[str, Any]:
+    """Which results the "close to a boundary" note is on (ml.classifier.is_near_boundary, on arrays),
+    and above all whether it warns on the malignant lesions the model calls low risk: the costly miss,
+    and the case where the note asks for a doctor when in doubt."""
+    y, p = np.asarray(y).astype(int), np.asarray(p, dtype=float)
+    noted = (boundary_distance(p, threshold, uncertain_threshold) <= boundary_margin if boundary_margin > 0
+             else np.zeros(len(p), dtype=bool))
+    low = outcome_levels(p, threshold, uncertain_threshold) == 0
+    mal = y == 1
+    return {
+        "boundary_margin": float(boundary_margin),
+        "noted": _ratio(int(noted.sum()), len(p)),
+        "noted_by_outcome": {name: int((noted & (outcome_levels(p, threshold, uncertain_threshold) == level)).sum())
+                             for level, name in enumerate(("low_risk", "uncertain", "needs_doctor"))},
+        "malignant_low_risk": int((low & mal).sum()),
+        "malignant_low_risk_noted": int((low & mal & noted).sum()),
+        "benign_low_risk": int((low & ~mal).sum()),
+        "benign_low_risk_noted": int((low & ~mal & noted).sum()),
+    }
+
+
 def orientation_consistency(y, p_views, threshold: float, uncertain_threshold: float | None = None,
                              views: "list[str] | tuple[str, ...]" = (), boundary_margin: float | None = None) -> dict[str, Any]:
     """How much the outcome depends on how the photo was turned: the same images scored in several

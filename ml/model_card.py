@@ -312,7 +312,9 @@ def _limitation_lines(meta, ev: Path) -> list[str]:
                if set(meta.get("tta_views") or ()) == set(ALL_VIEWS) else
                "`calibrate_model DATASET --views all` averages the eight views, so that the answer does not depend "
                "on them, at several times the inference time (see the README).")
-            + _boundary_note(meta, turned))
+            + _boundary_note(meta, turned, {"HAM10000 validation, where the margin was fitted":
+                                                _load(ev / "ham10000_validation.json"),
+                                            "HAM10000 test": test, "PH2": ph2}))
     if cam:
         lines.append(
             f"- **Where it looks**: {_f(cam['mean_heat_inside_lesion'])} of the Grad-CAM heat falls inside PH2's "
@@ -324,7 +326,7 @@ def _limitation_lines(meta, ev: Path) -> list[str]:
     return lines
 
 
-def _boundary_note(meta, turned) -> str:
+def _boundary_note(meta, turned, sets) -> str:
     """What the result page's "close to a boundary" note covers, on validation (where its margin was
     fitted) and on the held-out sets."""
     fit = meta.get("boundary_margin") or {}
@@ -335,7 +337,18 @@ def _boundary_note(meta, turned) -> str:
                         f"({name})" for name, r in noted.items())
     return (f" Where a probability lies within {_f(fit['logit'])} logits of a boundary, the result page says it is "
             "close to a boundary and that a turned or another photo can get another outcome: fitted on validation to "
-            f"hold {_f(fit.get('validation_changes_noted'))} of the outcome changes there, it is on {held}.")
+            f"hold {_f(fit.get('validation_changes_noted'))} of the outcome changes there, it is on {held}."
+            + _low_risk_misses(sets))
+
+
+def _low_risk_misses(sets) -> str:
+    """Whether the note warns on the malignant lesions called low risk (evaluate_model's boundary_note)."""
+    notes = {name: m["boundary_note"] for name, m in sets.items() if m and m.get("boundary_note")}
+    if not notes:
+        return ""
+    each = "; ".join(f"{b['malignant_low_risk_noted']} of {b['malignant_low_risk']} ({name})" for name, b in notes.items())
+    return (f" Malignant lesions the model calls low risk that carry the note (which then adds \"when in doubt, have a "
+            f"doctor look\"): {each}.")
 
 
 def _training_lines(meta, metrics) -> list[str]:

@@ -123,6 +123,16 @@ def test_boundary_margin_covers_the_outcomes_that_move_with_the_view():
     assert r["noted_outcome_changes"] == 1.0 and r["malignant_flag_changes_noted"] == 1.0
     assert "noted" not in evaluation.orientation_consistency(y, p, 0.5, 0.2)
 
+    # The note on the images as they are, by outcome; the malignant third image (0.3) is uncertain, not low risk.
+    notes = evaluation.boundary_notes(y, p[:, 0], 0.5, 0.2, half["logit"])
+    assert notes["noted"] == pytest.approx(2 / 5)
+    assert notes["noted_by_outcome"] == {"low_risk": 0, "uncertain": 2, "needs_doctor": 0}
+    assert (notes["malignant_low_risk"], notes["benign_low_risk"], notes["benign_low_risk_noted"]) == (0, 2, 0)
+    wide = evaluation.boundary_notes([1, 0, 0], [0.15, 0.1, 0.01], 0.5, 0.2, fit["logit"])  # within 0.811 of 0.2
+    assert (wide["malignant_low_risk"], wide["malignant_low_risk_noted"]) == (1, 1)
+    assert (wide["benign_low_risk"], wide["benign_low_risk_noted"]) == (2, 1)
+    assert evaluation.boundary_notes(y, p[:, 0], 0.5, 0.2, 0.0)["noted"] == 0.0
+
 
 def test_serving_notes_a_result_within_the_saved_margin():
     from ml.classifier import is_near_boundary

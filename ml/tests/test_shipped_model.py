@@ -86,6 +86,11 @@ def test_evaluate_model_measures_how_the_outcome_moves_when_the_photo_is_turned(
     assert r["boundary_margin"] == meta["boundary_margin"]["logit"]
     assert r["outcome_changes_noted"] >= 0.8 and r["malignant_flag_changes_noted"] >= 0.8, r
     assert r["noted"] < 0.8, r["noted"]
+    # The costly case: a melanoma called low risk. The shipped model calls 3 of PH2's 40 low risk, and the
+    # note ("when in doubt, have a doctor look") is on all 3 (evaluation/ph2_melanoma.json, boundary_note).
+    b = ph2_result["boundary_note"]
+    assert b["noted"] == pytest.approx(r["noted"])
+    assert b["malignant_low_risk"] <= 5 and b["malignant_low_risk_noted"] >= b["malignant_low_risk"] / 2, b
 
 
 def test_a_model_that_averages_the_views_gives_one_answer_however_the_photo_is_turned(ph2_root, tmp_path):

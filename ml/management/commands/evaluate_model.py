@@ -83,8 +83,11 @@ class Command(BaseCommand):
         p = p_views[:, 0]  # the image as it is
         result = evaluation.metrics(y, p, float(meta["threshold"]), n_boot=o["bootstrap"],
                                     uncertain_threshold=meta.get("uncertain_threshold"))
+        margin = (meta.get("boundary_margin") or {}).get("logit")
+        if margin is not None:
+            result["boundary_note"] = evaluation.boundary_notes(
+                y, p, float(meta["threshold"]), meta.get("uncertain_threshold"), float(margin))
         if o["orientations"]:
-            margin = (meta.get("boundary_margin") or {}).get("logit")
             result["orientations"] = evaluation.orientation_consistency(
                 y, p_views, float(meta["threshold"]), meta.get("uncertain_threshold"), views,
                 boundary_margin=None if margin is None else float(margin))
@@ -103,6 +106,12 @@ class Command(BaseCommand):
         self.stdout.write(f"threshold {result['threshold']:.3f} (saved with model {result['model_version']})")
         for detail, row in by_detail.items():
             self.stdout.write(f"  {detail:>16}: {row['flagged']}/{row['n']} flagged, mean probability {row['mean_probability']:.3f}")
+        if "boundary_note" in result:
+            b = result["boundary_note"]
+            self.stdout.write(
+                f"'close to a boundary' on {b['noted']:.3f} of the results; malignant called low risk: "
+                f"{b['malignant_low_risk']}, {b['malignant_low_risk_noted']} of them with the note; benign low risk: "
+                f"{b['benign_low_risk']}, {b['benign_low_risk_noted']} with it")
         if o["orientations"]:
             r = result["orientations"]
             self.stdout.write(
