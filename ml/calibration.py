@@ -59,18 +59,10 @@ def served_raw_scores(model_dir, images: np.ndarray | Sequence, batch_size: int 
 
     images: preprocessed (N, size, size, 3) arrays, or image sources that ml.preprocessing reads.
     loaded: that model already loaded (a classifier.LoadedModel of model_dir), to score several sets."""
-    from . import preprocessing
-    from .classifier import LoadedModel
+    from .classifier import LoadedModel, raw_orientations
 
     loaded = loaded or LoadedModel(Path(model_dir))  # a fresh load, never the process's cached model
-    size = int(loaded.metadata.get("image_size", preprocessing.IMAGE_SIZE))
-    scores: list[float] = []
-    for start in range(0, len(images), batch_size):
-        chunk = images[start:start + batch_size]
-        batch = (np.asarray(chunk, dtype=np.float32) if isinstance(images, np.ndarray)
-                 else np.stack([preprocessing.preprocess(source, size) for source in chunk]))
-        scores.extend(float(v) for v in loaded.analyse(batch)[0])
-    return np.asarray(scores, dtype=np.float64), loaded.runtime.name
+    return raw_orientations(loaded, images, batch_size, tta.IDENTITY)[:, 0], loaded.runtime.name
 
 
 def calibrate_and_report(model_dir, y_val: np.ndarray, val_images, train_prior: float, *, fitted_by: str,

@@ -70,10 +70,10 @@ def is_near_boundary(probability: float, threshold: float, uncertain_threshold: 
     """Whether a calibrated probability lies within the model's boundary margin of an outcome boundary
     (ml.evaluation.fit_boundary_margin); never for a model saved without one, or with a margin of 0
     (a model that averages all eight views answers the same however the photo is turned)."""
-    from .evaluation import boundary_distance
+    from .evaluation import near_boundary
 
     margin = float((metadata.get("boundary_margin") or {}).get("logit") or 0.0)
-    return margin > 0 and float(boundary_distance(probability, threshold, uncertain_threshold)) <= margin
+    return bool(near_boundary(probability, threshold, uncertain_threshold, margin))
 
 
 def model_dir() -> Path:

@@ -226,6 +226,21 @@ def outcome_levels(p, threshold: float, uncertain_threshold: float | None = None
     return (p >= threshold).astype(int) + (p >= flag_at)
 
 
+def outcome_moves(p_views, threshold: float, uncertain_threshold: float | None = None) -> np.ndarray:
+    """Per image (row of N x V probabilities): whether the outcome differs between its views."""
+    level = outcome_levels(p_views, threshold, uncertain_threshold)
+    return level.min(axis=1) != level.max(axis=1)
+
+
+def near_boundary(p, threshold: float, uncertain_threshold: float | None, boundary_margin: float) -> np.ndarray:
+    """Where the "close to a boundary" note goes: within the margin (logits) of an outcome boundary;
+    nowhere with a margin of 0 (a model whose answer does not move with the view)."""
+    p = np.asarray(p, dtype=float)
+    if boundary_margin <= 0:
+        return np.zeros(p.shape, dtype=bool)
+    return boundary_distance(p, threshold, uncertain_threshold) <= boundary_margin
+
+
 def fit_boundary_margin(p_views, threshold: float, uncertain_threshold: float | None = None,
                         coverage: float = BOUNDARY_COVERAGE) -> dict[str, Any]:
     """The margin, in logits around each outcome boundary, inside which a result is "close to a
@@ -234,11 +249,10 @@ def fit_boundary_margin(p_views, threshold: float, uncertain_threshold: float | 
     column 0 the image as it is). Such an image always lies within its largest turn of a boundary, so
     the note goes where another view of the photo can get another outcome. 0 where no outcome changes."""
     p = np.asarray(p_views, dtype=float)
-    level = outcome_levels(p, threshold, uncertain_threshold)
-    changes = level.min(axis=1) != level.max(axis=1)
+    changes = outcome_moves(p, threshold, uncertain_threshold)
     distance = boundary_distance(p[:, 0], threshold, uncertain_threshold)
     margin = float(np.quantile(distance[changes], coverage, method="higher")) if changes.any() else 0.0
-    noted = distance <= margin if margin > 0 else np.zeros(len(p), dtype=bool)
+    noted = near_boundary(p[:, 0], threshold, uncertain_threshold, margin)
     return {
         "logit": margin,
         "coverage_target": coverage,
@@ -254,15 +268,15 @@ def boundary_notes(y, p, threshold: float, uncertain_threshold: float | None, bo
     and above all whether it warns on the malignant lesions the model calls low risk: the costly miss,
     and the case where the note asks for a doctor when in doubt."""
     y, p = np.asarray(y).astype(int), np.asarray(p, dtype=float)
-    noted = (boundary_distance(p, threshold, uncertain_threshold) <= boundary_margin if boundary_margin > 0
-             else np.zeros(len(p), dtype=bool))
-    low = outcome_levels(p, threshold, uncertain_threshold) == 0
+    noted = near_boundary(p, threshold, uncertain_threshold, boundary_margin)
+    level = outcome_levels(p, threshold, uncertain_threshold)
+    low = level == 0
     mal = y == 1
     return {
         "boundary_margin": float(boundary_margin),
         "noted": _ratio(int(noted.sum()), len(p)),
-        "noted_by_outcome": {name: int((noted & (outcome_levels(p, threshold, uncertain_threshold) == level)).sum())
-                             for level, name in enumerate(("low_risk", "uncertain", "needs_doctor"))},
+        "noted_by_outcome": {name: int((noted & (level == value)).sum())
+                             for value, name in enumerate(("low_risk", "uncertain", "needs_doctor"))},
         "malignant_low_risk": int((low & mal).sum()),
         "malignant_low_risk_noted": int((low & mal & noted).sum()),
         "benign_low_risk": int((low & ~mal).sum()),
@@ -283,8 +297,7 @@ def orientation_consistency(y, p_views, threshold: float, uncertain_threshold: f
     if p.ndim != 2 or len(p) != len(y):
         raise ValueError(f"p_views must be (n images, n views), got {p.shape} for {len(y)} labels")
     flagged = p >= (threshold if uncertain_threshold is None else uncertain_threshold)
-    level = outcome_levels(p, threshold, uncertain_threshold)
-    differs = level.min(axis=1) != level.max(axis=1)
+    differs = outcome_moves(p, threshold, uncertain_threshold)
     flag_differs = flagged.any(axis=1) & ~flagged.all(axis=1)
     z = logit(np.clip(p, 1e-7, 1 - 1e-7))
     spread = z.max(axis=1) - z.min(axis=1)
@@ -303,8 +316,7 @@ def orientation_consistency(y, p_views, threshold: float, uncertain_threshold: f
         "specificity_by_view": [_ratio(int((p[~mal, j] < threshold).sum()), int((~mal).sum())) for j in range(p.shape[1])],
     }
     if boundary_margin is not None:  # the result page's "close to a boundary" note, as fitted on validation
-        noted = (boundary_distance(p[:, 0], threshold, uncertain_threshold) <= boundary_margin
-                 if boundary_margin > 0 else np.zeros(len(p), dtype=bool))
+        noted = near_boundary(p[:, 0], threshold, uncertain_threshold, boundary_margin)
         result.update({
             "boundary_margin": float(boundary_margin),
             "noted": float(noted.mean()),
