@@ -12,7 +12,7 @@ PORT ?= 8000
 PYTEST_ARGS ?=
 DURATION ?= 60
 
-.PHONY: run test venv migrate accounts check bench train evaluate gpu-bundle
+.PHONY: run test venv migrate accounts check bench train evaluate evaluate-close-calls gpu-bundle
 
 venv: $(STAMP)
 
@@ -63,6 +63,16 @@ evaluate: venv
 	SKINCARE_MODEL_DIR=$(MODEL) $(BIN)/python manage.py evaluate_gate --datasets $(DATASETS) --json $(MODEL)/evaluation/gate.json
 	SKINCARE_MODEL_DIR=$(MODEL) $(BIN)/python manage.py evaluate_gradcam --datasets $(DATASETS) --json $(MODEL)/evaluation/gradcam.json
 	SKINCARE_MODEL_DIR=$(MODEL) $(BIN)/python manage.py benchmark_model --json $(MODEL)/evaluation/benchmark.json
+	$(BIN)/python manage.py write_model_card --model $(MODEL)
+
+# The same figures with the model's close-call check turned on (SKINCARE_CLOSE_CALL_CHECK=1; off by
+# default): a result close to a boundary is scored again in all eight flips and quarter turns.
+evaluate-close-calls: venv
+	mkdir -p $(MODEL)/evaluation/close_call_check
+	SKINCARE_CLOSE_CALL_CHECK=1 $(BIN)/python manage.py evaluate_model $(DATASETS)/ham10000 --model $(MODEL) --split test --orientations --json $(MODEL)/evaluation/close_call_check/ham10000_test.json
+	SKINCARE_CLOSE_CALL_CHECK=1 $(BIN)/python manage.py evaluate_model $(DATASETS)/ham10000 --model $(MODEL) --split validation --json $(MODEL)/evaluation/close_call_check/ham10000_validation.json
+	SKINCARE_CLOSE_CALL_CHECK=1 $(BIN)/python manage.py evaluate_model $(DATASETS)/ph2 --model $(MODEL) --orientations --json $(MODEL)/evaluation/close_call_check/ph2_melanoma.json
+	SKINCARE_CLOSE_CALL_CHECK=1 SKINCARE_MODEL_DIR=$(MODEL) $(BIN)/python manage.py benchmark_model --json $(MODEL)/evaluation/close_call_check/benchmark.json
 	$(BIN)/python manage.py write_model_card --model $(MODEL)
 
 # Training on a GPU machine, step 1 of 3 (README): train_model's split with its training and

@@ -68,13 +68,17 @@ def served_raw_scores(model_dir, images: np.ndarray | Sequence, batch_size: int 
 def calibrate_and_report(model_dir, y_val: np.ndarray, val_images, train_prior: float, *, fitted_by: str,
                          y_test: np.ndarray | None = None, test_images=None, results: dict[str, Any] | None = None,
                          history: dict[str, list[float]] | None = None, phases: list[int] | None = None,
-                         log: Callable[[str], None] = print) -> dict[str, Any]:
+                         log: Callable[[str], None] = print, close_calls: bool = True) -> dict[str, Any]:
     """Score the validation (and test) split with the saved model as served, fit calibration and
     thresholds on validation alone, record them in metadata.json, and write metrics.json and the
     plots from those same served scores. The test split is scored, never used to choose.
 
-    fitted_by: the command, as the model card should quote it."""
-    from .classifier import LoadedModel, raw_orientations
+    fitted_by: the command, as the model card should quote it. close_calls: a model that scores the
+    image as it is also gets a close-call check (ml/tta.py: results close to a boundary are scored
+    again in all eight views), its calibration fitted on the same validation images."""
+    from django.conf import settings
+
+    from .classifier import LoadedModel, raw_orientations, served_orientations
 
     model_dir = Path(model_dir)
     meta_path = model_dir / "metadata.json"
@@ -98,28 +102,60 @@ def calibrate_and_report(model_dir, y_val: np.ndarray, val_images, train_prior: 
         else f"the smallest margin around the outcome boundaries that holds >= {evaluation.BOUNDARY_COVERAGE:.2f} of "
              "the validation images whose outcome changes when the photo is turned or flipped (8 views)")
     meta["boundary_margin"] = margin
+    meta.pop(tta.CLOSE_CALL_KEY, None)
+    if close_calls and not invariant and margin["logit"] > 0:
+        # The average of the eight views, calibrated like the model's own score: the same prior
+        # correction, a temperature of its own (an average of views spreads less than one view).
+        averaged = evaluation.logit(raw_views).mean(axis=1) + fitted["logit_offset"]
+        meta[tta.CLOSE_CALL_KEY] = {
+            "views": list(tta.ALL_VIEWS), "temperature": evaluation.fit_temperature(y_val, averaged),
+            "logit_offset": fitted["logit_offset"],
+            "rule": "a result whose first look is within the boundary margin is scored again in all eight views; "
+                    "their average, calibrated on the validation split, is the answer, at the model's thresholds",
+        }
     meta["calibration_fit"] = {
         "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": fitted_by, "runtime": runtime, "views": list(meta.get("tta_views") or ["id"]),
         "validation_n": int(len(y_val)), "validation_auc": evaluation.roc_auc(y_val, raw_val),
     }
     meta_path.write_text(json.dumps(meta, indent=2))
-
-    def calibrate(raw):
-        return evaluation.sigmoid((evaluation.logit(raw) + fitted["logit_offset"]) / fitted["temperature"])
+    loaded.metadata = meta  # the same weights, now calibrated
+    loaded.close_call = loaded.close_call_fit = tta.close_call_check(meta)
 
     threshold, uncertain = fitted["threshold"], fitted["uncertain_threshold"]
-    p_val = calibrate(raw_val)
+    if loaded.close_call:  # what the check does on the split it was fitted on, as it would serve
+        served_val, near_val = served_orientations(loaded, val_images, orientations=tta.IDENTITY)
+        p_val = served_val[:, 0]
+        check = meta[tta.CLOSE_CALL_KEY]
+        check.update({
+            "validation_checked": float(near_val.mean()),
+            "validation_sensitivity": float(np.mean(p_val[y_val == 1] >= threshold)),
+            "validation_flagged_share_of_malignant": float(np.mean(p_val[y_val == 1] >= uncertain)),
+        })
+        if (check["validation_sensitivity"] < evaluation.SENSITIVITY_TARGET
+                or check["validation_flagged_share_of_malignant"] < evaluation.FLAG_TARGET):
+            # The thresholds were chosen for the first look; a check that breaks their promise is not kept.
+            log(f"no close-call check: with it the validation split would lose its sensitivity or flagged share "
+                f"({check['validation_sensitivity']:.3f}, {check['validation_flagged_share_of_malignant']:.3f})")
+            del meta[tta.CLOSE_CALL_KEY]
+            loaded.close_call_fit = None
+        meta_path.write_text(json.dumps(meta, indent=2))
+    # metrics.json and the plots: as serving scores under the current settings (the check is
+    # applied where SKINCARE_CLOSE_CALL_CHECK is on)
+    loaded.close_call = loaded.close_call_fit if getattr(settings, "SKINCARE_CLOSE_CALL_CHECK", False) else None
+    p_val = (served_orientations(loaded, val_images, orientations=tta.IDENTITY)[0][:, 0] if loaded.close_call
+             else np.array([loaded.calibrate(raw) for raw in raw_val]))  # the first look alone: its scores above
     results = dict(results or {})
     results.update({
         "model_version": meta.get("model_version"),
-        "scored_with": {"runtime": runtime, "views": meta["calibration_fit"]["views"]},
+        "scored_with": {"runtime": runtime, "views": meta["calibration_fit"]["views"],
+                        "close_call_check": bool(loaded.close_call)},
         "validation": evaluation.metrics(y_val, p_val, threshold, uncertain_threshold=uncertain),
         "validation_uncalibrated_ece": evaluation.expected_calibration_error(y_val, raw_val),
     })
     evaluation.plot_evaluation(y_val, p_val, threshold, model_dir, prefix="validation_", title="(validation)")
     if y_test is not None and len(y_test) and 0 < int(np.sum(y_test)) < len(y_test):
-        p_test = calibrate(served_raw_scores(model_dir, test_images, loaded=loaded)[0])
+        p_test = served_orientations(loaded, test_images, orientations=tta.IDENTITY)[0][:, 0]
         results["test"] = evaluation.metrics(y_test, p_test, threshold, uncertain_threshold=uncertain)
         evaluation.plot_evaluation(y_test, p_test, threshold, model_dir, prefix="test_", title="(test)")
     if history:
@@ -129,6 +165,11 @@ def calibrate_and_report(model_dir, y_val: np.ndarray, val_images, train_prior: 
     log(f"calibrated on the validation scores of the {runtime} runtime: temperature {fitted['temperature']:.3f}, "
         f"threshold {threshold:.4f}, uncertain from {uncertain:.4f}; close to a boundary within "
         f"{margin['logit']:.3f} logits (the outcome changes with the view for {margin['validation_outcome_changes']:.3f} "
-        f"of the validation images, the note is on {margin['validation_noted']:.3f})")
+        f"of the validation images, the note is on {margin['validation_noted']:.3f})"
+        + (f"; its close-call check (eight views, applied with SKINCARE_CLOSE_CALL_CHECK"
+           f"{' on, as now' if loaded.close_call else ', off now'}) on validation: sensitivity "
+           f"{meta[tta.CLOSE_CALL_KEY]['validation_sensitivity']:.3f}, flagged "
+           f"{meta[tta.CLOSE_CALL_KEY]['validation_flagged_share_of_malignant']:.3f} of the malignant"
+           if loaded.close_call_fit else ""))
     log(evaluation.format_table({k: results[k] for k in ("validation", "test") if k in results}))
     return results

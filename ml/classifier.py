@@ -50,6 +50,9 @@ class Result:
     # Close to an outcome boundary: within the margin (metadata "boundary_margin", fitted on validation)
     # in which the same photo turned or flipped can get another outcome.
     near_boundary: bool = False
+    # How many views of the photo the probability averages: 1, the image as it is; 8 where the model
+    # checked a close call in every flip and quarter turn (metadata "close_call_check", ml/tta.py).
+    views_averaged: int = 1
 
     @property
     def assessed(self) -> bool:
@@ -167,16 +170,17 @@ class KerasRuntime:
     def feature_activity(self, batch):
         return np.asarray(self._feature_map(np.asarray(batch, dtype=np.float32))).sum(axis=-1)
 
-    def analyse(self, batch):
+    def analyse(self, batch, views=None):
         n = len(batch)
-        x = tta.expand(np.asarray(batch, dtype=np.float32), self.views)
+        views = views or self.views
+        x = tta.expand(np.asarray(batch, dtype=np.float32), views)
         if self._analyse is None:
             from .evaluation import logit
 
             p = self.model(x, training=False).numpy()[:, self.malignant_index]
-            return tta.combine(logit(p), None, self.views, n)[0], None, None
+            return tta.combine(logit(p), None, views, n)[0], None, None
         score, features, cam = self._analyse(x)
-        probability, cams = tta.combine(score.numpy(), cam.numpy(), self.views, n)
+        probability, cams = tta.combine(score.numpy(), cam.numpy(), views, n)
         return probability, features.numpy()[:n], cams
 
 
@@ -215,13 +219,14 @@ class LiteRTRuntime:
     def feature_activity(self, batch):
         return np.stack([self._run(image)[0].sum(axis=-1) for image in np.asarray(batch, dtype=np.float32)])
 
-    def analyse(self, batch):
+    def analyse(self, batch, views=None):
         from .gate import feature_statistics
 
         h = self.head
         n = len(batch)
+        views = views or self.views
         scores, features, cams = [], [], []
-        for image in tta.expand(np.asarray(batch, dtype=np.float32), self.views):  # batch size one: the serving case
+        for image in tta.expand(np.asarray(batch, dtype=np.float32), views):  # batch size one: the serving case
             fmap, lower_map = self._run(image)
             if len(features) < n:  # the gate reads the image as it is: the first view
                 features.append(feature_statistics(lower_map[None])[0])
@@ -235,7 +240,7 @@ class LiteRTRuntime:
             # d(logit_malignant - logit_benign)/d(pooled), by hand through BN, ReLU and Dense.
             grad = h["dense_kernel"] @ ((pre > 0) * h["bn_scale"] * self.direction)
             cams.append((fmap_flat @ grad).reshape(fmap.shape[:2]))
-        probability, cam = tta.combine(np.array(scores), np.array(cams, dtype=np.float32), self.views, n)
+        probability, cam = tta.combine(np.array(scores), np.array(cams, dtype=np.float32), views, n)
         return probability, np.array(features, dtype=np.float32), cam
 
 
@@ -250,6 +255,8 @@ class LoadedModel:
         self.malignant_index = int(self.metadata.get("class_names", ["benign", "malignant"]).index("malignant"))
         try:
             self.views = tta.views_of(self.metadata)
+            # The model's check of close calls, applied where settings.SKINCARE_CLOSE_CALL_CHECK is on.
+            self.close_call_fit = tta.close_call_check(self.metadata)
         except ValueError as exc:
             raise ModelUnavailable(f"No model available: {directory / METADATA_FILENAME}: {exc}") from exc
         self.lock = threading.Lock()
@@ -267,11 +274,31 @@ class LoadedModel:
         if self.runtime is None:
             self.runtime = KerasRuntime(directory, self.metadata, self.malignant_index, self.views)
         self.cam_layer = self.runtime.cam_layer
+        self.close_call = self.close_call_fit if getattr(settings, "SKINCARE_CLOSE_CALL_CHECK", False) else None
 
-    def analyse(self, batch):
-        """(raw malignant probabilities, gate features or None, Grad-CAM maps or None)."""
+    def analyse(self, batch, views=None):
+        """(raw malignant probabilities, gate features or None, Grad-CAM maps or None): each image
+        scored in the model's own views, or in `views` (ml/tta.py's names) where given."""
         with self.lock:  # one inference at a time per process: neither runtime is re-entrant
-            return self.runtime.analyse(batch)
+            return self.runtime.analyse(batch, views)
+
+    def settle(self, x, raw: float, cam=None) -> "tuple[float, bool, int, Any]":
+        """From the first look at one preprocessed image x (its raw score and Grad-CAM map, from
+        analyse): (calibrated probability, near a boundary, views averaged, map), as served.
+
+        Where the first look is close to a boundary and the model has a close-call check, it looks
+        again in all eight views and answers with their average, calibrated for it. The map stays the
+        first look's, the photo as it is: averaged over the eight views, the malignant class's maps
+        cancel where the views disagree (on the shipped model, twice as many PH2 maps came out empty
+        and the heat inside PH2's melanomas fell from 0.68 to 0.59), so the average shows less of
+        where the model looked."""
+        probability = self.calibrate(raw)
+        near = is_near_boundary(probability, float(self.metadata["threshold"]),
+                                self.metadata.get("uncertain_threshold"), self.metadata)
+        if not (near and self.close_call):
+            return probability, near, 1, cam
+        raw_all = self.analyse(np.asarray(x)[None], self.close_call["views"])[0]
+        return self.calibrate(float(raw_all[0]), self.close_call), True, len(self.close_call["views"]), cam
 
     def feature_activity(self, batch) -> np.ndarray:
         """(N, h, w): the Grad-CAM layer's activations summed over its channels, image as it is (no views).
@@ -286,8 +313,10 @@ class LoadedModel:
     def raw_probability(self, batch) -> "list[float]":
         return [float(v) for v in self.analyse(batch)[0]]
 
-    def calibrate(self, raw: float) -> float:
-        return calibrated_probability(raw, self.metadata.get("temperature", 1.0), self.metadata.get("logit_offset", 0.0))
+    def calibrate(self, raw: float, fit: dict | None = None) -> float:
+        """The model's calibration of a raw score, or `fit`'s (temperature, logit_offset) where given."""
+        fit = fit or self.metadata
+        return calibrated_probability(raw, fit.get("temperature", 1.0), fit.get("logit_offset", 0.0))
 
 
 _loaded: LoadedModel | None = None
@@ -336,17 +365,51 @@ def predict_orientations(sources, directory: Path | None = None, batch_size: int
     ml.tta's view names says before the model sees it, as if the photo had been taken that way
     (a model with test-time views of its own still averages them on top). Column "id" is
     :func:`predict_many`'s."""
+    probabilities, _near, metadata, _checked = served_scores(sources, directory, batch_size, runtime, orientations)
+    return probabilities, metadata
+
+
+def served_scores(sources, directory: Path | None = None, batch_size: int = 32, runtime: str | None = None,
+                  orientations: "tuple[str, ...]" = tta.ALL_VIEWS):
+    """:func:`predict_orientations`, with whether each result was close to a boundary at first look
+    (the "close to a boundary" note; where the model checks close calls, the ones it checked):
+    (probabilities (N, V), close (N, V), metadata, whether close calls were checked)."""
     loaded = _loaded_for(directory, runtime)
+    probabilities, near = served_orientations(loaded, sources, batch_size, orientations)
+    return probabilities, near, loaded.metadata, loaded.close_call is not None
+
+
+def served_orientations(loaded: LoadedModel, sources, batch_size: int = 32,
+                        orientations: "tuple[str, ...]" = tta.ALL_VIEWS) -> "tuple[np.ndarray, np.ndarray]":
+    """((N, V) calibrated probabilities as served, (N, V) whether each was close to a boundary at
+    first look) of `loaded` on each image turned as each view name says: :meth:`LoadedModel.settle`
+    on arrays. Where the model checks close calls, the images that need it are scored again in all
+    eight views; the eight views of a turned image are the same eight, so one average serves every
+    orientation of the image."""
+    if not isinstance(sources, np.ndarray):
+        sources = list(sources)
     raw = raw_orientations(loaded, sources, batch_size, orientations)
-    calibrated = [[loaded.calibrate(value) for value in row] for row in raw]
-    return np.array(calibrated, dtype=float).reshape(raw.shape), loaded.metadata
+    probabilities = np.array([[loaded.calibrate(value) for value in row] for row in raw], dtype=float).reshape(raw.shape)
+    from .evaluation import near_boundary
+
+    meta = loaded.metadata
+    margin = float((meta.get("boundary_margin") or {}).get("logit") or 0.0)
+    near = near_boundary(probabilities, float(meta["threshold"]), meta.get("uncertain_threshold"), margin)
+    rows = np.flatnonzero(near.any(axis=1))
+    if loaded.close_call and rows.size:
+        again = sources[rows] if isinstance(sources, np.ndarray) else [sources[i] for i in rows]
+        raw_all = raw_orientations(loaded, again, batch_size, tta.IDENTITY, views=loaded.close_call["views"])[:, 0]
+        averaged = np.array([loaded.calibrate(value, loaded.close_call) for value in raw_all])
+        probabilities[rows] = np.where(near[rows], averaged[:, None], probabilities[rows])
+    return probabilities, near
 
 
 def raw_orientations(loaded: LoadedModel, sources, batch_size: int = 32,
-                     orientations: "tuple[str, ...]" = tta.ALL_VIEWS) -> np.ndarray:
+                     orientations: "tuple[str, ...]" = tta.ALL_VIEWS, views=None) -> np.ndarray:
     """(N, len(orientations)) raw malignant probabilities, before calibration, of `loaded` on each image
     turned or flipped as each view name says. sources: image sources ml.preprocessing reads, or
-    preprocessed (N, size, size, 3) arrays. Column "id" is what serving computes for the image."""
+    preprocessed (N, size, size, 3) arrays. Column "id" is what serving computes for the image at first
+    look. views: the test-time views each orientation is scored in (default: the model's own)."""
     size = int(loaded.metadata.get("image_size", preprocessing.IMAGE_SIZE))
     if not isinstance(sources, np.ndarray):
         sources = list(sources)
@@ -355,7 +418,7 @@ def raw_orientations(loaded: LoadedModel, sources, batch_size: int = 32,
         chunk = sources[start:start + batch_size]
         batch = (np.asarray(chunk, dtype=np.float32) if isinstance(sources, np.ndarray)
                  else np.stack([preprocessing.preprocess(s, size) for s in chunk]))
-        columns = [[float(v) for v in loaded.analyse(np.ascontiguousarray(tta.transform(batch, view)))[0]]
+        columns = [[float(v) for v in loaded.analyse(np.ascontiguousarray(tta.transform(batch, view)), views)[0]]
                    for view in orientations]
         rows.extend(zip(*columns))
     return np.array(rows, dtype=float).reshape(len(sources), len(orientations))
@@ -386,9 +449,13 @@ def predict(image: preprocessing.ImageSource, *, use_gate: bool = True) -> Resul
         if not decision.accepted:
             return Result(None, None, threshold, version, elapsed(), outcome="not_assessed",
                           uncertain_threshold=uncertain, reason=decision.reason, gate_measures=measures)
-    probability = loaded.calibrate(float(raw[0]))
+    try:
+        probability, near, views_averaged, cam_served = loaded.settle(x, float(raw[0]), None if cam is None else cam[0])
+    except Exception as exc:
+        raise PredictionFailed(f"{type(exc).__name__}: {exc}") from exc
     return Result(
-        near_boundary=is_near_boundary(probability, threshold, uncertain, meta),
+        near_boundary=near,
+        views_averaged=views_averaged,
         probability_malignant=probability,
         label="malignant" if probability >= threshold else "benign",
         threshold=threshold,
@@ -396,6 +463,6 @@ def predict(image: preprocessing.ImageSource, *, use_gate: bool = True) -> Resul
         elapsed_ms=elapsed(),
         outcome=outcome_for(probability, threshold, uncertain),
         uncertain_threshold=uncertain,
-        heatmap=None if cam is None else normalise_cam(cam[0]),
+        heatmap=None if cam_served is None else normalise_cam(cam_served),
         gate_measures=measures,
     )

@@ -263,12 +263,14 @@ def fit_boundary_margin(p_views, threshold: float, uncertain_threshold: float | 
     }
 
 
-def boundary_notes(y, p, threshold: float, uncertain_threshold: float | None, boundary_margin: float) -> dict[str, Any]:
+def boundary_notes(y, p, threshold: float, uncertain_threshold: float | None, boundary_margin: float,
+                   noted=None) -> dict[str, Any]:
     """Which results the "close to a boundary" note is on (ml.classifier.is_near_boundary, on arrays),
     and above all whether it warns on the malignant lesions the model calls low risk: the costly miss,
-    and the case where the note asks for a doctor when in doubt."""
+    and the case where the note asks for a doctor when in doubt. noted: where the note is, when not
+    from p itself (a model that checks close calls decides it at first look, before the check)."""
     y, p = np.asarray(y).astype(int), np.asarray(p, dtype=float)
-    noted = near_boundary(p, threshold, uncertain_threshold, boundary_margin)
+    noted = near_boundary(p, threshold, uncertain_threshold, boundary_margin) if noted is None else np.asarray(noted, bool)
     level = outcome_levels(p, threshold, uncertain_threshold)
     low = level == 0
     mal = y == 1
@@ -285,7 +287,8 @@ def boundary_notes(y, p, threshold: float, uncertain_threshold: float | None, bo
 
 
 def orientation_consistency(y, p_views, threshold: float, uncertain_threshold: float | None = None,
-                             views: "list[str] | tuple[str, ...]" = (), boundary_margin: float | None = None) -> dict[str, Any]:
+                             views: "list[str] | tuple[str, ...]" = (), boundary_margin: float | None = None,
+                             noted=None) -> dict[str, Any]:
     """How much the outcome depends on how the photo was turned: the same images scored in several
     orientations (`p_views`, N x V calibrated probabilities, column 0 the image as it is; ml/tta.py's
     flips and quarter turns). A lesion has no "up", so a clinician expects one answer for it.
@@ -316,13 +319,16 @@ def orientation_consistency(y, p_views, threshold: float, uncertain_threshold: f
         "specificity_by_view": [_ratio(int((p[~mal, j] < threshold).sum()), int((~mal).sum())) for j in range(p.shape[1])],
     }
     if boundary_margin is not None:  # the result page's "close to a boundary" note, as fitted on validation
-        noted = near_boundary(p[:, 0], threshold, uncertain_threshold, boundary_margin)
+        noted = (near_boundary(p[:, 0], threshold, uncertain_threshold, boundary_margin) if noted is None
+                 else np.asarray(noted, dtype=bool))
         result.update({
             "boundary_margin": float(boundary_margin),
             "noted": float(noted.mean()),
-            "outcome_changes_noted": _ratio(int((noted & differs).sum()), int(differs.sum())),
-            "noted_outcome_changes": _ratio(int((noted & differs).sum()), int(noted.sum())),
-            "malignant_flag_changes_noted": _ratio(int((noted & flag_differs)[mal].sum()), int(flag_differs[mal].sum())),
+            # None where nothing changed: there is nothing for the note to hold
+            "outcome_changes_noted": _ratio(int((noted & differs).sum()), int(differs.sum())) if differs.any() else None,
+            "noted_outcome_changes": _ratio(int((noted & differs).sum()), int(noted.sum())) if noted.any() else None,
+            "malignant_flag_changes_noted": (_ratio(int((noted & flag_differs)[mal].sum()), int(flag_differs[mal].sum()))
+                                             if flag_differs[mal].any() else None),
         })
     return result
 

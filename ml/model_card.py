@@ -67,6 +67,7 @@ def render(model_dir) -> str:
         "- Serving runs a LiteRT export (float16 weights) without TensorFlow; the Keras model is the fallback. "
         "A test checks both give the same probabilities and heat maps on real images.",
         _views_line(meta),
+        *_close_call_lines(meta, ev),
         "",
         "## Data",
         f"- Trained on HAM10000 (Tschandl et al. 2018, CC BY-NC 4.0): {data.get('train', {}).get('n')} images "
@@ -458,6 +459,51 @@ def _views_line(meta: dict) -> str:
     return (f"- Each image is scored in {len(views)} views (flips and quarter turns, `ml/tta.py`) and the scores "
             f"averaged, Grad-CAM maps too; calibration and thresholds were refitted for them with `{fit.get('command')}` "
             f"(validation AUC {_f(fit.get('validation_auc'))}).")
+
+
+def _close_call_lines(meta: dict, ev: Path) -> list[str]:
+    """The model's optional close-call check (ml/tta.py; served where SKINCARE_CLOSE_CALL_CHECK is on),
+    with its figures where `make evaluate-close-calls` wrote them (evaluation/close_call_check/)."""
+    from .tta import close_call_check
+
+    check = meta.get("close_call_check") if close_call_check(meta) else None
+    if not check:
+        return []
+    margin = (meta.get("boundary_margin") or {}).get("logit")
+    line = ("- **Close-call check (off by default; `SKINCARE_CLOSE_CALL_CHECK=1` turns it on)**: a result whose "
+            f"first look lies within {_f(margin)} logits of an outcome boundary is scored again in all eight flips "
+            "and quarter turns (`ml/tta.py`), and the average, calibrated on the validation split (temperature "
+            f"{_f(check['temperature'])}), is the answer, at the same thresholds. On validation it checks "
+            f"{_f(check.get('validation_checked'))} of the images, with sensitivity "
+            f"{_f(check.get('validation_sensitivity'))} and {_f(check.get('validation_flagged_share_of_malignant'))} "
+            "of the malignant flagged.")
+    checked = ev / "close_call_check"
+    sets = {name: _load(checked / f"{key}.json") for name, key in (("HAM10000 test", "ham10000_test"),
+                                                                    ("PH2", "ph2_melanoma"))}
+    sets = {name: m for name, m in sets.items() if m and m.get("orientations")}
+    if sets:
+        plain = {name: _load(ev / f"{key}.json") for name, key in (("HAM10000 test", "ham10000_test"),
+                                                                     ("PH2", "ph2_melanoma"))}
+
+        def each(fmt):
+            return " and ".join(f"{fmt(m, plain.get(name) or {})} ({name})" for name, m in sets.items())
+
+        def moves(m, before):
+            was = (before.get("orientations") or {}).get("outcome_changes")
+            return _f(m["orientations"]["outcome_changes"]) + (f", was {_f(was)}" if was is not None else "")
+
+        def misses(m, before):
+            n = m["n_malignant"]
+            low = round(n * (1 - m["flagged_share_of_malignant"]))
+            was = before.get("flagged_share_of_malignant")
+            return f"{low} of {n}" + (f", was {round(n * (1 - was))}" if was is not None else "")
+
+        line += (f" With it (`make evaluate-close-calls`), the outcome moves with the view for {each(moves)} of the "
+                 f"images; AUC {each(lambda m, b: _f(m['auc']))}; malignant lesions called low risk {each(misses)}.")
+    bench = _load(checked / "benchmark.json")
+    if bench:
+        line += f" Latency with it: p50 {bench['p50_ms']:.1f} ms, p95 {bench['p95_ms']:.1f} ms (`benchmark_model`)."
+    return [line]
 
 
 def _melanoma_heat(cam: dict) -> str:

@@ -21,7 +21,7 @@ QUALITY_ONLY_GATE = {
 
 def write_standin_model(directory, *, threshold: float = 0.5, uncertain_threshold: float | None = None,
                         version: str = "standin-test", red_is_malignant: bool = True, gate: bool = False,
-                        boundary_margin: float | None = None) -> Path:
+                        boundary_margin: float | None = None, close_call_check: bool = False) -> Path:
     """Write model.keras + metadata.json with the shipped model's structure (lower / upper / head
     sub-models, a `top_activation` feature layer), so Grad-CAM works on it too.
 
@@ -29,7 +29,8 @@ def write_standin_model(directory, *, threshold: float = 0.5, uncertain_threshol
     (logit = 8 * (R - B) on 0..1 colours), so tests can steer the verdict with colour, and
     the heat map lands where the red is. `gate=True` adds image-quality limits: a uniform
     image is then "not assessed". `boundary_margin` (logits) marks results that close to a boundary
-    as "close to a boundary", as a trained model's fitted margin does."""
+    as "close to a boundary", as a trained model's fitted margin does; `close_call_check` also scores
+    those again in all eight views (ml/tta.py), with the model's own calibration."""
     import keras
     import numpy as np
 
@@ -62,6 +63,10 @@ def write_standin_model(directory, *, threshold: float = 0.5, uncertain_threshol
     }
     if boundary_margin is not None:
         metadata["boundary_margin"] = {"logit": boundary_margin, "rule": "set by the test"}
+    if close_call_check:
+        from .tta import ALL_VIEWS, CLOSE_CALL_KEY
+
+        metadata[CLOSE_CALL_KEY] = {"views": list(ALL_VIEWS), "temperature": 1.0, "logit_offset": 0.0}
     if gate:
         metadata["gate"] = dict(QUALITY_ONLY_GATE)
     (directory / METADATA_FILENAME).write_text(json.dumps(metadata, indent=2))

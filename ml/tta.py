@@ -75,3 +75,33 @@ def combine(scores: np.ndarray, cams: np.ndarray | None, views: Sequence[str], n
     cams = np.asarray(cams, dtype=np.float32)
     per_view = [untransform(cams[k * n:(k + 1) * n], v) for k, v in enumerate(views)]
     return probability, np.maximum(np.mean(per_view, axis=0), 0.0)
+
+
+CLOSE_CALL_KEY = "close_call_check"
+
+
+def close_call_check(metadata: dict) -> dict | None:
+    """The model's check of close calls (metadata "close_call_check"), or None where it has none.
+
+    A model that scores the image as it is can look again, in all eight views, where its first look
+    lands within its boundary margin of an outcome boundary (ml.evaluation.near_boundary): there
+    the same photo turned can get another outcome, and the average of the eight views cannot.
+    The averaged score has its own temperature and offset, fitted on the validation split like
+    the model's own; the outcome thresholds are the model's, since both scores are calibrated
+    probabilities. Only a model whose own views are the image as it is can have one."""
+    check = metadata.get(CLOSE_CALL_KEY)
+    if not check:
+        return None
+    views = tuple(check.get("views") or ())
+    if set(views) != set(ALL_VIEWS) or len(views) != len(ALL_VIEWS) or views[0] != "id":
+        raise ValueError(f"metadata.json: {CLOSE_CALL_KEY} must average all eight views, starting with 'id' (got {list(views)})")
+    if tuple(metadata.get("tta_views") or IDENTITY) != IDENTITY:
+        raise ValueError(f"metadata.json: {CLOSE_CALL_KEY} is for a model that scores the image as it is, "
+                         f"not one that averages the views {metadata.get('tta_views')}")
+    try:
+        temperature, offset = float(check["temperature"]), float(check.get("logit_offset", 0.0))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"metadata.json: {CLOSE_CALL_KEY} needs a numeric temperature ({exc})") from exc
+    if not temperature > 0:
+        raise ValueError(f"metadata.json: {CLOSE_CALL_KEY} temperature must be positive, not {temperature}")
+    return {"views": views, "temperature": temperature, "logit_offset": offset}

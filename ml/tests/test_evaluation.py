@@ -122,6 +122,15 @@ def test_boundary_margin_covers_the_outcomes_that_move_with_the_view():
     assert r["noted"] == pytest.approx(2 / 5) and r["outcome_changes_noted"] == pytest.approx(2 / 3)
     assert r["noted_outcome_changes"] == 1.0 and r["malignant_flag_changes_noted"] == 1.0
     assert "noted" not in evaluation.orientation_consistency(y, p, 0.5, 0.2)
+    # Where nothing moves there is nothing for the note to hold: None, not NaN (which JSON cannot carry).
+    steady = evaluation.orientation_consistency(y, p[:, :1].repeat(3, axis=1), 0.5, 0.2, boundary_margin=half["logit"])
+    assert steady["outcome_changes_noted"] is None and steady["malignant_flag_changes_noted"] is None
+    assert evaluation.orientation_consistency(y, p, 0.5, 0.2, boundary_margin=0.0)["noted_outcome_changes"] is None
+    # Where the note is can be given (a model that checks close calls decides it at first look).
+    given = np.array([True, False, False, False, True])
+    assert evaluation.orientation_consistency(y, p, 0.5, 0.2, boundary_margin=half["logit"], noted=given)["noted"] == 0.4
+    assert evaluation.boundary_notes(y, p[:, 0], 0.5, 0.2, half["logit"], noted=given)["noted_by_outcome"] == \
+        {"low_risk": 1, "uncertain": 0, "needs_doctor": 1}
 
     # The note on the images as they are, by outcome; the malignant third image (0.3) is uncertain, not low risk.
     notes = evaluation.boundary_notes(y, p[:, 0], 0.5, 0.2, half["logit"])

@@ -22,8 +22,15 @@ def test_train_model_writes_a_complete_artifact(small_model):
     assert meta["calibration_fit"]["runtime"] == "litert" and meta["calibration_fit"]["views"] == ["id"]
     assert meta["calibration_fit"]["command"] == "manage.py train_model"
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["scored_with"] == {"runtime": "litert", "views": ["id"]}
+    # served as by default: the first look alone (SKINCARE_CLOSE_CALL_CHECK off)
+    assert metrics["scored_with"] == {"runtime": "litert", "views": ["id"], "close_call_check": False}
     assert metrics["validation"]["sensitivity"] >= 0.90  # the threshold rule, on the split it was chosen on
+    if "close_call_check" in meta:  # kept only where, checked, it keeps the thresholds' promises on validation
+        check = meta["close_call_check"]
+        assert check["validation_sensitivity"] >= 0.90
+        assert check["validation_flagged_share_of_malignant"] >= 0.98 and check["temperature"] > 0
+        # the images the note is on (one at the margin itself may fall either side of float rounding)
+        assert 0 < check["validation_checked"] == pytest.approx(meta["boundary_margin"]["validation_noted"], abs=0.01)
     assert len(metrics["history"]["loss"]) == 3 + 1
     splits = json.loads((out / "splits.json").read_text())
     assert splits["test"] and not set(splits["test"]) & set(splits["validation"])

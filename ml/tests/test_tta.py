@@ -115,3 +115,79 @@ def test_unknown_views_make_the_model_unavailable_not_a_crash(tmp_path, settings
     with pytest.raises(classifier.ModelUnavailable, match="unknown test-time views"):
         classifier.predict(_png(np.zeros((224, 224, 3), dtype=np.uint8)))
     classifier.reset()
+
+
+def test_close_call_check_reads_the_metadata():
+    check = {"views": list(tta.ALL_VIEWS), "temperature": 2.0, "logit_offset": -1.5}
+    assert tta.close_call_check({}) is None
+    assert tta.close_call_check({tta.CLOSE_CALL_KEY: check}) == {"views": tta.ALL_VIEWS, "temperature": 2.0,
+                                                                "logit_offset": -1.5}
+    with pytest.raises(ValueError, match="must average all eight views"):
+        tta.close_call_check({tta.CLOSE_CALL_KEY: dict(check, views=["id", "h"])})
+    with pytest.raises(ValueError, match="scores the image as it is"):
+        tta.close_call_check({tta.CLOSE_CALL_KEY: check, "tta_views": list(tta.ALL_VIEWS)})
+    with pytest.raises(ValueError, match="temperature must be positive"):
+        tta.close_call_check({tta.CLOSE_CALL_KEY: dict(check, temperature=0)})
+    with pytest.raises(ValueError, match="numeric temperature"):
+        tta.close_call_check({tta.CLOSE_CALL_KEY: {"views": list(tta.ALL_VIEWS)}})
+
+
+def test_a_broken_close_call_check_makes_the_model_unavailable_not_a_crash(tmp_path, settings):
+    import json
+
+    from ml import classifier
+    from ml.testing import write_standin_model
+
+    out = write_standin_model(tmp_path / "bad", boundary_margin=0.5, close_call_check=True)
+    meta = json.loads((out / "metadata.json").read_text())
+    meta[tta.CLOSE_CALL_KEY]["temperature"] = -1
+    (out / "metadata.json").write_text(json.dumps(meta))
+    settings.SKINCARE_MODEL_DIR = str(out)
+    classifier.reset()
+    with pytest.raises(classifier.ModelUnavailable, match="temperature must be positive"):
+        classifier.predict(_png(np.zeros((224, 224, 3), dtype=np.uint8)))
+    classifier.reset()
+
+
+def test_a_close_call_is_answered_by_the_eight_views_with_their_calibration(tmp_path, settings):
+    """The stand-in with a margin and a check whose temperature is 2: a result close to the
+    threshold is scored again in the eight views (the same score here: a uniform colour), and
+    the answer is that score at temperature 2; far from the boundary, the first look stands.
+    served_orientations (evaluation's path) gives what predict gives."""
+    import json
+
+    from ml import classifier
+    from ml.testing import write_standin_model
+
+    out = write_standin_model(tmp_path / "m", threshold=0.6, uncertain_threshold=0.4, boundary_margin=0.5,
+                              close_call_check=True)
+    meta = json.loads((out / "metadata.json").read_text())
+    meta[tta.CLOSE_CALL_KEY]["temperature"] = 2.0
+    (out / "metadata.json").write_text(json.dumps(meta))
+    settings.SKINCARE_MODEL_DIR = str(out)
+    settings.SKINCARE_CLOSE_CALL_CHECK = True
+    classifier.reset()
+    try:
+        pngs, expected = [], []
+        for red, blue, checked in ((140, 120, True), (240, 40, False)):  # logits 0.63 (close to 0.41) and 6.3
+            pixels = np.zeros((224, 224, 3), dtype=np.uint8)
+            pixels[:, :] = (red, 90, blue)
+            pngs.append(_png(pixels))
+            z = 8 * (red - blue) / 255
+            result = classifier.predict(pngs[-1], use_gate=False)
+            assert (result.near_boundary, result.views_averaged) == (checked, 8 if checked else 1)
+            expected.append(1 / (1 + np.exp(-(z / 2.0 if checked else z))))
+            assert result.probability_malignant == pytest.approx(expected[-1], abs=1e-4)
+        from ml import preprocessing
+
+        batch = np.stack([preprocessing.preprocess(b) for b in pngs])
+        probabilities, near = classifier.served_orientations(classifier.get_model(), batch, orientations=tta.IDENTITY)
+        np.testing.assert_allclose(probabilities[:, 0], expected, atol=1e-4)
+        assert near[:, 0].tolist() == [True, False]
+        settings.SKINCARE_CLOSE_CALL_CHECK = False  # the default: the first look answers
+        classifier.reset()
+        result = classifier.predict(pngs[0], use_gate=False)
+        assert (result.near_boundary, result.views_averaged) == (True, 1)
+        assert result.probability_malignant == pytest.approx(1 / (1 + np.exp(-8 * 20 / 255)), abs=1e-4)
+    finally:
+        classifier.reset()

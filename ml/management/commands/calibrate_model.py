@@ -20,9 +20,10 @@ class Command(BaseCommand):
         parser.add_argument("dataset", help="the dataset the model was trained on")
         parser.add_argument("--format", choices=FORMATS, help="override the detected dataset format")
         parser.add_argument("--model", help="model artifact folder (default: SKINCARE_MODEL_DIR)")
-        parser.add_argument("--views", choices=["all", "none"], default="all",
-                            help="all: the eight flips and quarter turns of the square; none: the image as it is "
-                                 "(default: %(default)s)")
+        parser.add_argument("--views", choices=["all", "close-calls", "none"], default="all",
+                            help="all: the eight flips and quarter turns of the square, always; close-calls: the "
+                                 "image as it is, and the eight views where that first look is close to an outcome "
+                                 "boundary (ml/tta.py); none: the image as it is (default: %(default)s)")
 
     def handle(self, *args, **o):
         import numpy as np
@@ -60,7 +61,9 @@ class Command(BaseCommand):
         y_val, y_test = np.array([s.label for s in val]), np.array([s.label for s in test])
         before_auc = meta.get("calibration_fit", {}).get("validation_auc")
 
-        meta_file.write_text(json.dumps(dict(meta, tta_views=views), indent=2))
+        # The close-call check is fitted again below, for the views chosen (a model averaging all eight has none).
+        unchecked = {key: value for key, value in meta.items() if key != tta.CLOSE_CALL_KEY}
+        meta_file.write_text(json.dumps(dict(unchecked, tta_views=views), indent=2))
         self.stdout.write(f"scoring the {len(val)} validation images ({int(y_val.sum())} malignant), then the "
                           f"{len(test)} test images, in {len(views)} view(s) ...")
         try:
@@ -71,7 +74,7 @@ class Command(BaseCommand):
                 y_test=y_test, test_images=[s.path for s in test],
                 results={k: v for k, v in json.loads(metrics_text or "{}").items()
                          if k not in ("validation", "test", "scored_with")},
-                log=self.stdout.write)
+                log=self.stdout.write, close_calls=o["views"] == "close-calls")
         except BaseException as exc:  # the metadata and metrics as they were, whatever stopped the scoring
             meta_file.write_text(meta_text)
             if metrics_text is not None:

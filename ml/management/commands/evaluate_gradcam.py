@@ -40,22 +40,26 @@ class Command(BaseCommand):
         def bottom_row_share(cam):  # the share of a map's heat in its bottom row (nan for an empty map)
             return float(cam[-1].sum() / cam.sum()) if float(cam.max()) > 0 else float("nan")
 
+        def served_map(image):  # the map and the outcome serving gives (ml.classifier.predict, no gate)
+            raw, _features, cam = loaded.analyse(image[None])
+            probability, _near, _views, cam = loaded.settle(image, float(raw[0]), cam[0])
+            return cam, outcome_for(probability, meta["threshold"], meta.get("uncertain_threshold"))
+
         for s in samples:
             image = preprocessing.preprocess(s.path)
-            raw, _features, cam = loaded.analyse(image[None])
-            share, lesion_share = heat_inside_mask(cam[0], s.mask_path)
+            cam, outcome = served_map(image)
+            share, lesion_share = heat_inside_mask(cam, s.mask_path)
             inside.append(share)
             area.append(lesion_share)
-            empty.append(not float(cam[0].max()) > 0)
+            empty.append(not float(cam.max()) > 0)
             # Does the heat follow the image? The same image upside down: the lesion's heat moves to
             # the other edge; heat that stays in the bottom row belongs to the network, not the skin.
-            bottom.append(bottom_row_share(cam[0]))
-            flipped_bottom.append(bottom_row_share(loaded.analyse(image[::-1][None])[2][0]))
+            bottom.append(bottom_row_share(cam))
+            flipped_bottom.append(bottom_row_share(served_map(np.ascontiguousarray(image[::-1]))[0]))
             # A reference, not a bound: where the layer's features are at all, summed over its channels
             # whichever class they speak for. Grad-CAM weighs these same features for one class.
             activity.append(heat_inside_mask(loaded.feature_activity(image[None])[0], s.mask_path)[0])
-            outcomes.append(outcome_for(loaded.calibrate(float(raw[0])), meta["threshold"],
-                                        meta.get("uncertain_threshold")))
+            outcomes.append(outcome)
         inside, area, empty, activity = np.array(inside), np.array(area), np.array(empty), np.array(activity)
         bottom, flipped_bottom = np.array(bottom), np.array(flipped_bottom)
 

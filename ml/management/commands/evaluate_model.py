@@ -67,7 +67,7 @@ class Command(BaseCommand):
         import numpy as np
 
         from ml import evaluation, tta
-        from ml.classifier import ModelUnavailable, predict_orientations
+        from ml.classifier import ModelUnavailable, served_scores
 
         model_dir = Path(o["model"] or settings.SKINCARE_MODEL_DIR)
         report, samples, y = samples_to_score(o["dataset"], o["format"], o["atypical_is_malignant"], [model_dir],
@@ -75,22 +75,30 @@ class Command(BaseCommand):
         self.stdout.write(f"scoring {len(samples)} images ({int(y.sum())} malignant) with {model_dir} ...")
         try:
             views = tta.ALL_VIEWS if o["orientations"] else tta.IDENTITY
-            p_views, meta = predict_orientations([s.path for s in samples], directory=model_dir,
-                                                 runtime=None if o["runtime"] == "auto" else o["runtime"],
-                                                 orientations=views)
+            p_views, near_views, meta, checked = served_scores([s.path for s in samples], directory=model_dir,
+                                                      runtime=None if o["runtime"] == "auto" else o["runtime"],
+                                                      orientations=views)
         except ModelUnavailable as exc:
             raise CommandError(str(exc)) from exc
         p = p_views[:, 0]  # the image as it is
         result = evaluation.metrics(y, p, float(meta["threshold"]), n_boot=o["bootstrap"],
                                     uncertain_threshold=meta.get("uncertain_threshold"))
         margin = (meta.get("boundary_margin") or {}).get("logit")
+        # The note is decided at first look; a model that checks close calls looks again at those.
+        noted = near_views[:, 0] if checked else None
         if margin is not None:
             result["boundary_note"] = evaluation.boundary_notes(
-                y, p, float(meta["threshold"]), meta.get("uncertain_threshold"), float(margin))
+                y, p, float(meta["threshold"]), meta.get("uncertain_threshold"), float(margin), noted=noted)
+        if noted is not None:
+            result["close_call_check"] = {
+                "checked_in_eight_views": float(noted.mean()),
+                "checked_in_some_orientation": float(near_views.any(axis=1).mean()),
+                "malignant_checked": float(noted[y == 1].mean()),
+            }
         if o["orientations"]:
             result["orientations"] = evaluation.orientation_consistency(
                 y, p_views, float(meta["threshold"]), meta.get("uncertain_threshold"), views,
-                boundary_margin=None if margin is None else float(margin))
+                boundary_margin=None if margin is None else float(margin), noted=noted)
         result.update({
             "dataset": str(o["dataset"]), "format": report.format, "split": o["split"],
             "atypical_is_malignant": o["atypical_is_malignant"], "model_version": meta.get("model_version"),
@@ -112,6 +120,10 @@ class Command(BaseCommand):
                 f"'close to a boundary' on {b['noted']:.3f} of the results; malignant called low risk: "
                 f"{b['malignant_low_risk']}, {b['malignant_low_risk_noted']} of them with the note; benign low risk: "
                 f"{b['benign_low_risk']}, {b['benign_low_risk_noted']} with it")
+        if "close_call_check" in result:
+            c = result["close_call_check"]
+            self.stdout.write(f"close calls checked again in all eight views: {c['checked_in_eight_views']:.3f} of the "
+                              f"images ({c['malignant_checked']:.3f} of the malignant)")
         if o["orientations"]:
             r = result["orientations"]
             self.stdout.write(
@@ -121,11 +133,14 @@ class Command(BaseCommand):
                 f"{r['malignant_not_flagged_in_some_view']:.3f}; AUC by view {min(r['auc_by_view']):.3f} to "
                 f"{max(r['auc_by_view']):.3f}")
             if "noted" in r:
+                def held(share):
+                    return "none changed" if share is None else f"{share:.3f}"
+
                 self.stdout.write(
                     f"'close to a boundary' (within {r['boundary_margin']:.3f} logits, fitted on validation): on "
-                    f"{r['noted']:.3f} of the results, holding {r['outcome_changes_noted']:.3f} of the outcome changes "
-                    f"and {r['malignant_flag_changes_noted']:.3f} of the malignant flag changes; "
-                    f"{r['noted_outcome_changes']:.3f} of the noted results change with the view")
+                    f"{r['noted']:.3f} of the results, holding {held(r['outcome_changes_noted'])} of the outcome changes "
+                    f"and {held(r['malignant_flag_changes_noted'])} of the malignant flag changes; "
+                    f"{held(r['noted_outcome_changes'])} of the noted results change with the view")
         if o["json_path"]:
             Path(o["json_path"]).write_text(json.dumps(result, indent=2))
             self.stdout.write(f"wrote {o['json_path']}")
