@@ -86,6 +86,7 @@ PREDICTION_FIELDS = [
     "threshold",
     "uncertain_threshold",
     "near_boundary",
+    "views_averaged",
     "model_version",
     "elapsed_ms",
     "predicted_at",

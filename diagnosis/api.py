@@ -51,6 +51,7 @@ class PredictionSerializer(serializers.ModelSerializer):
             "threshold",
             "uncertain_threshold",
             "near_boundary",
+            "views_averaged",
             "boundary_note",
             "reason",
             "model_version",

@@ -158,6 +158,11 @@ class Prediction(models.Model):
         help_text="The probability is so close to an outcome boundary that the same photo turned or flipped can "
                   "get another outcome (the margin is the model's, fitted on its validation images).",
     )
+    views_averaged = models.PositiveSmallIntegerField(
+        "views averaged", default=1,
+        help_text="How many views of the photo the probability averages: 1, the photo as it is; 8 where the model "
+                  "checked a close call again with the photo flipped and turned in every way.",
+    )
     gate_measures = models.JSONField(
         "image check measures", default=dict, blank=True,
         help_text="What the model's image check measured (brightness, contrast, sharpness, familiarity...).",
@@ -251,8 +256,13 @@ class Prediction(models.Model):
         """What the clinician should know about a result close to an outcome boundary; "" otherwise."""
         if not (self.near_boundary and self.status == self.Status.DONE):
             return ""
-        note = ("Close to a boundary: the same photo turned or flipped can get another outcome, and so can "
-                "another photo of the lesion.")
+        if self.views_averaged > 1:  # the model looked again with the photo turned every way (ml/tta.py)
+            note = (f"Close to a boundary: checked again with the photo flipped and turned in all "
+                    f"{self.views_averaged} ways, and this is their average. Another photo of the lesion can still "
+                    f"get another outcome.")
+        else:
+            note = ("Close to a boundary: the same photo turned or flipped can get another outcome, and so can "
+                    "another photo of the lesion.")
         if self.outcome == self.Outcome.LOW_RISK:
             note += " Low risk here is a close call: when in doubt, have a doctor look."
         return note

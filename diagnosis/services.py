@@ -146,6 +146,7 @@ def run_prediction(prediction: Prediction) -> Prediction:
                 label=result.label,
                 probability_malignant=result.probability_malignant,
                 near_boundary=result.near_boundary,
+                views_averaged=result.views_averaged,
             )
             if result.heatmap is not None:
                 stored_heatmap = store_heatmap(prediction, result.heatmap)

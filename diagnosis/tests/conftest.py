@@ -50,6 +50,15 @@ def close_call_model_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def checking_model_dir(tmp_path_factory):
+    """The close-call stand-in that also checks its close calls again in all eight views (ml/tta.py)."""
+    from ml.testing import write_standin_model
+
+    return write_standin_model(tmp_path_factory.mktemp("checking-model"), threshold=0.6, uncertain_threshold=0.4,
+                               boundary_margin=0.5, close_call_check=True)
+
+
+@pytest.fixture(scope="session")
 def gated_model_dir(tmp_path_factory):
     """The stand-in with image-quality limits: a uniform image is not assessed."""
     from ml.testing import write_standin_model
@@ -74,6 +83,12 @@ def banded_model(settings, banded_model_dir):
 @pytest.fixture
 def close_call_model(settings, close_call_model_dir):
     yield from _model_fixture(settings, close_call_model_dir)
+
+
+@pytest.fixture
+def checking_model(settings, checking_model_dir):
+    settings.SKINCARE_CLOSE_CALL_CHECK = True  # off by default
+    yield from _model_fixture(settings, checking_model_dir)
 
 
 @pytest.fixture

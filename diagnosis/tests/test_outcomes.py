@@ -181,6 +181,41 @@ class TestCloseToABoundary:
         assert body["boundary_note"] == Prediction.objects.get(pk=body["id"]).boundary_note
         assert bool(body["boundary_note"]) == noted
 
+    @pytest.mark.parametrize("difference, outcome, checked", [(40, "needs_doctor", False), (20, "needs_doctor", True),
+                                                             (-20, "low_risk", True), (-40, "low_risk", False)])
+    def test_a_model_that_checks_close_calls_says_it_did(self, logged_in, client, token_headers, checking_model,
+                                                         difference, outcome, checked):
+        """With a close-call check the note says the photo was looked at in all eight orientations (the
+        stand-in scores a uniform colour the same in each, so the outcome stays); far from a boundary,
+        the photo as it is, and no note."""
+        response = post_upload(logged_in, redness_png(difference))
+        prediction = Prediction.objects.get()
+        assert (prediction.outcome, prediction.near_boundary) == (outcome, checked)
+        assert prediction.views_averaged == (8 if checked else 1)
+        page = logged_in.get(response["Location"]).content.decode()
+        assert ("checked again with the photo flipped and turned in all 8 ways" in page) == checked
+        assert ("The map is of the photo as it is, the model's first look" in page) == checked
+        assert "the same photo turned or flipped can get another outcome" not in page
+        assert ("Low risk here is a close call" in page) == (checked and outcome == "low_risk")
+        body = post_api(client, redness_png(difference), token_headers).json()
+        assert (body["outcome"], body["near_boundary"], body["views_averaged"]) == (outcome, checked, 8 if checked else 1)
+        assert body["boundary_note"] == Prediction.objects.get(pk=body["id"]).boundary_note
+
+    def test_the_check_is_off_unless_the_setting_turns_it_on(self, logged_in, settings, checking_model_dir):
+        """SKINCARE_CLOSE_CALL_CHECK off (the default): the same model answers a close call at first look,
+        and the note says the photo turned can get another outcome."""
+        from ml import classifier
+
+        settings.SKINCARE_MODEL_DIR = checking_model_dir
+        classifier.reset()
+        try:
+            response = post_upload(logged_in, redness_png(20))
+        finally:
+            classifier.reset()
+        prediction = Prediction.objects.get()
+        assert (prediction.near_boundary, prediction.views_averaged) == (True, 1)
+        assert "the same photo turned or flipped can get another outcome" in logged_in.get(response["Location"]).content.decode()
+
     def test_a_model_without_a_margin_notes_nothing(self, logged_in, banded_model):
         post_upload(logged_in, redness_png(0))  # p = 0.5, as close to the band's edges as above
         prediction = Prediction.objects.get()
