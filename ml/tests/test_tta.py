@@ -191,3 +191,15 @@ def test_a_close_call_is_answered_by_the_eight_views_with_their_calibration(tmp_
         assert result.probability_malignant == pytest.approx(1 / (1 + np.exp(-8 * 20 / 255)), abs=1e-4)
     finally:
         classifier.reset()
+
+
+def test_inference_threads_follow_the_setting(settings):
+    """SKINCARE_INFERENCE_THREADS where set; 0 (the default): the CPUs the process may use, at most 4."""
+    import os
+
+    from ml import classifier
+
+    settings.SKINCARE_INFERENCE_THREADS = 3
+    assert classifier.inference_threads() == 3
+    settings.SKINCARE_INFERENCE_THREADS = 0
+    assert classifier.inference_threads() == max(1, min(4, len(os.sched_getaffinity(0))))

@@ -133,6 +133,8 @@ class Command(BaseCommand):
             "cold_start_runtime": runtime_name,
             "tensorflow_imported_by_serving": tf_in_serving or tf_loaded == "True",
             "cpus": os.cpu_count(),
+            "inference_threads": getattr(classifier.get_model().runtime, "threads", None),
+            "close_call_check": classifier.get_model().close_call is not None,
         }
         for key, value in figures.items():
             self.stdout.write(f"{key:>32}: {value}")
