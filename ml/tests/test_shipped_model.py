@@ -104,7 +104,8 @@ def test_a_model_that_averages_the_views_gives_one_answer_however_the_photo_is_t
     for f in SHIPPED.iterdir():
         if f.is_file():
             (averaged / f.name).symlink_to(f)
-    meta = json.loads((SHIPPED / "metadata.json").read_text())
+    # (a model that averages the eight views for every photo has no close calls to check)
+    meta = {k: v for k, v in json.loads((SHIPPED / "metadata.json").read_text()).items() if k != tta.CLOSE_CALL_KEY}
     (averaged / "metadata.json").unlink()
     (averaged / "metadata.json").write_text(json.dumps(dict(meta, tta_views=list(tta.ALL_VIEWS))))
     images = sorted((ph2_root / "images").glob("*.jpg"))[:4]
@@ -114,6 +115,45 @@ def test_a_model_that_averages_the_views_gives_one_answer_however_the_photo_is_t
     assert np.ptp(once, axis=1).max() > 1e-3  # scored once, the views disagree
     every, _ = classifier.predict_orientations(images, directory=averaged, runtime="litert")
     np.testing.assert_allclose(every, every[:, :1].repeat(8, axis=1), rtol=1e-5, atol=1e-7)
+
+
+def test_the_shipped_model_checks_its_close_calls_in_all_eight_views_when_told_to(ph2_root, shipped):
+    """With SKINCARE_CLOSE_CALL_CHECK on, serving (predict) and evaluation (served_orientations) alike: a
+    PH2 image whose first look is within the boundary margin gets the average of its eight views,
+    calibrated by the model's check, and so the same answer in every orientation where its first look
+    was close; the others keep the first look. Off (the default), every image keeps its first look."""
+    from ml import evaluation, tta
+
+    images = sorted((ph2_root / "images").glob("*.jpg"))[:12]
+    loaded = shipped.get_model()
+    assert loaded.close_call is None and loaded.close_call_fit is not None
+    first, near_off = classifier.served_orientations(loaded, images)
+    with override_settings(SKINCARE_CLOSE_CALL_CHECK=True):
+        classifier.reset()
+        loaded = shipped.get_model()
+        check = loaded.close_call
+        assert check is not None and check["views"] == tta.ALL_VIEWS
+        p, near = classifier.served_orientations(loaded, images)
+        raw = classifier.raw_orientations(loaded, images)
+        np.testing.assert_array_equal(near, near_off)
+        assert near.any() and not near.all(), near  # both kinds among these twelve
+        np.testing.assert_allclose(p[~near], first[~near])
+        averaged = evaluation.sigmoid(evaluation.logit(raw).mean(axis=1))  # the eight views of any turn: the same eight
+        expected = np.array([loaded.calibrate(v, check) for v in averaged])
+        for i in np.flatnonzero(near.any(axis=1)):
+            np.testing.assert_allclose(p[i, near[i]], expected[i], rtol=1e-5)
+        i = int(np.flatnonzero(near[:, 0])[0])
+        result = shipped.predict(images[i], use_gate=False)
+        assert (result.near_boundary, result.views_averaged) == (True, 8) and result.heatmap is not None
+        assert result.probability_malignant == pytest.approx(p[i, 0], rel=1e-6)
+        j = int(np.flatnonzero(~near[:, 0])[0])
+        result = shipped.predict(images[j], use_gate=False)
+        assert (result.near_boundary, result.views_averaged) == (False, 1)
+        assert result.probability_malignant == pytest.approx(p[j, 0], rel=1e-6)
+    classifier.reset()
+    result = shipped.predict(images[i], use_gate=False)
+    assert (result.near_boundary, result.views_averaged) == (True, 1)
+    assert result.probability_malignant == pytest.approx(first[i, 0], rel=1e-6)
 
 
 @pytest.fixture(scope="module")
@@ -324,6 +364,7 @@ def test_benchmark_reports_the_median_of_its_rounds(ph2_root, tmp_path):
     assert figures["p50_ms"] == sorted(figures["p50_ms_by_round"])[1]
     assert figures["runtime"] == "litert" and figures["cold_start_runtime"] == "litert"
     assert figures["speedup_vs_baseline"] > 0 and figures["rss_mb"] > 0 and figures["cold_start_s"] > 0
+    assert 1 <= figures["inference_threads"] <= 4 and figures["close_call_check"] is False
 
 
 def test_compare_models_pairs_the_same_images(ph2_root, ham10000_root, tmp_path):
@@ -376,6 +417,7 @@ def test_model_card_of_a_model_that_averages_the_views_says_its_answer_does_not_
     shutil.copytree(SHIPPED / "evaluation", card_dir / "evaluation")
     shutil.copy(SHIPPED / "metrics.json", card_dir / "metrics.json")
     meta = json.loads((SHIPPED / "metadata.json").read_text())
+    meta.pop(tta.CLOSE_CALL_KEY, None)  # as calibrate_model --views all leaves it: no close calls to check
     (card_dir / "metadata.json").write_text(json.dumps(dict(meta, tta_views=list(tta.ALL_VIEWS))))
     for name in ("ham10000_test", "ph2_melanoma"):
         path = card_dir / "evaluation" / f"{name}.json"
