@@ -14,7 +14,7 @@ import datetime as dt
 import json
 import math
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 
@@ -52,19 +52,6 @@ def training_prior(meta: dict[str, Any]) -> float:
     return n_malignant / n
 
 
-def served_raw_scores(model_dir, images: np.ndarray | Sequence, batch_size: int = 32,
-                      loaded=None) -> tuple[np.ndarray, str]:
-    """(raw malignant probabilities before calibration, runtime name) of the saved model in
-    model_dir, scored as serving scores: its runtime, its test-time views, its preprocessing.
-
-    images: preprocessed (N, size, size, 3) arrays, or image sources that ml.preprocessing reads.
-    loaded: that model already loaded (a classifier.LoadedModel of model_dir), to score several sets."""
-    from .classifier import LoadedModel, raw_orientations
-
-    loaded = loaded or LoadedModel(Path(model_dir))  # a fresh load, never the process's cached model
-    return raw_orientations(loaded, images, batch_size, tta.IDENTITY)[:, 0], loaded.runtime.name
-
-
 def calibrate_and_report(model_dir, y_val: np.ndarray, val_images, train_prior: float, *, fitted_by: str,
                          y_test: np.ndarray | None = None, test_images=None, results: dict[str, Any] | None = None,
                          history: dict[str, list[float]] | None = None, phases: list[int] | None = None,
@@ -76,8 +63,6 @@ def calibrate_and_report(model_dir, y_val: np.ndarray, val_images, train_prior: 
     fitted_by: the command, as the model card should quote it. close_calls: a model that scores the
     image as it is also gets a close-call check (ml/tta.py: results close to a boundary are scored
     again in all eight views), its calibration fitted on the same validation images."""
-    from django.conf import settings
-
     from .classifier import LoadedModel, raw_orientations, served_orientations
 
     model_dir = Path(model_dir)
@@ -119,18 +104,17 @@ def calibrate_and_report(model_dir, y_val: np.ndarray, val_images, train_prior: 
         "validation_n": int(len(y_val)), "validation_auc": evaluation.roc_auc(y_val, raw_val),
     }
     meta_path.write_text(json.dumps(meta, indent=2))
-    loaded.metadata = meta  # the same weights, now calibrated
-    loaded.close_call = loaded.close_call_fit = tta.close_call_check(meta)
 
     threshold, uncertain = fitted["threshold"], fitted["uncertain_threshold"]
-    if loaded.close_call:  # what the check does on the split it was fitted on, as it would serve
+    if tta.CLOSE_CALL_KEY in meta:  # what the check does on the split it was fitted on, applied
+        loaded.use_calibration(meta, check_close_calls=True)  # the same weights, now calibrated
         served_val, near_val = served_orientations(loaded, val_images, orientations=tta.IDENTITY)
-        p_val = served_val[:, 0]
+        p_checked = served_val[:, 0]
         check = meta[tta.CLOSE_CALL_KEY]
         check.update({
             "validation_checked": float(near_val.mean()),
-            "validation_sensitivity": float(np.mean(p_val[y_val == 1] >= threshold)),
-            "validation_flagged_share_of_malignant": float(np.mean(p_val[y_val == 1] >= uncertain)),
+            "validation_sensitivity": float(np.mean(p_checked[y_val == 1] >= threshold)),
+            "validation_flagged_share_of_malignant": float(np.mean(p_checked[y_val == 1] >= uncertain)),
         })
         if (check["validation_sensitivity"] < evaluation.SENSITIVITY_TARGET
                 or check["validation_flagged_share_of_malignant"] < evaluation.FLAG_TARGET):
@@ -138,12 +122,11 @@ def calibrate_and_report(model_dir, y_val: np.ndarray, val_images, train_prior: 
             log(f"no close-call check: with it the validation split would lose its sensitivity or flagged share "
                 f"({check['validation_sensitivity']:.3f}, {check['validation_flagged_share_of_malignant']:.3f})")
             del meta[tta.CLOSE_CALL_KEY]
-            loaded.close_call_fit = None
         meta_path.write_text(json.dumps(meta, indent=2))
     # metrics.json and the plots: as serving scores under the current settings (the check is
     # applied where SKINCARE_CLOSE_CALL_CHECK is on)
-    loaded.close_call = loaded.close_call_fit if getattr(settings, "SKINCARE_CLOSE_CALL_CHECK", False) else None
-    p_val = (served_orientations(loaded, val_images, orientations=tta.IDENTITY)[0][:, 0] if loaded.close_call
+    loaded.use_calibration(meta)
+    p_val = (p_checked if loaded.close_call
              else np.array([loaded.calibrate(raw) for raw in raw_val]))  # the first look alone: its scores above
     results = dict(results or {})
     results.update({
@@ -170,6 +153,6 @@ def calibrate_and_report(model_dir, y_val: np.ndarray, val_images, train_prior: 
            f"{' on, as now' if loaded.close_call else ', off now'}) on validation: sensitivity "
            f"{meta[tta.CLOSE_CALL_KEY]['validation_sensitivity']:.3f}, flagged "
            f"{meta[tta.CLOSE_CALL_KEY]['validation_flagged_share_of_malignant']:.3f} of the malignant"
-           if loaded.close_call_fit else ""))
+           if tta.CLOSE_CALL_KEY in meta else ""))
     log(evaluation.format_table({k: results[k] for k in ("validation", "test") if k in results}))
     return results

@@ -269,8 +269,7 @@ class LoadedModel:
         self.malignant_index = int(self.metadata.get("class_names", ["benign", "malignant"]).index("malignant"))
         try:
             self.views = tta.views_of(self.metadata)
-            # The model's check of close calls, applied where settings.SKINCARE_CLOSE_CALL_CHECK is on.
-            self.close_call_fit = tta.close_call_check(self.metadata)
+            self.use_calibration(self.metadata)
         except ValueError as exc:
             raise ModelUnavailable(f"No model available: {directory / METADATA_FILENAME}: {exc}") from exc
         self.lock = threading.Lock()
@@ -288,7 +287,18 @@ class LoadedModel:
         if self.runtime is None:
             self.runtime = KerasRuntime(directory, self.metadata, self.malignant_index, self.views)
         self.cam_layer = self.runtime.cam_layer
-        self.close_call = self.close_call_fit if getattr(settings, "SKINCARE_CLOSE_CALL_CHECK", False) else None
+
+    def use_calibration(self, metadata: dict[str, Any], check_close_calls: bool | None = None) -> None:
+        """Serve with this metadata's calibration (the same weights: ml.calibration refits it in place).
+
+        close_call_fit is the model's close-call check (ml/tta.py), or None; close_call is the check as
+        applied: where check_close_calls says, by default where settings.SKINCARE_CLOSE_CALL_CHECK is on.
+        A ValueError where the check in the metadata is malformed."""
+        if check_close_calls is None:
+            check_close_calls = bool(getattr(settings, "SKINCARE_CLOSE_CALL_CHECK", False))
+        self.metadata = metadata
+        self.close_call_fit = tta.close_call_check(metadata)
+        self.close_call = self.close_call_fit if check_close_calls else None
 
     def analyse(self, batch, views=None):
         """(raw malignant probabilities, gate features or None, Grad-CAM maps or None): each image

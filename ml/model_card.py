@@ -478,12 +478,10 @@ def _close_call_lines(meta: dict, ev: Path) -> list[str]:
             f"{_f(check.get('validation_sensitivity'))} and {_f(check.get('validation_flagged_share_of_malignant'))} "
             "of the malignant flagged.")
     checked = ev / "close_call_check"
-    sets = {name: _load(checked / f"{key}.json") for name, key in (("HAM10000 test", "ham10000_test"),
-                                                                    ("PH2", "ph2_melanoma"))}
-    sets = {name: m for name, m in sets.items() if m and m.get("orientations")}
+    files = {"HAM10000 test": "ham10000_test.json", "PH2": "ph2_melanoma.json"}
+    sets = {name: m for name, file in files.items() if (m := _load(checked / file)) and m.get("orientations")}
     if sets:
-        plain = {name: _load(ev / f"{key}.json") for name, key in (("HAM10000 test", "ham10000_test"),
-                                                                     ("PH2", "ph2_melanoma"))}
+        plain = {name: _load(ev / file) for name, file in files.items()}
 
         def each(fmt):
             return " and ".join(f"{fmt(m, plain.get(name) or {})} ({name})" for name, m in sets.items())

@@ -207,7 +207,7 @@ SKINCARE_INFERENCE_THREADS = env_int("SKINCARE_INFERENCE_THREADS", 0)
 # Check close calls again in all eight flips and quarter turns of the photo, where the model carries
 # the calibration for it (metadata "close_call_check", ml/tta.py). Off by default: it makes the answer
 # all but independent of how the photo is turned, at about 50 ms instead of 9 for those results
-# (README, "Close to a boundary").
+# (README, "Checking close calls").
 SKINCARE_CLOSE_CALL_CHECK = env_bool("SKINCARE_CLOSE_CALL_CHECK", False)
 # Upload limits, checked before the image is decoded.
 SKINCARE_MAX_UPLOAD_SIZE = env_int("SKINCARE_MAX_UPLOAD_SIZE", 10 * 1024 * 1024)  # bytes

@@ -141,8 +141,8 @@ def test_import_model_serves_the_runs_weights(bundle, tiny_run, tmp_path):
     # network gives on the bundle's decoded images (within the float16 export's rounding). Scores, not
     # the AUC: a one-epoch model scores the tiny validation split nearly alike, so rounding may swap
     # a pair, and with a few malignant images one pair moves the AUC by 0.02 or more.
-    from ml.calibration import served_raw_scores
-    from ml.classifier import LoadedModel
+    from ml import tta
+    from ml.classifier import LoadedModel, raw_orientations
     from ml.datasets import read_dataset
 
     served_model = keras.models.load_model(out / "model.keras", compile=False)
@@ -159,10 +159,12 @@ def test_import_model_serves_the_runs_weights(bundle, tiny_run, tmp_path):
     assert '"stem_conv_pad"' not in config(Network(network_config(Recipe("x"), None)).full_model())
     # the run's network (model.keras holds exactly its weights) through the Keras runtime, on the bundle's images
     _, _, _, x_val, _ = load_bundle([bundle[1]], log=lambda m: None)
-    expected, _ = served_raw_scores(out, x_val, loaded=LoadedModel(out, runtime="keras"))
+    expected = raw_orientations(LoadedModel(out, runtime="keras"), x_val, orientations=tta.IDENTITY)[:, 0]
     paths = {s.path.name: s.path for s in read_dataset(ham).samples}
-    served, runtime = served_raw_scores(out, [paths[name] for name, _ in summary["manifest"]["validation"]])
-    assert runtime == "litert"
+    serving = LoadedModel(out)  # as serving loads it
+    served = raw_orientations(serving, [paths[name] for name, _ in summary["manifest"]["validation"]],
+                              orientations=tta.IDENTITY)[:, 0]
+    assert serving.runtime.name == "litert"
     np.testing.assert_allclose(served, expected, atol=0.01)
     assert np.ptp(expected) > 0.01  # the comparison has spread to check, not one constant score
 
