@@ -265,6 +265,7 @@ def _train_command(meta) -> str:
             f"--finetune-epochs {t['finetune_epochs']} --finetune-learning-rate {t['finetune_learning_rate']:g} "
             f"--patience {t['patience']}" + (" --average-weights" if t.get("average_weights") else "")
             + (f" --diagnosis-weight {t['diagnosis_weight']:g}" if t.get("diagnosis_weight") else "")
+            + (f" --mixup {t['mixup']:g}" if t.get("mixup") else "")
             + (f" --backbone {t['backbone']}" if t.get("backbone", "efficientnet-lite0") != "efficientnet-lite0" else "")
             + (f" --padding {t['padding']}" if t.get("padding", "tf") != "tf" else "")
             + (f" --colour-constancy {t['colour_constancy']}" if t.get("colour_constancy", "none") != "none" else ""))
@@ -385,6 +386,10 @@ def _training_lines(meta, metrics) -> list[str]:
             f"- Phase 2: {_lite(meta) or _backbone(meta)} blocks {t['finetune_from_block']}-{_last_block(meta)} and the head convolution fine-tuned for up to "
             f"{t['finetune_epochs']} epochs (learning rate {t['finetune_learning_rate']}) from the cached views; "
             "early stopping on the validation AUC.")
+    if t.get("mixup"):
+        lines.append(
+            f"- Mixup in phase 2 (`--mixup {t['mixup']:g}`): each training image was blended with another of its "
+            f"batch, and their labels likewise, with a weight drawn from Beta({t['mixup']:g}, {t['mixup']:g}).")
     weight = t.get("diagnosis_weight")
     if weight:
         classes = meta.get("data", {}).get("diagnosis_classes") or []

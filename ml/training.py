@@ -90,6 +90,9 @@ class TrainConfig:
     # 0 = none. Fitted on the frozen features in phase 1, trained with the backbone in phase 2, dropped
     # from the served model.
     diagnosis_weight: float = 0.0
+    # Scope "all": mixup (Zhang et al. 2018) in phase 2. Each image of a batch is blended with another of the
+    # same batch, and so are their labels, with a weight drawn from Beta(mixup, mixup). 0 = off.
+    mixup: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -192,6 +195,34 @@ def view_indices(y: np.ndarray, benign_views: int, malignant_views: int) -> list
     return [np.arange(len(y)) if v < benign_views else np.flatnonzero(y == 1) for v in range(malignant_views)]
 
 
+def check_mixup(config: TrainConfig) -> None:
+    if config.mixup < 0:
+        raise ValueError(f"--mixup is the Beta distribution's alpha, 0 (off) or more, not {config.mixup:g}")
+    if config.mixup and config.finetune_scope != "all":
+        raise ValueError("--mixup blends the images of phase 2's batches: it trains with --finetune-scope all")
+
+
+def mixup_batch(images, labels, seed, alpha: float):
+    """Mixup: each image of the batch blended with its partner (the batch read backwards) as
+    lam * image + (1 - lam) * partner, lam ~ Beta(alpha, alpha) per image, and every label tensor
+    (a structure of them, as the multitask head has) blended the same way. Stateless: the same seed
+    (shape [2]) gives the same blend."""
+    import tensorflow as tf
+
+    n = tf.shape(images)[0]
+    gammas = tf.random.stateless_gamma([2, n], seed=seed, alpha=alpha, dtype=tf.float32)
+    # Both draws can underflow to 0 for a small alpha: then the image is its partner (lam 0), not NaN.
+    lam = tf.math.divide_no_nan(gammas[0], gammas[0] + gammas[1])
+    partner = tf.reverse(tf.range(n), [0])
+
+    def blend(t):
+        t = tf.cast(t, tf.float32)
+        weight = tf.reshape(lam, tf.concat([[n], tf.ones([tf.rank(t) - 1], tf.int32)], 0))
+        return weight * t + (1.0 - weight) * tf.gather(t, partner)
+
+    return blend(images), tf.nest.map_structure(blend, labels)
+
+
 def diagnosis_targets(samples, config: TrainConfig) -> tuple[list[str], np.ndarray]:
     """The finer diagnoses the diagnosis head learns (the samples' `detail`: HAM10000's dx) and each
     sample's index among them."""
@@ -244,6 +275,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
     from .datasets import read_dataset
 
     started = time.time()
+    check_mixup(config)
     keras.utils.set_random_seed(config.seed)
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
@@ -514,10 +546,14 @@ def finetune_all(net: Network, config: TrainConfig, x_train, y_train, x_val, y_v
     train_ds = (tf.data.Dataset.sample_from_datasets(per_class, [0.5, 0.5], seed=seed)
                 .batch(config.batch_size)
                 .map(lambda idx: (augmenter(tf.cast(tf.gather(images, idx), tf.float32), training=True),
-                                  tf.nest.map_structure(lambda t: tf.gather(t, idx), labels)), num_parallel_calls=1)
-                .prefetch(2))
+                                  tf.nest.map_structure(lambda t: tf.gather(t, idx), labels)), num_parallel_calls=1))
+    if config.mixup:
+        train_ds = (tf.data.Dataset.zip((train_ds, tf.data.Dataset.random(seed=seed).batch(2)))
+                    .map(lambda batch, pair: mixup_batch(*batch, pair, config.mixup), num_parallel_calls=1))
+    train_ds = train_ds.prefetch(2)
     log(f"phase 2: every block trainable, {steps} balanced batches an epoch, Adam {config.finetune_learning_rate:g} "
         f"with cosine decay, up to {config.finetune_epochs} epochs"
+        + (f"; mixup, Beta({config.mixup:g}, {config.mixup:g})" if config.mixup else "")
         + ("; validation on the weights averaged over about the last epoch" if config.average_weights else ""))
     if config.average_weights:
         callback, validation = averaged_weights(x_val, y_val, decay=1.0 - 1.0 / steps, patience=config.patience,

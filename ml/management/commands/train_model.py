@@ -50,6 +50,9 @@ class Command(BaseCommand):
         d("--diagnosis-weight", type=float, default=0.0,
           help="scope all with --average-weights: also learn each image's finer diagnosis (HAM10000's seven dx codes) "
                "with a training-only softmax beside the head, its loss weighted by this; 0 = off (default: %(default)s)")
+        d("--mixup", type=float, default=0.0,
+          help="scope all: blend each image of a fine-tuning batch with another, and their labels, weight drawn "
+               "from Beta(MIXUP, MIXUP) (mixup); 0 = off (default: %(default)s)")
         d("--atypical-is-malignant", action="store_true", help="PH2: count atypical nevi as needing a doctor")
         d("--cache-dir", help="where decoded images are cached (default: $SKINCARE_CACHE_DIR or the temp dir)")
 
@@ -66,7 +69,7 @@ class Command(BaseCommand):
             benign_views=o["benign_views"], max_views=o["max_views"], batch_size=o["batch_size"],
             dense_units=o["dense_units"], dropout=o["dropout"], patience=o["patience"], limit=o["limit"],
             seed=o["seed"], finetune_seed=o["finetune_seed"], atypical_is_malignant=o["atypical_is_malignant"],
-            diagnosis_weight=o["diagnosis_weight"], cache_dir=o["cache_dir"],
+            diagnosis_weight=o["diagnosis_weight"], mixup=o["mixup"], cache_dir=o["cache_dir"],
         )
         try:
             train(config, log=lambda m: self.stdout.write(m))
