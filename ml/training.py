@@ -515,6 +515,26 @@ def finetune_upper(net: Network, config: TrainConfig, maps_train, labels_train, 
                         epochs=config.finetune_epochs, verbose=1 if _interactive() else 2, callbacks=[early]).history
 
 
+def balanced_batches(config: TrainConfig, x_train, y_train, labels, augmenter):
+    """Phase 2's endless tf.data stream: batches half benign, half malignant (sampled per class),
+    every image augmented afresh, labels (a tensor or a structure of them) gathered alike, and with
+    config.mixup the batch blended (:func:`mixup_batch`)."""
+    import tensorflow as tf
+
+    images = tf.constant(x_train)
+    seed = config.seed if config.finetune_seed is None else config.finetune_seed
+    per_class = [tf.data.Dataset.from_tensor_slices(np.flatnonzero(y_train == c)).shuffle(
+        int((y_train == c).sum()), seed=seed + c).repeat() for c in (0, 1)]
+    batches = (tf.data.Dataset.sample_from_datasets(per_class, [0.5, 0.5], seed=seed)
+               .batch(config.batch_size)
+               .map(lambda idx: (augmenter(tf.cast(tf.gather(images, idx), tf.float32), training=True),
+                                 tf.nest.map_structure(lambda t: tf.gather(t, idx), labels)), num_parallel_calls=1))
+    if config.mixup:
+        batches = (tf.data.Dataset.zip((batches, tf.data.Dataset.random(seed=seed).batch(2)))
+                   .map(lambda batch, pair: mixup_batch(*batch, pair, config.mixup), num_parallel_calls=1))
+    return batches.prefetch(2)
+
+
 def finetune_all(net: Network, config: TrainConfig, x_train, y_train, x_val, y_val, augmenter, log=print,
                  d_train: np.ndarray | None = None) -> dict:
     """Phase 2 over every block, from images: each batch is half benign, half malignant, every
@@ -539,18 +559,7 @@ def finetune_all(net: Network, config: TrainConfig, x_train, y_train, x_val, y_v
                   "diagnosis": tf.constant(np.eye(n_diagnoses, dtype=np.float32)[d_train])}
     else:
         labels = tf.constant(_onehot(y_train))
-    images = tf.constant(x_train)
-    seed = config.seed if config.finetune_seed is None else config.finetune_seed
-    per_class = [tf.data.Dataset.from_tensor_slices(np.flatnonzero(y_train == c)).shuffle(
-        int((y_train == c).sum()), seed=seed + c).repeat() for c in (0, 1)]
-    train_ds = (tf.data.Dataset.sample_from_datasets(per_class, [0.5, 0.5], seed=seed)
-                .batch(config.batch_size)
-                .map(lambda idx: (augmenter(tf.cast(tf.gather(images, idx), tf.float32), training=True),
-                                  tf.nest.map_structure(lambda t: tf.gather(t, idx), labels)), num_parallel_calls=1))
-    if config.mixup:
-        train_ds = (tf.data.Dataset.zip((train_ds, tf.data.Dataset.random(seed=seed).batch(2)))
-                    .map(lambda batch, pair: mixup_batch(*batch, pair, config.mixup), num_parallel_calls=1))
-    train_ds = train_ds.prefetch(2)
+    train_ds = balanced_batches(config, x_train, y_train, labels, augmenter)
     log(f"phase 2: every block trainable, {steps} balanced batches an epoch, Adam {config.finetune_learning_rate:g} "
         f"with cosine decay, up to {config.finetune_epochs} epochs"
         + (f"; mixup, Beta({config.mixup:g}, {config.mixup:g})" if config.mixup else "")

@@ -190,6 +190,88 @@ def test_finetune_all_trains_every_block_from_augmented_images(imagenet_lower_we
     assert all(np.array_equal(a, b) for a, b in pairs if a.ndim == 1)
 
 
+def test_mixup_blends_each_image_and_its_labels_with_one_weight():
+    """mixup_batch: image i becomes w * image i + (1 - w) * image n-1-i, and every label tensor of it the
+    same with the same w; the labels stay distributions; the same seed gives the same batch, another not."""
+    import numpy as np
+    import tensorflow as tf
+
+    from ml.training import mixup_batch
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (7, 4, 4, 3)).astype(np.float32)
+    head = np.eye(2, dtype=np.float32)[[0, 1, 1, 0, 1, 0, 1]]
+    dx = np.eye(3, dtype=np.float32)[[0, 1, 2, 2, 1, 0, 1]]
+    seed = tf.constant([3, 4], tf.int64)
+    images, labels = mixup_batch(tf.constant(x), {"head": tf.constant(head), "dx": tf.constant(dx)}, seed, 0.4)
+    images, head_out, dx_out = images.numpy(), labels["head"].numpy(), labels["dx"].numpy()
+
+    partner = x[::-1]
+    weights = []
+    for i in range(7):
+        if i == 3:  # the middle image is its own partner
+            np.testing.assert_allclose(images[i], x[i], rtol=1e-5)
+            continue
+        # the one weight that explains the image explains both label tensors
+        d = (x[i] - partner[i]).ravel()
+        w = float(np.dot(images[i].ravel() - partner[i].ravel(), d) / np.dot(d, d))
+        assert 0.0 <= w <= 1.0
+        np.testing.assert_allclose(images[i], w * x[i] + (1 - w) * partner[i], atol=1e-2)
+        np.testing.assert_allclose(head_out[i], w * head[i] + (1 - w) * head[::-1][i], atol=1e-4)
+        np.testing.assert_allclose(dx_out[i], w * dx[i] + (1 - w) * dx[::-1][i], atol=1e-4)
+        weights.append(w)
+    np.testing.assert_allclose(head_out.sum(axis=1), 1.0, rtol=1e-6)
+    assert len({round(w, 4) for w in weights}) == len(weights)  # a weight per image, not one per batch
+    assert any(0.05 < w < 0.95 for w in weights)  # Beta(0.4, 0.4): blends, not only copies
+
+    again, _ = mixup_batch(tf.constant(x), {"head": tf.constant(head)}, seed, 0.4)
+    other, _ = mixup_batch(tf.constant(x), {"head": tf.constant(head)}, tf.constant([5, 6], tf.int64), 0.4)
+    np.testing.assert_array_equal(again.numpy(), images)
+    assert not np.allclose(other.numpy(), images)
+
+
+@pytest.mark.parametrize("mixup", [0.0, 0.2], ids=["plain", "mixup"])
+def test_phase_2_batches_are_balanced_and_blended_only_with_mixup(mixup):
+    import numpy as np
+
+    from ml.training import TrainConfig, _onehot, balanced_batches, build_augmenter
+
+    config = TrainConfig(dataset="unused", finetune_scope="all", batch_size=16, mixup=mixup)
+    x = np.random.default_rng(0).integers(0, 255, (40, 224, 224, 3), dtype=np.uint8)
+    y = np.array([0] * 32 + [1] * 8)
+    labels = list(balanced_batches(config, x, y, _onehot(y), build_augmenter(0)).take(4).map(lambda _x, t: t))
+    malignant = np.concatenate([t.numpy()[:, 1] for t in labels])
+    soft = (malignant > 1e-3) & (malignant < 1 - 1e-3)
+    if mixup:
+        assert soft.mean() > 0.2 and 0 <= malignant.min() and malignant.max() <= 1
+    else:
+        assert not soft.any()
+        assert 0.35 < malignant.mean() < 0.65  # balanced, though a fifth of the images are malignant
+
+
+def test_mixup_trains_only_in_the_full_recipe():
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="--mixup .* --finetune-scope all"):
+        call_command("train_model", "nowhere", "--mixup", "0.2")
+    with pytest.raises(CommandError, match="--mixup is the Beta distribution's alpha.* not -1"):
+        call_command("train_model", "nowhere", "--finetune-scope", "all", "--mixup", "-1")
+
+
+def test_the_model_card_names_mixup():
+    from ml import model_card
+
+    meta = {"training": {"finetune_scope": "all", "finetune_epochs": 18, "finetune_learning_rate": 1e-4,
+                         "patience": 5, "average_weights": True, "mixup": 0.2, "epochs": 20, "learning_rate": 1e-3},
+            "data": {"training_views": {"benign_views": 2, "malignant_views": 11}}}
+    assert model_card._train_command(meta).endswith("--patience 5 --average-weights --mixup 0.2")
+    assert any("Mixup in phase 2 (`--mixup 0.2`)" in line and "Beta(0.2, 0.2)" in line
+               for line in model_card._training_lines(meta, {}))
+    del meta["training"]["mixup"]
+    assert "mixup" not in model_card._train_command(meta).lower()
+    assert not any("mixup" in line.lower() for line in model_card._training_lines(meta, {}))
+
+
 def test_averaged_weights_are_validated_and_kept():
     """Scope "all" validates an exponential moving average of the weights and ends on the best one."""
     import keras
