@@ -334,9 +334,6 @@ class LoadedModel:
         with self.lock:
             return self.runtime.feature_activity(batch)
 
-    def raw_probability(self, batch) -> "list[float]":
-        return [float(v) for v in self.analyse(batch)[0]]
-
     def calibrate(self, raw: float, fit: dict | None = None) -> float:
         """The model's calibration of a raw score, or `fit`'s (temperature, logit_offset) where given."""
         fit = fit or self.metadata
