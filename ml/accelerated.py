@@ -72,6 +72,7 @@ class Recipe:
     colour_constancy: str = "none"  # the model's first layer: ml.backbone.COLOUR_CONSTANCY (train_model --colour-constancy)
     diagnosis_weight: float = 0.0  # train_model --diagnosis-weight: the training-only diagnosis head's loss weight
     backbone: str = "efficientnet-lite0"  # train_model --backbone: one of ml.backbone.LITE_BACKBONES
+    mixup: float = 0.0  # train_model --mixup: phase 2's batches blended, weights from Beta(mixup, mixup); 0 = off
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -270,15 +271,27 @@ class AugmentedBatches:
         self.ahead = 2 * pool._processes if pool is not None else 1
         if pool is None:
             _set_pool_images(x)
-        self.pending: list[tuple[np.ndarray, Any]] = []
+        self.pending: list[tuple[np.ndarray, Any, int]] = []
         self.count = 0
+        self.mixup = 0.0  # _train sets the recipe's for phase 2 alone, as train_model blends phase 2's batches
+
+    def _blended(self, images: np.ndarray, labels, count: int):
+        """Mixup as ml.training.mixup_batch does it: image i and its labels blended with image n-1-i's,
+        weight ~ Beta(mixup, mixup) per image, drawn from the batch's own stream."""
+        lam = np.random.default_rng((self.seed, count, 1)).beta(self.mixup, self.mixup, len(images))
+
+        def blend(t: np.ndarray) -> np.ndarray:
+            w = lam.reshape((-1,) + (1,) * (t.ndim - 1)).astype(np.float32)
+            return w * t + (1.0 - w) * t[::-1]
+
+        return blend(images), ({k: blend(v) for k, v in labels.items()} if isinstance(labels, dict) else blend(labels))
 
     def _submit(self):
         idx = next(self.indices)
         seed = (self.seed, self.count)  # each batch's own stream, whichever process draws it
-        self.count += 1
         job = self.pool.apply_async(_augmented_batch, (idx, seed)) if self.pool else _augmented_batch(idx, seed)
-        self.pending.append((idx, job))
+        self.pending.append((idx, job, self.count))
+        self.count += 1
 
     def __iter__(self):
         return self
@@ -286,12 +299,12 @@ class AugmentedBatches:
     def __next__(self):
         while len(self.pending) < self.ahead:
             self._submit()
-        idx, job = self.pending.pop(0)
+        idx, job, count = self.pending.pop(0)
         images = job.get(timeout=300) if self.pool else job  # a stuck worker fails the run, never hangs it
-        if self.diagnoses is None:
-            return images.astype(np.float32), self.eye[self.y[idx]]
-        return images.astype(np.float32), {"head": self.eye[self.y[idx]],
-                                           "diagnosis": self.eye_diagnoses[self.diagnoses[idx]]}
+        images = images.astype(np.float32)
+        labels = self.eye[self.y[idx]] if self.diagnoses is None else {
+            "head": self.eye[self.y[idx]], "diagnosis": self.eye_diagnoses[self.diagnoses[idx]]}
+        return self._blended(images, labels, count) if self.mixup else (images, labels)
 
     def generator(self):
         """The batches as a generator, the form Keras's fit takes them in on every backend."""
@@ -363,6 +376,7 @@ def _train(recipe, net, full, batches, steps, x_val, y_val, deadline, started, l
 
     # Phase 2: every block (BatchNormalization stays in inference mode), weights averaged in the optimizer.
     net.set_all_trainable(True)
+    batches.mixup = recipe.mixup
     decay = 1.0 - 1.0 / steps
     schedule = keras.optimizers.schedules.CosineDecay(recipe.learning_rate, steps * recipe.epochs, alpha=0.05)
     optimizer = keras.optimizers.Adam(schedule, use_ema=True, ema_momentum=decay)
@@ -559,7 +573,7 @@ def import_run(run_dir, dataset, output, run: str | None = None, data_format: st
                      "batch_size": recipe.batch_size, "patience": recipe.patience, "dense_units": recipe.dense_units,
                      "dropout": recipe.dropout, "padding": recipe.padding,
                      "colour_constancy": recipe.colour_constancy,
-                     "diagnosis_weight": recipe.diagnosis_weight,
+                     "diagnosis_weight": recipe.diagnosis_weight, "mixup": recipe.mixup,
                      "accelerated": {"run": run, "machine": summary["machine"], "best_epoch": record["best_epoch"],
                                      "epochs_run": record["epochs_run"], "stopped": record["stopped"],
                                      "validation_auc_there": record["validation_auc"],
@@ -602,6 +616,8 @@ def recipes_from_json(text: str) -> list[Recipe]:
         if recipe.colour_constancy not in COLOUR_CONSTANCY:
             raise AcceleratedError(f"--recipes: {recipe.name}: colour_constancy {recipe.colour_constancy!r} is not "
                                    f"one of {', '.join(COLOUR_CONSTANCY)}")
+        if not isinstance(recipe.mixup, (int, float)) or recipe.mixup < 0:
+            raise AcceleratedError(f"--recipes: {recipe.name}: mixup {recipe.mixup!r} is not a number, 0 (off) or more")
         if recipe.backbone not in LITE_BACKBONES:
             raise AcceleratedError(f"--recipes: {recipe.name}: backbone {recipe.backbone!r} is not one of "
                                    f"{', '.join(LITE_BACKBONES)}")

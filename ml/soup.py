@@ -20,9 +20,10 @@ from .calibration import calibrate_and_report, training_prior
 from .classifier import METADATA_FILENAME, MODEL_FILENAME
 from .splits import SPLITS_FILENAME
 
-# Settings in which runs may differ and still be averaged: fine-tuning's seed and length, and how the
-# dataset's folder was spelt (the data itself is compared: the same counts and held-out images).
-MAY_DIFFER = {"finetune_seed", "finetune_epochs", "patience", "dataset"}
+# Settings in which runs may differ and still be averaged: fine-tuning's seed, length and mixup (phase 2
+# alone: phase 1's head, the start of fine-tuning, is the same), and how the dataset's folder was spelt
+# (the data itself is compared: the same counts and held-out images).
+MAY_DIFFER = {"finetune_seed", "finetune_epochs", "patience", "dataset", "mixup"}
 # What a source's metadata passes on to the average (the rest is fitted again).
 INHERITED = ("backbone", "class_names", "image_size", "preprocessing", "data", "training", "cam_layer")
 
@@ -40,6 +41,18 @@ def _read(folder: Path) -> tuple[dict[str, Any], dict[str, Any], str]:
     return json.loads((folder / METADATA_FILENAME).read_text()), metrics, (folder / SPLITS_FILENAME).read_text()
 
 
+def _recipe(meta: dict[str, Any]) -> dict[str, Any]:
+    """The training settings that must agree. A setting the metadata lacks was added to train_model
+    after that model was trained, which then trained with its default: it compares as the default."""
+    from dataclasses import MISSING, fields
+
+    from .training import TrainConfig
+
+    defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
+    training = meta.get("training", {})
+    return {k: training.get(k, defaults.get(k)) for k in set(training) | set(defaults) if k not in MAY_DIFFER}
+
+
 def check_compatible(folders: list[Path]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """(metadata, metrics) of each folder, once they are known to share what averaging needs:
     the same held-out images, data seed, backbone and recipe up to MAY_DIFFER."""
@@ -49,7 +62,7 @@ def check_compatible(folders: list[Path]) -> list[tuple[dict[str, Any], dict[str
         raise SoupError("the same model folder is named twice")
     read = [_read(f) for f in folders]
     first_meta, _, first_splits = read[0]
-    recipe = {k: v for k, v in first_meta.get("training", {}).items() if k not in MAY_DIFFER}
+    recipe = _recipe(first_meta)
     for folder, (meta, _, splits) in zip(folders[1:], read[1:]):
         if json.loads(splits) != json.loads(first_splits):
             raise SoupError(f"{folder} held out other images than {folders[0]} (splits.json differ): "
@@ -60,7 +73,7 @@ def check_compatible(folders: list[Path]) -> list[tuple[dict[str, Any], dict[str
         for key in ("backbone", "class_names", "image_size"):
             if meta.get(key) != first_meta.get(key):
                 raise SoupError(f"{folder}: {key} {meta.get(key)!r} differs from {folders[0]}'s {first_meta.get(key)!r}")
-        other = {k: v for k, v in meta.get("training", {}).items() if k not in MAY_DIFFER}
+        other = _recipe(meta)
         differing = sorted(k for k in set(recipe) | set(other) if recipe.get(k) != other.get(k))
         if differing:
             raise SoupError(f"{folder} was trained with other settings than {folders[0]} ({', '.join(differing)}): "

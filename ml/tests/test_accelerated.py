@@ -95,6 +95,33 @@ def test_augmented_batches_from_worker_processes_are_balanced(bundle):
         pool.terminate()
 
 
+def test_mixup_blends_a_batch_and_its_labels_alike_on_the_accelerated_path(bundle):
+    """Recipe.mixup (train_model --mixup): once _train sets it for phase 2, each batch is the same
+    augmented batch blended as ml.training.mixup_batch blends it: one weight per image, its partner
+    the batch read backwards, the labels (and a diagnosis head's) by the same weight."""
+    _, x, y, _, _ = load_bundle([bundle[1]], log=lambda m: None)
+    plain, mixed = AugmentedBatches(x, y, 8, seed=3), AugmentedBatches(x, y, 8, seed=3)
+    mixed.mixup = 0.4
+    malignant = []
+    for _ in range(4):
+        (images, labels), (blended, soft) = next(plain), next(mixed)
+        assert not np.array_equal(images, blended)
+        for i in range(8):
+            d = (images[i] - images[7 - i]).ravel()
+            w = float(np.dot(blended[i].ravel() - images[7 - i].ravel(), d) / np.dot(d, d))
+            np.testing.assert_allclose(blended[i], w * images[i] + (1 - w) * images[7 - i], atol=0.05)
+            np.testing.assert_allclose(soft[i], w * labels[i] + (1 - w) * labels[7 - i], atol=1e-4)
+        np.testing.assert_allclose(soft.sum(axis=1), 1.0, rtol=1e-6)
+        malignant.extend(soft[:, 1])
+    malignant = np.array(malignant)
+    assert ((malignant > 1e-3) & (malignant < 1 - 1e-3)).any()  # a benign and a malignant image blended
+    dx = AugmentedBatches(x, y, 8, seed=3, diagnoses=np.arange(len(y)) % 3)
+    dx.mixup = 0.4
+    diagnoses = np.concatenate([next(dx)[1]["diagnosis"] for _ in range(4)])
+    np.testing.assert_allclose(diagnoses.sum(axis=1), 1.0, rtol=1e-6)
+    assert ((diagnoses > 1e-3) & (diagnoses < 1 - 1e-3)).any()
+
+
 @pytest.fixture(scope="module")
 def tiny_run(bundle, tmp_path_factory):
     """A real run of ml.accelerated under this machine's Keras (TensorFlow here, JAX on the GPU machine),
@@ -185,12 +212,13 @@ def test_import_model_serves_the_runs_weights(bundle, tiny_run, tmp_path):
 
 def test_a_recipe_with_a_diagnosis_head_trains_it_and_keeps_the_served_weights(bundle, tmp_path):
     """Recipe.diagnosis_weight (train_model --diagnosis-weight): the head's loss plus the weighted
-    diagnosis loss is minimised, and the run's weights are the served network's alone."""
+    diagnosis loss is minimised, and the run's weights are the served network's alone. With mixup on
+    (Recipe.mixup) the blended labels of both outputs go through the same loss."""
     from ml.accelerated import network_config
     from ml.network import Network
 
     _, out = bundle
-    recipe = Recipe("tiny-dx", head_epochs=1, epochs=1, batch_size=16, diagnosis_weight=0.5)
+    recipe = Recipe("tiny-dx", head_epochs=1, epochs=1, batch_size=16, diagnosis_weight=0.5, mixup=0.2)
     summary = run_recipes([out], tmp_path, None, [recipe], budget_seconds=600, workers=0, log=lambda m: None)
     history = summary["runs"][0]["history"]
     assert len(history["diagnosis_loss"]) == 2 and len(history["val_auc"]) == 2
@@ -278,6 +306,7 @@ def test_what_the_accelerator_runs_imports_neither_django_nor_tensorflow():
     ('[{"epochs": 3}]', "no 'name'"),
     ('[{"name": "a", "padding": "same"}]', "a: padding 'same' is not one of tf, symmetric"),
     ('[{"name": "a"}, {"name": "a", "seed": 7}]', "share a name"),
+    ('[{"name": "a", "mixup": -0.2}]', "a: mixup -0.2 is not a number, 0 (off) or more"),
     ('[{"name": "a", "backbone": "efficientnetb0"}]',
      "a: backbone 'efficientnetb0' is not one of efficientnet-lite0, efficientnet-lite2"),
 ])
@@ -298,7 +327,9 @@ def test_good_recipes_are_read_with_their_padding():
     assert recipe == Recipe("s", padding="symmetric", epochs=15, seed=7)
     assert recipe.backbone == "efficientnet-lite0"  # runs.json written before the field existed read the same
     (recipe,) = recipes_from_json('[{"name": "l2", "backbone": "efficientnet-lite2"}]')
-    assert recipe.backbone == "efficientnet-lite2"
+    assert recipe.backbone == "efficientnet-lite2" and recipe.mixup == 0.0
+    (recipe,) = recipes_from_json('[{"name": "m", "mixup": 0.2}]')
+    assert recipe.mixup == 0.2
 
 
 def test_a_checkpoint_that_did_not_travel_is_named_before_any_image_is_decoded(tmp_path, capsys):

@@ -83,6 +83,22 @@ def test_models_from_other_splits_or_recipes_are_refused(small_model, tmp_path):
     (copies["same"] / "metadata.json").write_text(json.dumps(meta))
     assert len(check_compatible([model, copies["same"]])) == 2  # the same data, its folder spelt otherwise
 
+    # a setting train_model gained after a model was trained compares as its default (what that model had),
+    # and mixup, like the fine-tuning seed, acts after the start that averaging needs to share
+    meta["training"].pop("mixup", None)
+    meta["training"].pop("colour_constancy", None)
+    (copies["same"] / "metadata.json").write_text(json.dumps(meta))
+    assert len(check_compatible([model, copies["same"]])) == 2
+    meta["training"]["mixup"] = 0.2
+    (copies["same"] / "metadata.json").write_text(json.dumps(meta))
+    assert len(check_compatible([model, copies["same"]])) == 2
+    meta["training"]["colour_constancy"] = "shades_of_grey"
+    (copies["same"] / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(SoupError, match="other settings .*colour_constancy"):
+        check_compatible([model, copies["same"]])
+    meta["training"]["colour_constancy"] = "none"
+    (copies["same"] / "metadata.json").write_text(json.dumps(meta))
+
     splits = json.loads((copies["other_split"] / "splits.json").read_text())
     splits["validation"] = splits["validation"][1:]
     (copies["other_split"] / "splits.json").write_text(json.dumps(splits))
