@@ -42,8 +42,11 @@ def fit_calibration(y_val: np.ndarray, raw_val: np.ndarray, train_prior: float) 
 
 def training_prior(meta: dict[str, Any]) -> float:
     """The malignant share training saw, which calibration undoes, from metadata's data.training_views:
-    counted views, or one half where every batch was half malignant (balanced_batches)."""
+    the share of phase 2's batches where train_model kept them (phase2_malignant_share), one half where every
+    batch was half malignant (balanced_batches, ml.accelerated), else the counted views."""
     views = (meta.get("data") or {}).get("training_views") or {}
+    if views.get("phase2_malignant_share") is not None:
+        return float(views["phase2_malignant_share"])
     if views.get("balanced_batches"):
         return 0.5
     n, n_malignant = views.get("n"), views.get("n_malignant", 0)

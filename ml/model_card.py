@@ -55,11 +55,11 @@ def render(model_dir) -> str:
          if _lite(meta) else f"- Backbone: {_backbone(meta)} from keras.applications, input 224x224x3 RGB")
         + ("; its stride-2 layers pad symmetrically (k // 2 zeros each side, so the padding they read lies at the "
            "top and left) instead of TensorFlow's SAME (bottom and right), `--padding symmetric`."
-           if meta.get("training", {}).get("padding") == "symmetric" else "."),
+           if _settings(meta)["padding"] == "symmetric" else "."),
         *(["- Its first layer divides out each image's illuminant (shades-of-grey colour constancy, p = 6, "
            "`--colour-constancy shades_of_grey`): each channel over its Minkowski 6-norm mean, so that the tint of a "
            "dermoscope's light and camera does not reach the network."]
-          if meta.get("training", {}).get("colour_constancy", "none") == "shades_of_grey" else []),
+          if _settings(meta)["colour_constancy"] == "shades_of_grey" else []),
         "- Head, as in the original project: GlobalAveragePooling2D, Dense(256, ReLU), Dropout(0.3), "
         "BatchNormalization, Dense(2, softmax). Adam, binary cross-entropy.",
         f"- Preprocessing ({meta.get('preprocessing')}), the same function in training, evaluation and serving.",
@@ -259,16 +259,28 @@ def _last_block(meta) -> str:
     return str(len(list(_block_specs(_lite(meta).lower()))) - 1) if _lite(meta) else "(last)"
 
 
+def _settings(meta) -> dict[str, Any]:
+    from .training import training_settings
+
+    return training_settings(meta)
+
+
+def _default(name: str):
+    from .training import TrainConfig
+
+    return TrainConfig.__dataclass_fields__[name].default
+
+
 def _train_command(meta) -> str:
-    t = meta["training"]
-    return (f"python manage.py train_model ../shared/datasets/ham10000 --finetune-scope {t.get('finetune_scope', 'upper')} "
+    t = _settings(meta)
+    return (f"python manage.py train_model ../shared/datasets/ham10000 --finetune-scope {t['finetune_scope']} "
             f"--finetune-epochs {t['finetune_epochs']} --finetune-learning-rate {t['finetune_learning_rate']:g} "
             f"--patience {t['patience']}" + (" --average-weights" if t.get("average_weights") else "")
             + (f" --diagnosis-weight {t['diagnosis_weight']:g}" if t.get("diagnosis_weight") else "")
-            + (f" --mixup {t['mixup']:g}" if t.get("mixup") else "")
-            + (f" --backbone {t['backbone']}" if t.get("backbone", "efficientnet-lite0") != "efficientnet-lite0" else "")
-            + (f" --padding {t['padding']}" if t.get("padding", "tf") != "tf" else "")
-            + (f" --colour-constancy {t['colour_constancy']}" if t.get("colour_constancy", "none") != "none" else ""))
+            + (f" --mixup {t['mixup']:g}" if t["mixup"] else "")
+            + (f" --malignant-share {t['malignant_share']:g}" if t["malignant_share"] != _default("malignant_share") else "")
+            + "".join(f" --{name.replace('_', '-')} {t[name]}" for name in ("backbone", "padding", "colour_constancy")
+                      if t[name] != _default(name)))
 
 
 def _limitation_lines(meta, ev: Path) -> list[str]:
@@ -276,7 +288,7 @@ def _limitation_lines(meta, ev: Path) -> list[str]:
     test, ph2, cam = _load(ev / "ham10000_test.json"), _load(ev / "ph2_melanoma.json"), _load(ev / "gradcam.json")
     lines = []
     if test and ph2:
-        scope = meta["training"].get("finetune_scope", "upper")
+        scope = _settings(meta)["finetune_scope"]
         lines.append(
             f"- **Below the accuracy targets** (table above): HAM10000 test AUC {_f(test['auc'])} and PH2 AUC "
             f"{_f(ph2['auc'])}, against 0.93; specificity {_f(test['specificity'])} at sensitivity "
@@ -354,7 +366,7 @@ def _low_risk_misses(sets) -> str:
 
 
 def _training_lines(meta, metrics) -> list[str]:
-    t = meta["training"]
+    t = _settings(meta)
     views = meta.get("data", {}).get("training_views", {})
     phases = metrics.get("phases") or {}
     if t.get("accelerated"):
@@ -372,12 +384,15 @@ def _training_lines(meta, metrics) -> list[str]:
                  f"of every benign image and {views.get('malignant_views')} of every malignant image: the original's "
                  "balancing by augmentation (flips, rotation, crop-zoom, translation, brightness, contrast, saturation, "
                  "hue, vignetting), which also teaches the model those variations."]
-    if t.get("finetune_scope", "upper") == "all":
+    if t["finetune_scope"] == "all":
         lines.append(
             f"- Phase 2: every block of the backbone fine-tuned for up to {t['finetune_epochs']} epochs (Adam, "
             f"learning rate {t['finetune_learning_rate']} with cosine decay, BatchNormalization kept in inference "
-            "mode), from the training images augmented afresh for every batch, each batch half benign and half "
-            "malignant (the original's balancing generator); "
+            "mode), from the training images augmented afresh for every batch, "
+            + ("each batch half benign and half malignant (the original's balancing generator); "
+               if t["malignant_share"] == 0.5 else
+               f"each batch {t['malignant_share']:g} malignant, sampled per class (`--malignant-share "
+               f"{t['malignant_share']:g}`; the original balanced half and half), a share calibration undoes; ")
             + ("validation and early stopping on the weights averaged over about the last epoch's steps "
                "(an exponential moving average), whose best are kept." if t.get("average_weights")
                else "early stopping on the validation AUC."))

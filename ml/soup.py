@@ -20,10 +20,10 @@ from .calibration import calibrate_and_report, training_prior
 from .classifier import METADATA_FILENAME, MODEL_FILENAME
 from .splits import SPLITS_FILENAME
 
-# Settings in which runs may differ and still be averaged: fine-tuning's seed, length and mixup (phase 2
-# alone: phase 1's head, the start of fine-tuning, is the same), and how the dataset's folder was spelt
-# (the data itself is compared: the same counts and held-out images).
-MAY_DIFFER = {"finetune_seed", "finetune_epochs", "patience", "dataset", "mixup"}
+# Settings in which runs may differ and still be averaged: fine-tuning's seed, length, mixup and batches'
+# malignant share (phase 2 alone: phase 1's head, the start of fine-tuning, is the same), and how the
+# dataset's folder was spelt (the data itself is compared: the same counts and held-out images).
+MAY_DIFFER = {"finetune_seed", "finetune_epochs", "patience", "dataset", "mixup", "malignant_share"}
 # What a source's metadata passes on to the average (the rest is fitted again).
 INHERITED = ("backbone", "class_names", "image_size", "preprocessing", "data", "training", "cam_layer")
 
@@ -42,15 +42,10 @@ def _read(folder: Path) -> tuple[dict[str, Any], dict[str, Any], str]:
 
 
 def _recipe(meta: dict[str, Any]) -> dict[str, Any]:
-    """The training settings that must agree. A setting the metadata lacks was added to train_model
-    after that model was trained, which then trained with its default: it compares as the default."""
-    from dataclasses import MISSING, fields
+    """The training settings that must agree (a setting the metadata lacks compares as its default)."""
+    from .training import training_settings
 
-    from .training import TrainConfig
-
-    defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
-    training = meta.get("training", {})
-    return {k: training.get(k, defaults.get(k)) for k in set(training) | set(defaults) if k not in MAY_DIFFER}
+    return {k: v for k, v in training_settings(meta).items() if k not in MAY_DIFFER}
 
 
 def check_compatible(folders: list[Path]) -> list[tuple[dict[str, Any], dict[str, Any]]]:

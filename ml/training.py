@@ -93,7 +93,20 @@ class TrainConfig:
     # Scope "all": mixup (Zhang et al. 2018) in phase 2. Each image of a batch is blended with another of the
     # same batch, and so are their labels, with a weight drawn from Beta(mixup, mixup). 0 = off.
     mixup: float = 0.0
+    # Scope "all": the share of malignant images in each of phase 2's batches (sampled per class). 0.5 = the
+    # original's balancing; less sees each benign image more often and each malignant image less often.
+    # Calibration undoes whichever share was trained (metadata's data.training_views.phase2_malignant_share).
+    malignant_share: float = 0.5
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def training_settings(meta: dict[str, Any]) -> dict[str, Any]:
+    """A model's training settings from its metadata, each one it lacks read as TrainConfig's default: that
+    setting was added to train_model after the model was trained, which then trained with its default."""
+    from dataclasses import MISSING, fields
+
+    defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
+    return {**defaults, **meta.get("training", {})}
 
 
 def cache_root(config: TrainConfig) -> Path:
@@ -195,11 +208,16 @@ def view_indices(y: np.ndarray, benign_views: int, malignant_views: int) -> list
     return [np.arange(len(y)) if v < benign_views else np.flatnonzero(y == 1) for v in range(malignant_views)]
 
 
-def check_mixup(config: TrainConfig) -> None:
+def check_phase2_batches(config: TrainConfig) -> None:
+    """Refuse the settings of phase 2's batches (scope all) that cannot be trained, with a message."""
     if config.mixup < 0:
         raise ValueError(f"--mixup is the Beta distribution's alpha, 0 (off) or more, not {config.mixup:g}")
     if config.mixup and config.finetune_scope != "all":
         raise ValueError("--mixup blends the images of phase 2's batches: it trains with --finetune-scope all")
+    if not 0 < config.malignant_share < 1:
+        raise ValueError(f"--malignant-share is a share of each batch, between 0 and 1, not {config.malignant_share:g}")
+    if config.malignant_share != 0.5 and config.finetune_scope != "all":
+        raise ValueError("--malignant-share sets phase 2's batches: it trains with --finetune-scope all")
 
 
 def mixup_batch(images, labels, seed, alpha: float):
@@ -275,7 +293,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
     from .datasets import read_dataset
 
     started = time.time()
-    check_mixup(config)
+    check_phase2_batches(config)
     keras.utils.set_random_seed(config.seed)
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
@@ -390,6 +408,12 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
         raw_val = raw_scores(x_val, maps_val)
     finetune_seconds = time.time() - t2
 
+    # The malignant share the kept weights were trained on, which calibration undoes: phase 2's batches (scope
+    # all) where fine-tuning was kept, else the cached views'.
+    phase2_share = (config.malignant_share if config.finetune_scope == "all" and phase2_auc is not None
+                    and phase2_auc >= phase1_auc else None)
+    train_prior = phase2_share if phase2_share is not None else float(labels_train.mean())
+
     results: dict[str, Any] = {
         # Which phase's weights were kept: fine-tuning is kept only if it beat the frozen backbone on validation.
         "phases": {"finetune_scope": config.finetune_scope, "validation_auc_frozen": phase1_auc,
@@ -407,7 +431,8 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
             "validation": {"n": len(val_s), "n_malignant": int(y_val.sum())},
             "test": {"n": len(test_s), "n_malignant": int(y_test.sum())},
             "training_views": {"n": int(len(labels_train)), "n_malignant": int(labels_train.sum()),
-                               "benign_views": benign_views, "malignant_views": malignant_views},
+                               "benign_views": benign_views, "malignant_views": malignant_views,
+                               **({"phase2_malignant_share": phase2_share} if phase2_share is not None else {})},
             **({"diagnosis_classes": diagnoses} if diagnoses else {}),
         },
         "training": {k: v for k, v in asdict(config).items() if k not in ("output", "cache_dir")},
@@ -417,7 +442,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
     # Calibration and thresholds on the validation split only, from the saved model's scores as served.
     # From the image files, as serving reads them: the arrays training holds were cast to uint8.
     results = calibrate_and_report(
-        output, y_val, [s.path for s in val_s], float(labels_train.mean()), fitted_by="manage.py train_model",
+        output, y_val, [s.path for s in val_s], train_prior, fitted_by="manage.py train_model",
         y_test=y_test, test_images=[s.path for s in test_s], results=results, history=history,
         phases=[config.epochs] if config.finetune_epochs else None, log=log)
     total_seconds = time.time() - started
@@ -516,7 +541,8 @@ def finetune_upper(net: Network, config: TrainConfig, maps_train, labels_train, 
 
 
 def balanced_batches(config: TrainConfig, x_train, y_train, labels, augmenter):
-    """Phase 2's endless tf.data stream: batches half benign, half malignant (sampled per class),
+    """Phase 2's endless tf.data stream: batches config.malignant_share malignant (half by default; sampled
+    per class),
     every image augmented afresh, labels (a tensor or a structure of them) gathered alike, and with
     config.mixup the batch blended (:func:`mixup_batch`)."""
     import tensorflow as tf
@@ -525,7 +551,8 @@ def balanced_batches(config: TrainConfig, x_train, y_train, labels, augmenter):
     seed = config.seed if config.finetune_seed is None else config.finetune_seed
     per_class = [tf.data.Dataset.from_tensor_slices(np.flatnonzero(y_train == c)).shuffle(
         int((y_train == c).sum()), seed=seed + c).repeat() for c in (0, 1)]
-    batches = (tf.data.Dataset.sample_from_datasets(per_class, [0.5, 0.5], seed=seed)
+    batches = (tf.data.Dataset.sample_from_datasets(
+        per_class, [1.0 - config.malignant_share, config.malignant_share], seed=seed)
                .batch(config.batch_size)
                .map(lambda idx: (augmenter(tf.cast(tf.gather(images, idx), tf.float32), training=True),
                                  tf.nest.map_structure(lambda t: tf.gather(t, idx), labels)), num_parallel_calls=1))
@@ -560,7 +587,7 @@ def finetune_all(net: Network, config: TrainConfig, x_train, y_train, x_val, y_v
     else:
         labels = tf.constant(_onehot(y_train))
     train_ds = balanced_batches(config, x_train, y_train, labels, augmenter)
-    log(f"phase 2: every block trainable, {steps} balanced batches an epoch, Adam {config.finetune_learning_rate:g} "
+    log(f"phase 2: every block trainable, {steps} batches an epoch ({config.malignant_share:g} malignant), Adam {config.finetune_learning_rate:g} "
         f"with cosine decay, up to {config.finetune_epochs} epochs"
         + (f"; mixup, Beta({config.mixup:g}, {config.mixup:g})" if config.mixup else "")
         + ("; validation on the weights averaged over about the last epoch" if config.average_weights else ""))

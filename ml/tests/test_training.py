@@ -230,23 +230,74 @@ def test_mixup_blends_each_image_and_its_labels_with_one_weight():
     assert not np.allclose(other.numpy(), images)
 
 
-@pytest.mark.parametrize("mixup", [0.0, 0.2], ids=["plain", "mixup"])
-def test_phase_2_batches_are_balanced_and_blended_only_with_mixup(mixup):
+@pytest.mark.parametrize("mixup, share", [(0.0, 0.5), (0.2, 0.5), (0.0, 0.25)], ids=["plain", "mixup", "share"])
+def test_phase_2_batches_are_balanced_and_blended_only_with_mixup(mixup, share):
     import numpy as np
 
     from ml.training import TrainConfig, _onehot, balanced_batches, build_augmenter
 
-    config = TrainConfig(dataset="unused", finetune_scope="all", batch_size=16, mixup=mixup)
+    config = TrainConfig(dataset="unused", finetune_scope="all", batch_size=16, mixup=mixup, malignant_share=share)
     x = np.random.default_rng(0).integers(0, 255, (40, 224, 224, 3), dtype=np.uint8)
     y = np.array([0] * 32 + [1] * 8)
-    labels = list(balanced_batches(config, x, y, _onehot(y), build_augmenter(0)).take(4).map(lambda _x, t: t))
+    labels = list(balanced_batches(config, x, y, _onehot(y), build_augmenter(0)).take(8).map(lambda _x, t: t))
     malignant = np.concatenate([t.numpy()[:, 1] for t in labels])
     soft = (malignant > 1e-3) & (malignant < 1 - 1e-3)
     if mixup:
         assert soft.mean() > 0.2 and 0 <= malignant.min() and malignant.max() <= 1
     else:
         assert not soft.any()
-        assert 0.35 < malignant.mean() < 0.65  # balanced, though a fifth of the images are malignant
+        # the share asked for (half by default, the original's balancing), though a fifth of the images are
+        # malignant: 128 draws, so +-0.1 is about 2.5 standard deviations
+        assert abs(malignant.mean() - share) < 0.1
+
+
+def test_malignant_share_trains_only_in_the_full_recipe():
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="--malignant-share .* --finetune-scope all"):
+        call_command("train_model", "nowhere", "--malignant-share", "0.3")
+    for bad in ("0", "1", "-0.2"):
+        with pytest.raises(CommandError, match=f"--malignant-share is a share of each batch, between 0 and 1, not {bad}"):
+            call_command("train_model", "nowhere", "--finetune-scope", "all", "--malignant-share", bad)
+
+
+def test_calibration_undoes_the_share_phase_2_trained_on():
+    from ml.calibration import training_prior
+
+    counted = {"n": 100, "n_malignant": 52, "benign_views": 2, "malignant_views": 11}
+    assert training_prior({"data": {"training_views": counted}}) == 0.52  # models trained before the setting
+    assert training_prior({"data": {"training_views": {**counted, "phase2_malignant_share": 0.3}}}) == 0.3
+    assert training_prior({"data": {"training_views": {"n": 10, "n_malignant": 2, "balanced_batches": True}}}) == 0.5
+
+
+def test_train_model_with_a_malignant_share(ham10000_root, tmp_path, small_training_cache):
+    """--malignant-share 0.3: phase 2's batches are 0.3 malignant, the metadata says so, calibration moves
+    that prior (not the cached views') to the validation split's, and the model card names the setting."""
+    import math
+
+    from ml import model_card
+
+    from .conftest import train_small_model
+
+    out = train_small_model(ham10000_root, tmp_path / "model", small_training_cache, "--finetune-scope", "all",
+                            "--malignant-share", "0.3")
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["training"]["malignant_share"] == 0.3
+    kept = json.loads((out / "metrics.json").read_text())["phases"]["kept"]
+    validation = meta["data"]["validation"]
+    val_prior = validation["n_malignant"] / validation["n"]
+    if kept == "finetuned":
+        assert meta["data"]["training_views"]["phase2_malignant_share"] == 0.3
+        trained_prior = 0.3
+    else:  # phase 1's head was kept: its prior is the cached views'
+        assert "phase2_malignant_share" not in meta["data"]["training_views"]
+        views = meta["data"]["training_views"]
+        trained_prior = views["n_malignant"] / views["n"]
+    logit = lambda p: math.log(p / (1 - p))  # noqa: E731
+    assert meta["logit_offset"] == pytest.approx(logit(val_prior) - logit(trained_prior))
+    card = model_card.render(out)
+    assert "--finetune-scope all" in card and "--malignant-share 0.3" in card
+    assert "each batch 0.3 malignant, sampled per class" in card
 
 
 def test_mixup_trains_only_in_the_full_recipe():
@@ -267,6 +318,9 @@ def test_the_model_card_names_mixup():
     assert model_card._train_command(meta).endswith("--patience 5 --average-weights --mixup 0.2")
     assert any("Mixup in phase 2 (`--mixup 0.2`)" in line and "Beta(0.2, 0.2)" in line
                for line in model_card._training_lines(meta, {}))
+    assert not any("--malignant-share" in line for line in model_card._training_lines(meta, {}))
+    meta["training"]["malignant_share"] = 0.3
+    assert model_card._train_command(meta).endswith("--mixup 0.2 --malignant-share 0.3")
     del meta["training"]["mixup"]
     assert "mixup" not in model_card._train_command(meta).lower()
     assert not any("mixup" in line.lower() for line in model_card._training_lines(meta, {}))

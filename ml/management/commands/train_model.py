@@ -53,6 +53,9 @@ class Command(BaseCommand):
         d("--mixup", type=float, default=0.0,
           help="scope all: blend each image of a fine-tuning batch with another, and their labels, weight drawn "
                "from Beta(MIXUP, MIXUP) (mixup); 0 = off (default: %(default)s)")
+        d("--malignant-share", type=float, default=0.5,
+          help="scope all: the share of malignant images in each fine-tuning batch; 0.5 = half, the original's "
+               "balancing (default: %(default)s)")
         d("--atypical-is-malignant", action="store_true", help="PH2: count atypical nevi as needing a doctor")
         d("--cache-dir", help="where decoded images are cached (default: $SKINCARE_CACHE_DIR or the temp dir)")
 
@@ -69,7 +72,8 @@ class Command(BaseCommand):
             benign_views=o["benign_views"], max_views=o["max_views"], batch_size=o["batch_size"],
             dense_units=o["dense_units"], dropout=o["dropout"], patience=o["patience"], limit=o["limit"],
             seed=o["seed"], finetune_seed=o["finetune_seed"], atypical_is_malignant=o["atypical_is_malignant"],
-            diagnosis_weight=o["diagnosis_weight"], mixup=o["mixup"], cache_dir=o["cache_dir"],
+            diagnosis_weight=o["diagnosis_weight"], mixup=o["mixup"],
+            malignant_share=o["malignant_share"], cache_dir=o["cache_dir"],
         )
         try:
             train(config, log=lambda m: self.stdout.write(m))
