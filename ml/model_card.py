@@ -266,9 +266,9 @@ def _settings(meta) -> dict[str, Any]:
 
 
 def _default(name: str):
-    from .training import TrainConfig
+    from .training import training_defaults
 
-    return TrainConfig.__dataclass_fields__[name].default
+    return training_defaults()[name]
 
 
 def _train_command(meta) -> str:
@@ -390,7 +390,7 @@ def _training_lines(meta, metrics) -> list[str]:
             f"learning rate {t['finetune_learning_rate']} with cosine decay, BatchNormalization kept in inference "
             "mode), from the training images augmented afresh for every batch, "
             + ("each batch half benign and half malignant (the original's balancing generator); "
-               if t["malignant_share"] == 0.5 else
+               if t["malignant_share"] == _default("malignant_share") else
                f"each batch {t['malignant_share']:g} malignant, sampled per class (`--malignant-share "
                f"{t['malignant_share']:g}`; the original balanced half and half), a share calibration undoes; ")
             + ("validation and early stopping on the weights averaged over about the last epoch's steps "

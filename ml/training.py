@@ -100,13 +100,17 @@ class TrainConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def training_defaults() -> dict[str, Any]:
+    """TrainConfig's default of each setting that has one."""
+    from dataclasses import MISSING, fields
+
+    return {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
+
+
 def training_settings(meta: dict[str, Any]) -> dict[str, Any]:
     """A model's training settings from its metadata, each one it lacks read as TrainConfig's default: that
     setting was added to train_model after the model was trained, which then trained with its default."""
-    from dataclasses import MISSING, fields
-
-    defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
-    return {**defaults, **meta.get("training", {})}
+    return {**training_defaults(), **meta.get("training", {})}
 
 
 def cache_root(config: TrainConfig) -> Path:
@@ -216,7 +220,7 @@ def check_phase2_batches(config: TrainConfig) -> None:
         raise ValueError("--mixup blends the images of phase 2's batches: it trains with --finetune-scope all")
     if not 0 < config.malignant_share < 1:
         raise ValueError(f"--malignant-share is a share of each batch, between 0 and 1, not {config.malignant_share:g}")
-    if config.malignant_share != 0.5 and config.finetune_scope != "all":
+    if config.malignant_share != TrainConfig.malignant_share and config.finetune_scope != "all":
         raise ValueError("--malignant-share sets phase 2's batches: it trains with --finetune-scope all")
 
 
@@ -408,17 +412,16 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
         raw_val = raw_scores(x_val, maps_val)
     finetune_seconds = time.time() - t2
 
-    # The malignant share the kept weights were trained on, which calibration undoes: phase 2's batches (scope
-    # all) where fine-tuning was kept, else the cached views'.
-    phase2_share = (config.malignant_share if config.finetune_scope == "all" and phase2_auc is not None
-                    and phase2_auc >= phase1_auc else None)
+    # Fine-tuning is kept only if it beat the frozen backbone on validation. The malignant share the kept
+    # weights were trained on, which calibration undoes: phase 2's batches (scope all) where fine-tuning was
+    # kept, else the cached views'.
+    kept = "finetuned" if phase2_auc is not None and phase2_auc >= phase1_auc else "frozen"
+    phase2_share = config.malignant_share if config.finetune_scope == "all" and kept == "finetuned" else None
     train_prior = phase2_share if phase2_share is not None else float(labels_train.mean())
 
     results: dict[str, Any] = {
-        # Which phase's weights were kept: fine-tuning is kept only if it beat the frozen backbone on validation.
         "phases": {"finetune_scope": config.finetune_scope, "validation_auc_frozen": phase1_auc,
-                   "validation_auc_finetuned": phase2_auc,
-                   "kept": "finetuned" if phase2_auc is not None and phase2_auc >= phase1_auc else "frozen"},
+                   "validation_auc_finetuned": phase2_auc, "kept": kept},
     }
     metadata = {
         **new_model_metadata(config.backbone),
@@ -542,8 +545,7 @@ def finetune_upper(net: Network, config: TrainConfig, maps_train, labels_train, 
 
 def balanced_batches(config: TrainConfig, x_train, y_train, labels, augmenter):
     """Phase 2's endless tf.data stream: batches config.malignant_share malignant (half by default; sampled
-    per class),
-    every image augmented afresh, labels (a tensor or a structure of them) gathered alike, and with
+    per class), every image augmented afresh, labels (a tensor or a structure of them) gathered alike, and with
     config.mixup the batch blended (:func:`mixup_batch`)."""
     import tensorflow as tf
 
@@ -587,8 +589,8 @@ def finetune_all(net: Network, config: TrainConfig, x_train, y_train, x_val, y_v
     else:
         labels = tf.constant(_onehot(y_train))
     train_ds = balanced_batches(config, x_train, y_train, labels, augmenter)
-    log(f"phase 2: every block trainable, {steps} batches an epoch ({config.malignant_share:g} malignant), Adam {config.finetune_learning_rate:g} "
-        f"with cosine decay, up to {config.finetune_epochs} epochs"
+    log(f"phase 2: every block trainable, {steps} batches an epoch ({config.malignant_share:g} malignant), "
+        f"Adam {config.finetune_learning_rate:g} with cosine decay, up to {config.finetune_epochs} epochs"
         + (f"; mixup, Beta({config.mixup:g}, {config.mixup:g})" if config.mixup else "")
         + ("; validation on the weights averaged over about the last epoch" if config.average_weights else ""))
     if config.average_weights:
