@@ -82,6 +82,9 @@ class TrainConfig:
     # weights: the condition for averaging their weights (ml.soup).
     finetune_seed: int | None = None
     limit: int | None = None  # a stratified subset of this many images, for quick runs and tests
+    # A learning curve's point: train on this share of the training split (whole lesions, both labels alike,
+    # nested across fractions; ml.splits.nested_subset) while validation and test stay the full run's.
+    train_fraction: float = 1.0
     patience: int = 3
     cache_dir: str | None = None
     atypical_is_malignant: bool = False
@@ -274,7 +277,7 @@ def subsample(samples, n: int, seed: int = 42):
 def split_for_training(report, config: TrainConfig, log=print):
     """train / validation / test samples. For HAM10000 with the ISIC 2018 test images, the
     challenge's own test set is the test split and HAM10000 is split grouped by lesion."""
-    from .splits import split_samples
+    from .splits import nested_subset, split_samples
 
     samples = list(report.samples)
     if config.limit:
@@ -284,10 +287,17 @@ def split_for_training(report, config: TrainConfig, log=print):
         rest = [s for s in samples if s.source != "isic2018_test"]
         val_share = config.val_fraction / (1 - config.test_fraction)
         train, val, _ = split_samples(rest, (1 - val_share, val_share, 0.0), seed=config.seed)
-        return train, val, official_test, "test = the ISIC 2018 Task 3 test set; HAM10000 split by lesion_id into train/validation"
-    train, val, test = split_samples(
-        samples, (1 - config.val_fraction - config.test_fraction, config.val_fraction, config.test_fraction), seed=config.seed)
-    return train, val, test, "stratified, grouped split"
+        test, note = official_test, "test = the ISIC 2018 Task 3 test set; HAM10000 split by lesion_id into train/validation"
+    else:
+        train, val, test = split_samples(
+            samples, (1 - config.val_fraction - config.test_fraction, config.val_fraction, config.test_fraction),
+            seed=config.seed)
+        note = "stratified, grouped split"
+    if config.train_fraction != 1:
+        full = len(train)
+        train = nested_subset(train, config.train_fraction, seed=config.seed)
+        note += f"; training on {len(train)} of the training split's {full} images (--train-fraction {config.train_fraction:g})"
+    return train, val, test, note
 
 
 def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -296,8 +306,11 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
 
     from .datasets import read_dataset
 
+    from .splits import check_train_fraction
+
     started = time.time()
     check_phase2_batches(config)
+    check_train_fraction(config.train_fraction)
     keras.utils.set_random_seed(config.seed)
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)

@@ -300,6 +300,44 @@ def test_train_model_with_a_malignant_share(ham10000_root, tmp_path, small_train
     assert "each batch 0.3 malignant, sampled per class" in card
 
 
+def test_a_training_fraction_shrinks_only_the_training_split(ham10000_root):
+    """--train-fraction: a learning curve's point trains on part of the training split and is judged on the
+    full run's validation and test images, so its figures compare with the full run's."""
+    from ml.datasets import read_dataset
+    from ml.training import TrainConfig, split_for_training
+
+    report = read_dataset(ham10000_root)
+    full_train, full_val, full_test, _ = split_for_training(report, TrainConfig(dataset=str(ham10000_root)))
+    half_train, half_val, half_test, note = split_for_training(
+        report, TrainConfig(dataset=str(ham10000_root), train_fraction=0.5))
+    assert half_val == full_val and half_test == full_test
+    assert {s.path for s in half_train} < {s.path for s in full_train}
+    assert len(half_train) == pytest.approx(len(full_train) / 2, abs=2)
+    malignant = lambda samples: sum(s.label for s in samples)  # noqa: E731
+    assert malignant(half_train) == pytest.approx(malignant(full_train) / 2, abs=1)
+    assert f"training on {len(half_train)} of the training split's {len(full_train)} images" in note
+    quarter_train = split_for_training(report, TrainConfig(dataset=str(ham10000_root), train_fraction=0.25))[0]
+    assert {s.path for s in quarter_train} < {s.path for s in half_train}
+
+
+def test_train_model_refuses_a_training_fraction_outside_0_to_1():
+    from django.core.management.base import CommandError
+
+    for bad in ("0", "1.5"):
+        with pytest.raises(CommandError, match=f"--train-fraction is a share of the training split.* not {bad}"):
+            call_command("train_model", "nowhere", "--train-fraction", bad)
+
+
+def test_the_model_card_names_a_training_fraction():
+    from ml import model_card
+
+    meta = {"training": {"finetune_scope": "all", "finetune_epochs": 18, "finetune_learning_rate": 1e-4,
+                         "patience": 5, "average_weights": True}}
+    assert "--train-fraction" not in model_card._train_command(meta)
+    meta["training"]["train_fraction"] = 0.5
+    assert model_card._train_command(meta).endswith("--average-weights --train-fraction 0.5")
+
+
 def test_mixup_trains_only_in_the_full_recipe():
     from django.core.management.base import CommandError
 

@@ -43,6 +43,10 @@ class Command(BaseCommand):
         d("--dropout", type=float, default=0.3)
         d("--patience", type=int, default=3, help="fine-tuning epochs without a better validation AUC before stopping")
         d("--limit", type=int, help="train on a stratified subset of this many images (quick runs)")
+        d("--train-fraction", type=float, default=1.0,
+          help="train on this share of the training split (whole lesions, both classes alike, nested across "
+               "fractions) while validation and test stay the full split's: a learning curve's point "
+               "(default: %(default)s)")
         d("--seed", type=int, default=42, help="the split, the cached views and the frozen phase (default: %(default)s)")
         d("--finetune-seed", type=int,
           help="scope all: another seed for fine-tuning alone (augmentation, batch order, dropout); runs that differ "
@@ -71,6 +75,7 @@ class Command(BaseCommand):
             finetune_scope=o["finetune_scope"], average_weights=o["average_weights"],
             benign_views=o["benign_views"], max_views=o["max_views"], batch_size=o["batch_size"],
             dense_units=o["dense_units"], dropout=o["dropout"], patience=o["patience"], limit=o["limit"],
+            train_fraction=o["train_fraction"],
             seed=o["seed"], finetune_seed=o["finetune_seed"], atypical_is_malignant=o["atypical_is_malignant"],
             diagnosis_weight=o["diagnosis_weight"], mixup=o["mixup"],
             malignant_share=o["malignant_share"], cache_dir=o["cache_dir"],
