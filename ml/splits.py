@@ -17,6 +17,18 @@ from typing import Sequence
 from .datasets import Sample
 
 
+def _groups_by_label(samples: Sequence[Sample]) -> tuple[dict[str, list[int]], dict[int, list[str]]]:
+    """({group: its samples' indices}, {label: its groups}); a group's label is malignant if any of its
+    images is."""
+    members: dict[str, list[int]] = defaultdict(list)
+    for index, sample in enumerate(samples):
+        members[sample.group].append(index)
+    strata: dict[int, list[str]] = defaultdict(list)
+    for group, indices in members.items():
+        strata[max(samples[i].label for i in indices)].append(group)
+    return members, strata
+
+
 def split_samples(
     samples: Sequence[Sample], fractions: Sequence[float] = (0.7, 0.15, 0.15), seed: int = 42
 ) -> tuple[list[Sample], ...]:
@@ -31,12 +43,7 @@ def split_samples(
     if not fractions or any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
         raise ValueError(f"fractions must be non-negative and add up to 1, got {fractions}")
 
-    members: dict[str, list[int]] = defaultdict(list)
-    for index, sample in enumerate(samples):
-        members[sample.group].append(index)
-    strata: dict[int, list[str]] = defaultdict(list)
-    for group, indices in members.items():
-        strata[max(samples[i].label for i in indices)].append(group)
+    members, strata = _groups_by_label(samples)
 
     rng = random.Random(seed)
     split_of_group: dict[str, int] = {}
@@ -77,12 +84,7 @@ def nested_subset(samples: Sequence[Sample], fraction: float, seed: int = 42) ->
     check_train_fraction(fraction)
     if fraction == 1:
         return list(samples)
-    members: dict[str, list[int]] = defaultdict(list)
-    for index, sample in enumerate(samples):
-        members[sample.group].append(index)
-    strata: dict[int, list[str]] = defaultdict(list)
-    for group, indices in members.items():
-        strata[max(samples[i].label for i in indices)].append(group)
+    members, strata = _groups_by_label(samples)
     rng = random.Random(seed)
     kept: set[int] = set()
     for label in sorted(strata):
