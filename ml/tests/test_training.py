@@ -1,6 +1,7 @@
 """train_model and evaluate_model end to end on a small real subset, and the serving path
 agreeing with training's own figures on the images it held out."""
 import json
+from pathlib import Path
 
 import pytest
 from django.core.management import call_command
@@ -311,6 +312,13 @@ def test_a_training_fraction_shrinks_only_the_training_split(ham10000_root):
     half_train, half_val, half_test, note = split_for_training(
         report, TrainConfig(dataset=str(ham10000_root), train_fraction=0.5))
     assert half_val == full_val and half_test == full_test
+    # the same validation and test images as the shipped model (same recipe and seed): its learning curve's 1.0 point
+    from django.conf import settings
+
+    from ml.splits import recorded_splits
+
+    held = recorded_splits(Path(settings.BASE_DIR) / "ml" / "artifacts" / "model")
+    assert {s.path.name for s in half_val} == held["validation"] and {s.path.name for s in half_test} == held["test"]
     assert {s.path for s in half_train} < {s.path for s in full_train}
     assert len(half_train) == pytest.approx(len(full_train) / 2, abs=2)
     malignant = lambda samples: sum(s.label for s in samples)  # noqa: E731
