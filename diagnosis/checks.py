@@ -2,7 +2,7 @@
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 
-from ml import classifier
+from ml.serving import classifier
 
 
 @register()

@@ -118,7 +118,7 @@ class Prediction(models.Model):
         REFUSED = "refused", "Refused by the image check"
 
     class Outcome(models.TextChoices):
-        # What the clinician reads; the values are ml.classifier.OUTCOMES.
+        # What the clinician reads; the values are ml.serving.classifier.OUTCOMES.
         NEEDS_DOCTOR = "needs_doctor", "Needs a doctor"
         UNCERTAIN = "uncertain", "Uncertain — have a doctor look"
         LOW_RISK = "low_risk", "Low risk"
@@ -256,7 +256,7 @@ class Prediction(models.Model):
         """What the clinician should know about a result close to an outcome boundary; "" otherwise."""
         if not (self.near_boundary and self.status == self.Status.DONE):
             return ""
-        if self.views_averaged > 1:  # the model looked again with the photo turned every way (ml/tta.py)
+        if self.views_averaged > 1:  # the model looked again with the photo turned every way (ml/serving/tta.py)
             note = (f"Close to a boundary: checked again with the photo flipped and turned in all "
                     f"{self.views_averaged} ways, and this is their average. Another photo of the lesion can still "
                     f"get another outcome.")

@@ -2,7 +2,7 @@
 
 Views, the JSON API, the admin and management commands all call these; none of
 them writes an Upload or a Prediction itself. The model is reached only through
-`ml.classifier.predict`, so nothing here imports TensorFlow.
+`ml.serving.classifier.predict`, so nothing here imports TensorFlow.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from django.db.models import F
 from django.utils import timezone
 from PIL import Image
 
-from ml import classifier, heatmap
+from ml.serving import classifier, heatmap
 
 from . import audit
 from .images import CheckedImage, encode_png, encode_thumbnail

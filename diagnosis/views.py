@@ -16,7 +16,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 from rest_framework.decorators import api_view
 
-from ml import classifier
+from ml.serving import classifier
 
 from . import evolution, selectors, services
 from .audit import Via

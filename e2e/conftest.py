@@ -32,7 +32,7 @@ def shipped_model_present() -> bool:
 @pytest.fixture
 def serving_model(settings, standin_model_dir) -> Path:
     """The shipped model where it is installed, else the stand-in (same interface)."""
-    from ml import classifier
+    from ml.serving import classifier
 
     settings.SKINCARE_MODEL_DIR = SHIPPED_MODEL if shipped_model_present() else standin_model_dir
     classifier.reset()

@@ -1,17 +1,16 @@
 #!/usr/bin/env bash
-# Step 2 of training on a GPU machine (README, "Training on a GPU machine"), from a copy of this
+# Step 2 of training on a GPU machine (docs/training.md), from a copy of this
 # repository there: Python 3 with JAX (or PyTorch) but no TensorFlow, no Django, no internet.
 #
 #   bash ml/gpu_train.sh stage PATH...             keep what this trip carried, train nothing
 #   bash ml/gpu_train.sh train [PATH...] [-- ARGS]  keep it too, then train on everything kept
 #
 # PATH is what travelled with this copy: bundle folders from `manage.py prepare_accelerated`
-# (or single parts of one, and its manifest.json), the Lite0 checkpoint (*.pth; one whose name
-# has "lite2" in it is Lite2's, for recipes with backbone efficientnet-lite2), and wheel
+# (or single parts of one, and its manifest.json), the Lite0 checkpoint (*.pth), and wheel
 # files or folders of them (*.whl: Keras and what it needs, where the machine has no Keras 3).
 # Everything is kept under $GPU_STAGE (default /tmp/skincare-gpu), so a bundle too large for
 # one trip can come in several, each with a `stage` call, the last with `train`. ARGS go to
-# `python -m ml.accelerated train` (--budget-minutes, --recipes, --workers); the run is written
+# `python -m ml.training.remote` (--finetune-epochs, --padding, --workers, ...); the run is written
 # to $GPU_OUTPUT (default $OUT/run where $OUT is set, else runs/gpu), its log beside it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,8 +30,6 @@ for path in "${paths[@]}"; do
         cp "$path"/*.whl "$stage/wheels/"
     elif [[ $path == *.whl ]]; then
         cp "$path" "$stage/wheels/"
-    elif [[ $path == *lite2*.pth ]]; then
-        cp "$path" "$stage/lite2.pth"
     elif [[ $path == *.pth ]]; then
         cp "$path" "$stage/lite0.pth"
     elif [[ -f $path && $(basename "$path") == manifest.json ]]; then
@@ -57,14 +54,10 @@ echo "gpu_train: kept so far: $(du -sh "$stage" | cut -f1) in $stage"
 
 export PYTHONPATH="$stage/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export KERAS_BACKEND=${KERAS_BACKEND:-jax} JAX_COMPILATION_CACHE_DIR="$stage/jaxcache" PYTHONUNBUFFERED=1
-[[ -f $stage/lite0.pth || -f $stage/lite2.pth ]] || {
-    echo "gpu_train: no Lite0 (or Lite2) checkpoint (*.pth) has travelled" >&2; exit 2; }
-checkpoints=()
-[[ -f $stage/lite0.pth ]] && checkpoints+=(--weights "$stage/lite0.pth")
-[[ -f $stage/lite2.pth ]] && checkpoints+=(--lite2-weights "$stage/lite2.pth")
+[[ -f $stage/lite0.pth ]] || { echo "gpu_train: no Lite0 checkpoint (*.pth) has travelled" >&2; exit 2; }
 output=${GPU_OUTPUT:-${OUT:+$OUT/run}}
 output=${output:-runs/gpu}
 mkdir -p "$output"
 echo "gpu_train: Keras backend $KERAS_BACKEND; run in $output"
-python3 -m ml.accelerated train --bundle "$stage/bundle" "${checkpoints[@]}" --output "$output" "$@" \
+python3 -m ml.training.remote --bundle "$stage/bundle" --weights "$stage/lite0.pth" --output "$output" "$@" \
     2>&1 | tee "$output/train.log"

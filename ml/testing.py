@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .classifier import METADATA_FILENAME, MODEL_FILENAME
+from ml.serving.classifier import METADATA_FILENAME, MODEL_FILENAME
 
 
 QUALITY_ONLY_GATE = {
@@ -30,7 +30,7 @@ def write_standin_model(directory, *, threshold: float = 0.5, uncertain_threshol
     the heat map lands where the red is. `gate=True` adds image-quality limits: a uniform
     image is then "not assessed". `boundary_margin` (logits) marks results that close to a boundary
     as "close to a boundary", as a trained model's fitted margin does; `close_call_check` also scores
-    those again in all eight views (ml/tta.py), with the model's own calibration."""
+    those again in all eight views (ml/serving/tta.py), with the model's own calibration."""
     import keras
     import numpy as np
 
@@ -64,7 +64,7 @@ def write_standin_model(directory, *, threshold: float = 0.5, uncertain_threshol
     if boundary_margin is not None:
         metadata["boundary_margin"] = {"logit": boundary_margin, "rule": "set by the test"}
     if close_call_check:
-        from .tta import ALL_VIEWS, CLOSE_CALL_KEY
+        from ml.serving.tta import ALL_VIEWS, CLOSE_CALL_KEY
 
         metadata[CLOSE_CALL_KEY] = {"views": list(ALL_VIEWS), "temperature": 1.0, "logit_offset": 0.0}
     if gate:

@@ -197,15 +197,15 @@ REST_FRAMEWORK = {
 }
 
 # --- skinCare ---------------------------------------------------------------
-# Where the shipped model (model.keras + metadata.json) lives; see ml/classifier.py.
+# Where the shipped model (model.keras + metadata.json) lives; see ml/serving/classifier.py.
 SKINCARE_MODEL_DIR = Path(os.environ.get("SKINCARE_MODEL_DIR", BASE_DIR / "ml" / "artifacts" / "model"))
 # "auto": the LiteRT export when the artifact has one (no TensorFlow in the worker), else Keras;
 # "keras" or "litert" to force one.
 SKINCARE_RUNTIME = os.environ.get("SKINCARE_RUNTIME", "auto")
-# LiteRT threads per inference; 0: the CPUs the process may use, at most 4 (ml.classifier.inference_threads).
+# LiteRT threads per inference; 0: the CPUs the process may use, at most 4 (ml.serving.classifier.inference_threads).
 SKINCARE_INFERENCE_THREADS = env_int("SKINCARE_INFERENCE_THREADS", 0)
 # Check close calls again in all eight flips and quarter turns of the photo, where the model carries
-# the calibration for it (metadata "close_call_check", ml/tta.py). Off by default: it makes the answer
+# the calibration for it (metadata "close_call_check", ml/serving/tta.py). Off by default: it makes the answer
 # all but independent of how the photo is turned, at about 50 ms instead of 9 for those results
 # (README, "Checking close calls").
 SKINCARE_CLOSE_CALL_CHECK = env_bool("SKINCARE_CLOSE_CALL_CHECK", False)

@@ -51,7 +51,7 @@ def close_call_model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def checking_model_dir(tmp_path_factory):
-    """The close-call stand-in that also checks its close calls again in all eight views (ml/tta.py)."""
+    """The close-call stand-in that also checks its close calls again in all eight views (ml/serving/tta.py)."""
     from ml.testing import write_standin_model
 
     return write_standin_model(tmp_path_factory.mktemp("checking-model"), threshold=0.6, uncertain_threshold=0.4,
@@ -67,7 +67,7 @@ def gated_model_dir(tmp_path_factory):
 
 
 def _model_fixture(settings, directory):
-    from ml import classifier
+    from ml.serving import classifier
 
     settings.SKINCARE_MODEL_DIR = directory
     classifier.reset()

@@ -8,7 +8,7 @@ from django.utils import timezone
 from diagnosis import services
 from diagnosis.images import check_image
 from diagnosis.tests.helpers import BLUE, RED, image_bytes, upload_file
-from ml import classifier
+from ml.serving import classifier
 
 pytestmark = pytest.mark.django_db
 

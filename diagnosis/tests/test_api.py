@@ -7,7 +7,7 @@ from rest_framework.pagination import PageNumberPagination
 
 from diagnosis.models import Prediction
 from diagnosis.tests.helpers import BLUE, RED, image_bytes, noise_bytes, upload_file
-from ml import classifier
+from ml.serving import classifier
 
 pytestmark = pytest.mark.django_db
 

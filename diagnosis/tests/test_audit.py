@@ -60,7 +60,7 @@ def test_review_decision_and_its_change_are_kept(reviewer_client, reviewer, band
 
 
 def test_retry_and_command_retry(logged_in, no_model, settings, standin_model_dir, clinician):
-    from ml import classifier
+    from ml.serving import classifier
 
     first = services.submit_upload(uploaded_by=clinician, image=check_image(image()))
     second = services.submit_upload(uploaded_by=clinician, image=check_image(image()))

@@ -13,7 +13,7 @@ from diagnosis import services
 from diagnosis.images import check_image
 from diagnosis.models import Prediction
 from diagnosis.tests.helpers import RED, image_bytes, upload_file
-from ml import classifier
+from ml.serving import classifier
 
 pytestmark = pytest.mark.django_db
 

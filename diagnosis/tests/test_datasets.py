@@ -59,7 +59,7 @@ def test_becode_bmp_through_the_upload_page(logged_in, standin_model, datasets_r
 def test_ph2_melanoma_through_the_page_shows_a_heatmap(logged_in, standin_model, datasets_root, media_root):
     """A melanoma from PH2 (the first the xlsx labels so, IMD058 in the full set), uploaded
     with the stand-in: the result page shows the photo's Grad-CAM heat map."""
-    from ml.datasets import read_dataset
+    from ml.data.datasets import read_dataset
 
     ph2 = datasets_root / "ph2"
     if not ph2.is_dir():

@@ -85,7 +85,7 @@ def test_no_heatmap_without_an_assessment(client, token_headers, no_model):
 
 
 def test_retry_after_no_model_draws_the_heatmap(logged_in, no_model, settings, standin_model_dir):
-    from ml import classifier
+    from ml.serving import classifier
 
     post_upload(logged_in, lesion_on_skin_png())
     prediction = Prediction.objects.get()

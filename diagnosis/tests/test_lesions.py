@@ -147,7 +147,7 @@ class TestLesionPage:
         assert "Changed markedly" not in page and "by 0.50 or more" in page
 
     def test_photos_the_model_did_not_assess_are_shown_and_skipped(self, logged_in, banded_model, shoulder, clinician, settings, tmp_path):
-        from ml import classifier
+        from ml.serving import classifier
 
         visit(clinician, shoulder, -90, days_ago=200)
         settings.SKINCARE_MODEL_DIR = tmp_path / "none"

@@ -204,7 +204,7 @@ class TestCloseToABoundary:
     def test_the_check_is_off_unless_the_setting_turns_it_on(self, logged_in, settings, checking_model_dir):
         """SKINCARE_CLOSE_CALL_CHECK off (the default): the same model answers a close call at first look,
         and the note says the photo turned can get another outcome."""
-        from ml import classifier
+        from ml.serving import classifier
 
         settings.SKINCARE_MODEL_DIR = checking_model_dir
         classifier.reset()
@@ -236,7 +236,7 @@ class TestCloseToABoundary:
         assert sorted(p.pk for p in listed) == sorted(p.pk for p in close)
 
     def test_a_refused_photo_gets_no_note(self, settings, tmp_path, logged_in):
-        from ml import classifier
+        from ml.serving import classifier
         from ml.testing import write_standin_model
 
         settings.SKINCARE_MODEL_DIR = write_standin_model(tmp_path, threshold=0.5, gate=True, boundary_margin=50.0)

@@ -10,7 +10,7 @@ from PIL import Image
 
 from diagnosis.models import Prediction, Upload
 from diagnosis.tests.helpers import BLUE, RED, image_bytes, jpeg_with_exif, noise_bytes, upload_file
-from ml import classifier
+from ml.serving import classifier
 
 pytestmark = pytest.mark.django_db
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ml.backbone import WeightsError, lite0_weights_path, pretrained_lite0, read_legacy_torch_state_dict
+from ml.model.backbone import WeightsError, lite0_weights_path, pretrained_lite0, read_legacy_torch_state_dict
 
 CAT_CLASSES = [281, 282, 285]  # tabby, tiger cat, Egyptian cat
 ESPRESSO = 967
@@ -42,7 +42,7 @@ def test_lite2_port_recognises_chelsea_and_coffee():
     """--backbone efficientnet-lite2: B2's block table (width 1.1, depth 1.2) with Lite's fixed stem, head and
     first and last stages, every tensor of the checkpoint used (the loader refuses leftovers), and the same
     photos recognised (0.996 and 0.992 here at 224 pixels)."""
-    from ml.backbone import _block_specs
+    from ml.model.backbone import _block_specs
 
     state = read_legacy_torch_state_dict(lite0_weights_path("lite2"))
     assert len(state) == 386 and state["_conv_head.weight"].shape == (1280, 352, 1, 1)
@@ -113,8 +113,8 @@ def test_missing_file_is_named(tmp_path):
 
 
 def test_training_network_takes_the_padding():
-    from ml.network import Network
-    from ml.training import TrainConfig
+    from ml.model.network import Network
+    from ml.training.trainer import TrainConfig
 
     for padding, expected in (("tf", False), ("symmetric", True)):
         net = Network(TrainConfig(dataset="unused", padding=padding))

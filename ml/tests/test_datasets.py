@@ -14,16 +14,16 @@ import openpyxl
 import pytest
 from PIL import Image
 
-from ml.datasets import (
+from ml.data.datasets import (
     FORMATS,
     DatasetError,
     Sample,
     detect_format,
     read_dataset,
     read_folders,
-    write_split_folders,
 )
-from ml.splits import nested_subset, split_samples
+from ml.data.folders import write_split_folders
+from ml.data.splits import split_samples
 
 
 def write_image(path: Path, colour=(200, 120, 90), size=(40, 30), format=None) -> Path:
@@ -400,31 +400,6 @@ def test_split_keeps_multi_image_groups_together_and_stratifies():
         assert abs(sum(s.label for s in part) / len(part) - overall) < 0.02
     assert split_samples(samples, (0.7, 0.15, 0.15), seed=3) == parts
 
-
-def test_nested_subset_takes_whole_groups_of_each_label_and_nests():
-    """A learning curve's training subsets: each fraction of each label, whole groups, the smaller inside
-    the larger, the same for the same seed, and all of it at 1."""
-    rng = random.Random(1)
-    groups = {f"b{n}": (0, rng.randint(1, 3)) for n in range(400)}
-    groups.update({f"m{n}": (1, rng.randint(1, 3)) for n in range(80)})
-    samples = _samples(groups)
-    by_label = {label: [s for s in samples if s.label == label] for label in (0, 1)}
-    subsets = {f: nested_subset(samples, f, seed=5) for f in (0.25, 0.5, 1.0)}
-    assert subsets[1.0] == samples
-    for fraction in (0.25, 0.5):
-        subset = subsets[fraction]
-        for label, members in by_label.items():
-            share = sum(s.label == label for s in subset) / len(members)
-            assert abs(share - fraction) < 0.02, (fraction, label, share)
-        size = {g: sum(s.group == g for s in samples) for g in {s.group for s in subset}}
-        assert all(sum(s.group == g for s in subset) == n for g, n in size.items())  # no group cut in two
-        assert [s for s in samples if s in subset] == subset  # input order kept
-    assert {id(s) for s in subsets[0.25]} < {id(s) for s in subsets[0.5]}
-    assert nested_subset(samples, 0.5, seed=5) == subsets[0.5]
-    assert nested_subset(samples, 0.5, seed=6) != subsets[0.5]
-    for bad in (0, -0.5, 1.5):
-        with pytest.raises(ValueError, match=f"--train-fraction is a share of the training split.*not {bad:g}"):
-            nested_subset(samples, bad)
 
 
 def test_split_puts_a_mixed_group_on_one_side_and_checks_fractions():

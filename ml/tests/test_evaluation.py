@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from ml import evaluation
+from ml.reporting import metrics as evaluation
 
 
 def test_threshold_flags_the_target_share_and_survives_rounding():
@@ -144,7 +144,7 @@ def test_boundary_margin_covers_the_outcomes_that_move_with_the_view():
 
 
 def test_serving_notes_a_result_within_the_saved_margin():
-    from ml.classifier import is_near_boundary
+    from ml.serving.classifier import is_near_boundary
 
     meta = {"boundary_margin": {"logit": 0.5}}
     assert is_near_boundary(0.45, 0.5, 0.2, meta) and is_near_boundary(0.15, 0.5, 0.2, meta)

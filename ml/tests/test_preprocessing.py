@@ -100,7 +100,7 @@ def test_ph2_corners_are_painted_and_its_lesions_left_alone(ph2_root):
 def test_training_reads_the_pixels_serving_reads(ph2_root, tmp_path):
     """train_model caches images as uint8: they must be serving's input rounded, not truncated
     (a PH2 image's painted corners are blended in float, so a cast alone would darken them)."""
-    from ml.training import load_images
+    from ml.training.trainer import load_images
 
     paths = sorted((ph2_root / "images").glob("IMD*.jpg"))[:3]
     served = np.stack([preprocessing.preprocess(p) for p in paths])

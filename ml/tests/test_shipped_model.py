@@ -14,7 +14,8 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import override_settings
 
-from ml import classifier, preprocessing
+from ml.serving import classifier
+from ml import preprocessing
 
 SHIPPED = Path(settings.BASE_DIR) / "ml" / "artifacts" / "model"
 pytestmark = pytest.mark.skipif(not (SHIPPED / "model.keras").is_file(), reason=f"no shipped model at {SHIPPED}")
@@ -41,7 +42,7 @@ def test_artifact_is_complete_and_small():
 
 def _shared_or_skip(name: str = "ph2") -> Path:
     """A shared dataset for module-scoped fixtures (the session fixtures in conftest need a session scope)."""
-    from ml.datasets import shared_datasets_root
+    from ml.data.datasets import shared_datasets_root
 
     folder = shared_datasets_root() / name
     if not folder.is_dir():
@@ -94,10 +95,10 @@ def test_evaluate_model_measures_how_the_outcome_moves_when_the_photo_is_turned(
 
 
 def test_a_model_that_averages_the_views_gives_one_answer_however_the_photo_is_turned(ph2_root, tmp_path):
-    """The same weights with all eight test-time views in their metadata (ml/tta.py): turning the photo
+    """The same weights with all eight test-time views in their metadata (ml/serving/tta.py): turning the photo
     then changes nothing but the order of the views averaged, while the shipped model, scoring each
     image once, moves with it."""
-    from ml import tta
+    from ml.serving import tta
 
     averaged = tmp_path / "averaged"
     averaged.mkdir()
@@ -122,7 +123,8 @@ def test_the_shipped_model_checks_its_close_calls_in_all_eight_views_when_told_t
     PH2 image whose first look is within the boundary margin gets the average of its eight views,
     calibrated by the model's check, and so the same answer in every orientation where its first look
     was close; the others keep the first look. Off (the default), every image keeps its first look."""
-    from ml import evaluation, tta
+    from ml.reporting import metrics as evaluation
+    from ml.serving import tta
 
     images = sorted((ph2_root / "images").glob("*.jpg"))[:12]
     loaded = shipped.get_model()
@@ -177,7 +179,7 @@ def test_served_model_keeps_its_thresholds_promises_on_validation(validation_res
 
 def test_litert_export_gives_the_keras_numbers(ph2_root, ham10000_root):
     """Serving runs the LiteRT export; on real images it must agree with the Keras model."""
-    from ml.datasets import read_dataset
+    from ml.data.datasets import read_dataset
 
     melanomas = [s.path for s in read_dataset(ph2_root).samples if s.label == 1][:16]
     paths = melanomas + sorted((ph2_root / "images").glob("*.jpg"))[:4] + sorted((ham10000_root / "images").glob("*.jpg"))[:6]
@@ -205,12 +207,12 @@ def test_litert_export_gives_the_keras_numbers(ph2_root, ham10000_root):
 def test_gradcam_comes_from_the_layer_it_claims(ph2_root):
     """Recompute Grad-CAM the textbook way, with a GradientTape through the whole Keras model
     at the named layer, for each test-time view the model averages, and compare with what
-    serving returns: the views' maps turned back and averaged, then the ReLU (ml/tta.py).
+    serving returns: the views' maps turned back and averaged, then the ReLU (ml/serving/tta.py).
     The probability served must be the one of the views' mean score."""
     import keras
     import tensorflow as tf
 
-    from ml import tta
+    from ml.serving import tta
 
     loaded = classifier.LoadedModel(SHIPPED, "keras")
     assert loaded.cam_layer == "top_activation"
@@ -242,7 +244,7 @@ def test_gradcam_comes_from_the_layer_it_claims(ph2_root):
 def test_shipped_model_is_calibrated_for_the_views_it_uses():
     """Calibration and thresholds are fitted on the scores of the views serving averages:
     calibrate_model records them together, so neither can change without the other."""
-    from ml import tta
+    from ml.serving import tta
 
     meta = json.loads((SHIPPED / "metadata.json").read_text())
     fit = meta.get("calibration_fit")
@@ -250,7 +252,7 @@ def test_shipped_model_is_calibrated_for_the_views_it_uses():
         assert fit, "test-time views without calibrate_model's record of the fit"
     if fit:
         views = tuple(meta.get("tta_views") or tta.IDENTITY)
-        if "views" in fit:  # recorded by ml.calibration, whichever command fitted it
+        if "views" in fit:  # recorded by ml.training.calibration, whichever command fitted it
             assert tuple(fit["views"]) == views
         else:  # an older record, by calibrate_model alone
             assert fit["command"].endswith(f"--views {'all' if views == tta.ALL_VIEWS else 'none'}")
@@ -320,7 +322,7 @@ def test_heat_lands_on_the_lesion(gradcam_result):
 
 
 def test_gate_refuses_junk_and_accepts_lesions(ph2_root, ham10000_root, shipped):
-    from ml.junk import junk_images
+    from ml.reporting.junk import junk_images
 
     assert shipped.get_model().gate is not None
     junk = junk_images(sorted((ph2_root / "images").glob("*.jpg"))[:3])
@@ -333,7 +335,7 @@ def test_gate_refuses_junk_and_accepts_lesions(ph2_root, ham10000_root, shipped)
 
 
 def test_a_cat_is_not_assessed(shipped):
-    from ml.junk import _skimage_photo
+    from ml.reporting.junk import _skimage_photo
 
     result = shipped.predict(_skimage_photo("chelsea"))
     assert result.outcome == "not_assessed" and result.label is None and result.probability_malignant is None
@@ -399,7 +401,7 @@ def test_compare_models_pairs_the_same_images(ph2_root, ham10000_root, tmp_path)
 
 def test_model_card_says_the_answer_can_change_when_the_photo_is_turned():
     """The card's limitation is written from the committed evaluation (make evaluate runs --orientations)."""
-    from ml import model_card
+    from ml.reporting import model_card
 
     turned = json.loads((SHIPPED / "evaluation" / "ph2_melanoma.json").read_text())["orientations"]
     card = model_card.render(SHIPPED)
@@ -411,7 +413,8 @@ def test_model_card_says_the_answer_can_change_when_the_photo_is_turned():
 def test_model_card_of_a_model_that_averages_the_views_says_its_answer_does_not_move(tmp_path):
     import shutil
 
-    from ml import model_card, tta
+    from ml.reporting import model_card
+    from ml.serving import tta
 
     card_dir = tmp_path / "averaged"
     shutil.copytree(SHIPPED / "evaluation", card_dir / "evaluation")

@@ -1,8 +1,8 @@
-"""Test-time views (ml/tta.py): exact symmetries of the square, undone exactly, averaged as documented."""
+"""Test-time views (ml/serving/tta.py): exact symmetries of the square, undone exactly, averaged as documented."""
 import numpy as np
 import pytest
 
-from ml import tta
+from ml.serving import tta
 
 
 @pytest.fixture
@@ -85,10 +85,10 @@ def _standin_with_views(directory, views):
 
 
 def test_serving_with_views_scores_the_same_lesion_and_draws_its_heat_where_it_is(tmp_path, settings):
-    """Through ml.classifier.predict, a model with all eight views: the stand-in's score depends
+    """Through ml.serving.classifier.predict, a model with all eight views: the stand-in's score depends
     only on colour, so every view agrees with the image as it is; and the heat map, averaged
     over views turned back, still lands on the red patch in the top-left corner."""
-    from ml import classifier
+    from ml.serving import classifier
 
     image = np.zeros((224, 224, 3), dtype=np.uint8)
     image[:, :] = (200, 160, 140)
@@ -108,7 +108,7 @@ def test_serving_with_views_scores_the_same_lesion_and_draws_its_heat_where_it_i
 
 
 def test_unknown_views_make_the_model_unavailable_not_a_crash(tmp_path, settings):
-    from ml import classifier
+    from ml.serving import classifier
 
     settings.SKINCARE_MODEL_DIR = str(_standin_with_views(tmp_path / "bad", ["id", "rot45"]))
     classifier.reset()
@@ -135,7 +135,7 @@ def test_close_call_check_reads_the_metadata():
 def test_a_broken_close_call_check_makes_the_model_unavailable_not_a_crash(tmp_path, settings):
     import json
 
-    from ml import classifier
+    from ml.serving import classifier
     from ml.testing import write_standin_model
 
     out = write_standin_model(tmp_path / "bad", boundary_margin=0.5, close_call_check=True)
@@ -156,7 +156,7 @@ def test_a_close_call_is_answered_by_the_eight_views_with_their_calibration(tmp_
     served_orientations (evaluation's path) gives what predict gives."""
     import json
 
-    from ml import classifier
+    from ml.serving import classifier
     from ml.testing import write_standin_model
 
     out = write_standin_model(tmp_path / "m", threshold=0.6, uncertain_threshold=0.4, boundary_margin=0.5,
@@ -197,7 +197,7 @@ def test_inference_threads_follow_the_setting(settings):
     """SKINCARE_INFERENCE_THREADS where set; 0 (the default): the CPUs the process may use, at most 4."""
     import os
 
-    from ml import classifier
+    from ml.serving import classifier
 
     settings.SKINCARE_INFERENCE_THREADS = 3
     assert classifier.inference_threads() == 3

@@ -1,7 +1,7 @@
 """manage.py benchmark_model: how fast and how big the serving path is, beside the naive baseline.
 
 Everything in one run on the same images:
-- p50_ms / p95_ms: ml.classifier.predict on image bytes (decode, preprocessing, gate, model,
+- p50_ms / p95_ms: ml.serving.classifier.predict on image bytes (decode, preprocessing, gate, model,
   calibration and Grad-CAM included), one image at a time, as a request does it;
 - baseline_keras_predict_p50_ms: the naive way, Keras `model.predict` on each preprocessed image;
 - rss_mb: this worker's resident memory after 100 serving predictions (measured before the
@@ -23,7 +23,10 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from ml.datasets import shared_datasets_root
+from ml import preprocessing
+from ml.artifact import MODEL_FILENAME
+from ml.data.datasets import shared_datasets_root
+from ml.serving import classifier
 
 COLD_START_SCRIPT = r"""
 import os, sys, time
@@ -31,7 +34,7 @@ t0 = float(sys.argv[1])
 import django
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "skincare_site.settings")
 django.setup()
-from ml import classifier
+from ml.serving import classifier
 result = classifier.predict(open(sys.argv[2], "rb").read())
 print(time.time() - t0, classifier.get_model().runtime.name, "tensorflow" in sys.modules)
 """
@@ -91,7 +94,6 @@ class Command(BaseCommand):
         return [paths[i % len(paths)] for i in range(n)]
 
     def handle(self, *args, **o):
-        from ml import classifier
 
         if o["rounds"] < 1 or o["n"] < 1 or o["baseline_n"] < 1:
             raise CommandError("-n, --baseline-n and --rounds must be at least 1")
@@ -109,10 +111,9 @@ class Command(BaseCommand):
         rss = _rss_mb()
         tf_in_serving = "tensorflow" in sys.modules
 
-        from ml import preprocessing
-        from ml.layers import load_keras_model
+        from ml.model.layers import load_keras_model  # after the serving figures: it imports TensorFlow
 
-        model = load_keras_model(Path(settings.SKINCARE_MODEL_DIR) / classifier.MODEL_FILENAME)
+        model = load_keras_model(Path(settings.SKINCARE_MODEL_DIR) / MODEL_FILENAME)
         model.predict(preprocessing.preprocess(blobs[0])[None], verbose=0)
         baseline = _timed_rounds(lambda blob: model.predict(preprocessing.preprocess(blob)[None], verbose=0),
                                  blobs[:o["baseline_n"]], o["rounds"])

@@ -5,35 +5,34 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+import numpy as np
+from ml.artifact import METADATA_FILENAME
+from ml.artifact import METRICS_FILENAME
+from ml.data.datasets import DatasetError, read_dataset
+from ml.data.datasets import FORMATS
+from ml.data.splits import held_out, recorded_splits
+from ml.serving import tta
+from ml.serving.classifier import ModelUnavailable, reset
+from ml.training.calibration import calibrate_and_report, training_prior
 
 
 class Command(BaseCommand):
     requires_system_checks = []
-    help = ("Set which test-time views (ml/tta.py) a saved model averages, then refit its temperature, logit offset "
+    help = ("Set which test-time views (ml/serving/tta.py) a saved model averages, then refit its temperature, logit offset "
             "and outcome thresholds on the validation split it recorded (splits.json), scored as serving scores, and "
             "rewrite metrics.json and the plots from the same scores (the test split is scored there, never used to "
             "choose). Run it on the dataset the model was trained on.")
 
     def add_arguments(self, parser):
-        from ml.datasets import FORMATS
-
         parser.add_argument("dataset", help="the dataset the model was trained on")
         parser.add_argument("--format", choices=FORMATS, help="override the detected dataset format")
         parser.add_argument("--model", help="model artifact folder (default: SKINCARE_MODEL_DIR)")
         parser.add_argument("--views", choices=["all", "close-calls", "none"], default="all",
                             help="all: the eight flips and quarter turns of the square, always; close-calls: the "
                                  "image as it is, and the eight views where that first look is close to an outcome "
-                                 "boundary (ml/tta.py); none: the image as it is (default: %(default)s)")
+                                 "boundary (ml/serving/tta.py); none: the image as it is (default: %(default)s)")
 
     def handle(self, *args, **o):
-        import numpy as np
-
-        from ml import tta
-        from ml.calibration import METRICS_FILENAME, calibrate_and_report, training_prior
-        from ml.classifier import METADATA_FILENAME, ModelUnavailable, reset
-        from ml.datasets import DatasetError, read_dataset
-        from ml.splits import held_out, recorded_splits
-
         model_dir = Path(o["model"] or settings.SKINCARE_MODEL_DIR)
         meta_file, metrics_file = model_dir / METADATA_FILENAME, model_dir / METRICS_FILENAME
         if not meta_file.is_file():

@@ -5,6 +5,8 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from .evaluate_model import add_dataset_arguments, samples_to_score
+from ml.reporting import metrics as evaluation
+from ml.serving.classifier import ModelUnavailable, predict_many
 
 
 class Command(BaseCommand):
@@ -21,9 +23,6 @@ class Command(BaseCommand):
         parser.add_argument("--json", dest="json_path", help="also write the comparison to this JSON file")
 
     def handle(self, *args, **o):
-        from ml import evaluation
-        from ml.classifier import ModelUnavailable, predict_many
-
         if len(o["models"]) != 2:
             raise CommandError(f"give --model exactly twice (A, then B), not {len(o['models'])} times")
         model_a, model_b = (Path(m) for m in o["models"])

@@ -6,7 +6,12 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from ml.datasets import shared_datasets_root
+from ml.data.datasets import shared_datasets_root
+import numpy as np
+from ml.data.datasets import read_dataset
+from ml.data.splits import recorded_splits
+from ml.reporting.junk import junk_images
+from ml.serving import classifier
 
 
 class Command(BaseCommand):
@@ -21,13 +26,6 @@ class Command(BaseCommand):
         parser.add_argument("--json", dest="json_path")
 
     def handle(self, *args, **o):
-        import numpy as np
-
-        from ml import classifier
-        from ml.datasets import read_dataset
-        from ml.junk import junk_images
-        from ml.splits import recorded_splits
-
         root = Path(o["datasets"]) if o["datasets"] else shared_datasets_root()
         model_dir = Path(settings.SKINCARE_MODEL_DIR)
         if not (root / "ham10000").is_dir() or not (root / "ph2").is_dir():

@@ -4,7 +4,12 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from ml.datasets import shared_datasets_root
+from ml.data.datasets import shared_datasets_root
+import numpy as np
+from ml import preprocessing
+from ml.data.datasets import read_dataset
+from ml.serving.classifier import get_model, outcome_for
+from ml.serving.heatmap import heat_inside_mask
 
 
 class Command(BaseCommand):
@@ -18,13 +23,6 @@ class Command(BaseCommand):
         parser.add_argument("--json", dest="json_path")
 
     def handle(self, *args, **o):
-        import numpy as np
-
-        from ml import preprocessing
-        from ml.classifier import get_model, outcome_for
-        from ml.datasets import read_dataset
-        from ml.heatmap import heat_inside_mask
-
         root = Path(o["datasets"]) if o["datasets"] else shared_datasets_root()
         if not (root / "ph2").is_dir():
             raise CommandError(f"PH2 not found under {root}")
@@ -40,7 +38,7 @@ class Command(BaseCommand):
         def bottom_row_share(cam):  # the share of a map's heat in its bottom row (nan for an empty map)
             return float(cam[-1].sum() / cam.sum()) if float(cam.max()) > 0 else float("nan")
 
-        def served_map(image):  # the map and the outcome serving gives (ml.classifier.predict, no gate)
+        def served_map(image):  # the map and the outcome serving gives (ml.serving.classifier.predict, no gate)
             raw, _features, cam = loaded.analyse(image[None])
             probability, _near, _views, cam = loaded.settle(image, float(raw[0]), cam[0])
             return cam, outcome_for(probability, meta["threshold"], meta.get("uncertain_threshold"))

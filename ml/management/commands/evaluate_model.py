@@ -4,13 +4,19 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+import numpy as np
+from ml.data.datasets import DatasetError, read_dataset
+from ml.data.datasets import FORMATS
+from ml.data.splits import recorded_splits
+from ml.reporting import metrics as evaluation
+from ml.serving import tta
+from ml.serving.classifier import ModelUnavailable, served_scores
 
 
 def add_dataset_arguments(parser):
     """The arguments that say which images to score: evaluate_model's and compare_models'."""
-    from ml.datasets import FORMATS
 
-    parser.add_argument("dataset", help="dataset folder in any format ml.datasets reads")
+    parser.add_argument("dataset", help="dataset folder in any format ml.data.datasets reads")
     parser.add_argument("--format", choices=FORMATS, help="override the detected dataset format")
     parser.add_argument("--split", choices=["all", "validation", "test"], default="all",
                         help="score only the images held out as this split (the model's splits.json)")
@@ -21,10 +27,7 @@ def add_dataset_arguments(parser):
 def samples_to_score(dataset, data_format, atypical_is_malignant, model_dirs, split="all"):
     """(report, samples, labels) of a dataset, narrowed to the images every model in model_dirs
     held out as `split` (its splits.json); a CommandError that says what is wrong otherwise."""
-    import numpy as np
 
-    from ml.datasets import DatasetError, read_dataset
-    from ml.splits import recorded_splits
 
     try:
         report = read_dataset(dataset, data_format, atypical_is_malignant=atypical_is_malignant)
@@ -64,11 +67,6 @@ class Command(BaseCommand):
                                  "report how often the outcome changes with them (eight times the time)")
 
     def handle(self, *args, **o):
-        import numpy as np
-
-        from ml import evaluation, tta
-        from ml.classifier import ModelUnavailable, served_scores
-
         model_dir = Path(o["model"] or settings.SKINCARE_MODEL_DIR)
         report, samples, y = samples_to_score(o["dataset"], o["format"], o["atypical_is_malignant"], [model_dir],
                                               o["split"])

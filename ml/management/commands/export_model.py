@@ -3,6 +3,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
+from ml.training.export import export_litert
 
 
 class Command(BaseCommand):
@@ -13,6 +14,4 @@ class Command(BaseCommand):
         parser.add_argument("--model", help="model artifact folder (default: SKINCARE_MODEL_DIR)")
 
     def handle(self, *args, **o):
-        from ml.export import export_litert
-
         export_litert(Path(o["model"] or settings.SKINCARE_MODEL_DIR), log=self.stdout.write)

@@ -4,6 +4,9 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from ml.data.datasets import DatasetError, read_dataset
+from ml.data.splits import held_out, recorded_splits
+from ml.training.gate_fitting import fit_for_model
 
 
 class Command(BaseCommand):
@@ -17,10 +20,6 @@ class Command(BaseCommand):
         parser.add_argument("--model", help="model artifact folder (default: SKINCARE_MODEL_DIR)")
 
     def handle(self, *args, **o):
-        from ml.datasets import DatasetError, read_dataset
-        from ml.gate import fit_for_model
-        from ml.splits import held_out, recorded_splits
-
         model_dir = Path(o["model"] or settings.SKINCARE_MODEL_DIR)
         try:
             held = recorded_splits(model_dir)

@@ -1,16 +1,18 @@
-"""manage.py prepare_accelerated DATASET --output DIR: the split and images an accelerator run trains on."""
+"""manage.py prepare_accelerated DATASET --output DIR: the split and images a GPU run trains on."""
 from django.core.management.base import BaseCommand, CommandError
+
+from ml.data.datasets import FORMATS, DatasetError
+from ml.training.gpu import prepare_bundle
+from ml.training.remote import BundleError
 
 
 class Command(BaseCommand):
     requires_system_checks = []
     help = ("Write train_model's split of DATASET (same seed, same code) as manifest.json, with the training and "
-            "validation images copied beside it in parts, for `python -m ml.accelerated train` on a machine "
-            "without TensorFlow (ml/accelerated.py). The test images are not copied.")
+            "validation images copied beside it in parts, for ml/gpu_train.sh on a machine without TensorFlow. "
+            "The test images are not copied.")
 
     def add_arguments(self, parser):
-        from ml.datasets import FORMATS
-
         parser.add_argument("dataset")
         parser.add_argument("--output", required=True, help="the bundle folder (emptied first); keep it out of git")
         parser.add_argument("--parts", type=int, default=2, help="how many folders to spread the images over")
@@ -19,13 +21,10 @@ class Command(BaseCommand):
         parser.add_argument("--format", choices=FORMATS, help="override the detected dataset format")
 
     def handle(self, *args, **o):
-        from ml.accelerated import AcceleratedError, prepare_bundle
-        from ml.datasets import DatasetError
-
         if o["parts"] < 1:
             raise CommandError("--parts must be at least 1")
         try:
             prepare_bundle(o["dataset"], o["output"], seed=o["seed"], parts=o["parts"], data_format=o["format"],
                            limit=o["limit"], log=self.stdout.write)
-        except (AcceleratedError, DatasetError) as exc:
+        except (BundleError, DatasetError) as exc:
             raise CommandError(str(exc)) from exc

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from ml.datasets import FORMATS, DatasetError, read_dataset, write_split_folders
+from ml.data.datasets import FORMATS, DatasetError, read_dataset
+from ml.data.folders import write_split_folders
 
 
 class Command(BaseCommand):

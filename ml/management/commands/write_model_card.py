@@ -3,6 +3,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
+from ml.reporting.model_card import write
 
 
 class Command(BaseCommand):
@@ -13,7 +14,5 @@ class Command(BaseCommand):
         parser.add_argument("--model", help="model artifact folder (default: SKINCARE_MODEL_DIR)")
 
     def handle(self, *args, **o):
-        from ml.model_card import write
-
         path = write(Path(o["model"] or settings.SKINCARE_MODEL_DIR))
         self.stdout.write(f"wrote {path}")

@@ -56,10 +56,6 @@ def render(model_dir) -> str:
         + ("; its stride-2 layers pad symmetrically (k // 2 zeros each side, so the padding they read lies at the "
            "top and left) instead of TensorFlow's SAME (bottom and right), `--padding symmetric`."
            if _settings(meta)["padding"] == "symmetric" else "."),
-        *(["- Its first layer divides out each image's illuminant (shades-of-grey colour constancy, p = 6, "
-           "`--colour-constancy shades_of_grey`): each channel over its Minkowski 6-norm mean, so that the tint of a "
-           "dermoscope's light and camera does not reach the network."]
-          if _settings(meta)["colour_constancy"] == "shades_of_grey" else []),
         "- Head, as in the original project: GlobalAveragePooling2D, Dense(256, ReLU), Dropout(0.3), "
         "BatchNormalization, Dense(2, softmax). Adam, binary cross-entropy.",
         f"- Preprocessing ({meta.get('preprocessing')}), the same function in training, evaluation and serving.",
@@ -111,8 +107,8 @@ def render(model_dir) -> str:
     lines += ["", "Produced by:", "```"] + commands + ["```", ""]
     lines += ["The original project reported a test accuracy of 0.806 on its own data; accuracy is in the table for "
               "comparison, but at a threshold chosen for sensitivity it is not the number to judge the model by.", ""]
-    lines += ["Plots (from `train_model`, or `average_models` for an average of runs): `accuracy_curve.png`, "
-              "`loss_curve.png` (per epoch, each averaged run apart; the dotted line marks the "
+    lines += ["Plots (from `train_model`): `accuracy_curve.png`, "
+              "`loss_curve.png` (per epoch; the dotted line marks the "
               "start of fine-tuning), `test_roc.png`, `test_calibration.png`, `test_confusion_matrix.png` and their "
               "validation counterparts.", ""]
     gate = _load(ev / "gate.json")
@@ -183,20 +179,7 @@ def render(model_dir) -> str:
                   "", "```", f"python manage.py benchmark_model --json {rel}/evaluation/benchmark.json", "```", ""]
     lines += _targets(ev)
     timing = metrics.get("timing_seconds")
-    if timing and "runs" in timing:  # an average of runs: their training times
-        lines += ["## Training time",
-                  f"{timing['total_of_runs'] / 60:.1f} minutes in all on {timing.get('machine')}: "
-                  + ", ".join(f"{t / 60:.1f}" for t in timing["runs"] if t)
-                  + f" minutes for the {len(timing['runs'])} runs, each "
-                  f"`{_train_command(meta)} --finetune-seed N`, then `{meta.get('calibration_fit', {}).get('command')}` "
-                  "(a few minutes).", ""]
-    elif timing and meta.get("training", {}).get("accelerated"):
-        acc = meta["training"]["accelerated"]
-        lines += ["## Training time",
-                  f"{timing['total'] / 60:.1f} minutes for run {acc['run']} of `python -m ml.accelerated train` on "
-                  f"{acc['machine']} ({acc['epochs_run']} fine-tuning epochs, stopped by {acc['stopped']}), then "
-                  f"`{meta.get('calibration_fit', {}).get('command')}` here (a few minutes).", ""]
-    elif timing:
+    if timing:
         lines += ["## Training time",
                   f"{timing['total'] / 60:.1f} minutes in all on {timing['machine']} (feature cache "
                   f"{timing['cache_features']} s, frozen phase {timing['phase1_head']} s, fine-tuning "
@@ -247,41 +230,22 @@ def _backbone(meta) -> str:
 
 def _lite(meta) -> str | None:
     """The Lite variant the model's backbone is (Lite0 or Lite2); None for another backbone."""
-    from .backbone import LITE_BACKBONES
+    from ml.model.backbone import LITE_BACKBONES
 
     variant = LITE_BACKBONES.get(_backbone(meta))
     return variant.capitalize() if variant else None
 
 
-def _last_block(meta) -> str:
-    from .backbone import _block_specs
-
-    return str(len(list(_block_specs(_lite(meta).lower()))) - 1) if _lite(meta) else "(last)"
-
-
 def _settings(meta) -> dict[str, Any]:
-    from .training import training_settings
-
-    return training_settings(meta)
-
-
-def _default(name: str):
-    from .training import training_defaults
-
-    return training_defaults()[name]
+    """The model's training settings as its metadata recorded them."""
+    return {"padding": "tf", **meta.get("training", {})}
 
 
 def _train_command(meta) -> str:
     t = _settings(meta)
-    return (f"python manage.py train_model ../shared/datasets/ham10000 --finetune-scope {t['finetune_scope']} "
+    return (f"python manage.py train_model ../shared/datasets/ham10000 --epochs {t['epochs']} "
             f"--finetune-epochs {t['finetune_epochs']} --finetune-learning-rate {t['finetune_learning_rate']:g} "
-            f"--patience {t['patience']}" + (" --average-weights" if t.get("average_weights") else "")
-            + (f" --diagnosis-weight {t['diagnosis_weight']:g}" if t.get("diagnosis_weight") else "")
-            + (f" --mixup {t['mixup']:g}" if t["mixup"] else "")
-            + (f" --malignant-share {t['malignant_share']:g}" if t["malignant_share"] != _default("malignant_share") else "")
-            + (f" --train-fraction {t['train_fraction']:g}" if t["train_fraction"] != _default("train_fraction") else "")
-            + "".join(f" --{name.replace('_', '-')} {t[name]}" for name in ("backbone", "padding", "colour_constancy")
-                      if t[name] != _default(name)))
+            f"--patience {t['patience']}" + (f" --padding {t['padding']}" if t["padding"] != "tf" else ""))
 
 
 def _limitation_lines(meta, ev: Path) -> list[str]:
@@ -289,15 +253,12 @@ def _limitation_lines(meta, ev: Path) -> list[str]:
     test, ph2, cam = _load(ev / "ham10000_test.json"), _load(ev / "ph2_melanoma.json"), _load(ev / "gradcam.json")
     lines = []
     if test and ph2:
-        scope = _settings(meta)["finetune_scope"]
         lines.append(
             f"- **Below the accuracy targets** (table above): HAM10000 test AUC {_f(test['auc'])} and PH2 AUC "
             f"{_f(ph2['auc'])}, against 0.93; specificity {_f(test['specificity'])} at sensitivity "
             f"{_f(test['sensitivity'])} on the HAM10000 test set, against 0.75 at 0.90. "
-            + ("Every block was fine-tuned, " if scope == "all" else "Only the upper blocks were fine-tuned, ")
-            + ("at 224x224 on a 2-core CPU; " if not meta["training"].get("accelerated") else
-               f"at 224x224 on {meta['training']['accelerated']['machine']}; ")
-            + "a larger backbone (EfficientNet-Lite2), longer schedules on a GPU and the other recipes in the README "
+            + "Every block was fine-tuned at 224x224; "
+            + "a larger backbone (EfficientNet-Lite2), longer schedules on a GPU and the other recipes in docs/experiments.md "
               "(section Model) were measured and none did better on both test sets; the shared HAM10000 images are "
               "224x224 already, so a higher resolution would need the original images.")
         lines.append(
@@ -307,7 +268,7 @@ def _limitation_lines(meta, ev: Path) -> list[str]:
             f"the other lesions); ECE there is {_f(ph2['ece'])}. Calibration does not carry over to another "
             "device; that is why every uncertain case goes to a doctor, and why a clinic should check the model on "
             "its own images before relying on it.")
-    from .tta import ALL_VIEWS
+    from ml.serving.tta import ALL_VIEWS
 
     turned = {name: m["orientations"] for name, m in (("HAM10000 test", test), ("PH2", ph2)) if m and m.get("orientations")}
     if turned:
@@ -328,7 +289,7 @@ def _limitation_lines(meta, ev: Path) -> list[str]:
             + ("The model averages all eight views itself, so its answer does not depend on them."
                if set(meta.get("tta_views") or ()) == set(ALL_VIEWS) else
                "`calibrate_model DATASET --views all` averages the eight views, so that the answer does not depend "
-               "on them, at several times the inference time (see the README).")
+               "on them, at several times the inference time (docs/training.md).")
             + _boundary_note(meta, turned, {"HAM10000 validation, where the margin was fitted":
                                                 _load(ev / "ham10000_validation.json"),
                                             "HAM10000 test": test, "PH2": ph2}))
@@ -372,62 +333,19 @@ def _training_lines(meta, metrics) -> list[str]:
     t = _settings(meta)
     views = meta.get("data", {}).get("training_views", {})
     phases = metrics.get("phases") or {}
-    if t.get("accelerated"):
-        acc = t["accelerated"]
-        lines = [f"- Trained on {acc['machine']} by `python -m ml.accelerated train` (Keras on another backend, "
-                 f"the same network), run {acc['run']} of {len(acc.get('other_runs', {}))} chosen on validation "
-                 f"(validation AUC there: " + ", ".join(f"{k} {_f(v)}" for k, v in acc.get("other_runs", {}).items())
-                 + f"). Phase 1: {t['epochs']} epochs of the head alone on the frozen backbone (Adam, learning rate "
-                 f"{t['learning_rate']}). Both phases from balanced batches (half benign, half malignant) augmented "
-                 "afresh on the machine's CPUs (ml.accelerated.augment: flips, rotation, zoom, translation, "
-                 "brightness, contrast, saturation, hue, vignetting)."]
-    else:
-        lines = [f"- Phase 1, the original recipe: {t['epochs']} epochs on the frozen backbone (Adam, learning rate "
-                 f"{t['learning_rate']}), its lower blocks' output cached for {views.get('benign_views')} augmented views "
+    lines = [f"- Phase 1, the original recipe: {t['epochs']} epochs on the frozen backbone (Adam, learning rate "
+                 f"{t['learning_rate']}), on {views.get('benign_views')} views "
                  f"of every benign image and {views.get('malignant_views')} of every malignant image: the original's "
                  "balancing by augmentation (flips, rotation, crop-zoom, translation, brightness, contrast, saturation, "
                  "hue, vignetting), which also teaches the model those variations."]
-    if t["finetune_scope"] == "all":
+    if t["finetune_epochs"]:
         lines.append(
             f"- Phase 2: every block of the backbone fine-tuned for up to {t['finetune_epochs']} epochs (Adam, "
             f"learning rate {t['finetune_learning_rate']} with cosine decay, BatchNormalization kept in inference "
             "mode), from the training images augmented afresh for every batch, "
-            + ("each batch half benign and half malignant (the original's balancing generator); "
-               if t["malignant_share"] == _default("malignant_share") else
-               f"each batch {t['malignant_share']:g} malignant, sampled per class (`--malignant-share "
-               f"{t['malignant_share']:g}`; the original balanced half and half), a share calibration undoes; ")
-            + ("validation and early stopping on the weights averaged over about the last epoch's steps "
-               "(an exponential moving average), whose best are kept." if t.get("average_weights")
-               else "early stopping on the validation AUC."))
-    else:
-        lines.append(
-            f"- Phase 2: {_lite(meta) or _backbone(meta)} blocks {t['finetune_from_block']}-{_last_block(meta)} and the head convolution fine-tuned for up to "
-            f"{t['finetune_epochs']} epochs (learning rate {t['finetune_learning_rate']}) from the cached views; "
-            "early stopping on the validation AUC.")
-    if t.get("mixup"):
-        lines.append(
-            f"- Mixup in phase 2 (`--mixup {t['mixup']:g}`): each training image was blended with another of its "
-            f"batch, and their labels likewise, with a weight drawn from Beta({t['mixup']:g}, {t['mixup']:g}).")
-    weight = t.get("diagnosis_weight")
-    if weight:
-        classes = meta.get("data", {}).get("diagnosis_classes") or []
-        lines.append(
-            f"- A second, training-only output learnt each training image's diagnosis "
-            f"({', '.join(classes) if classes else 'its finer class'}) from the same pooled features, "
-            f"a softmax whose cross-entropy was added to the loss with weight {weight:g} (`--diagnosis-weight`), "
-            "so that the backbone learns to tell the kinds of lesion apart, not only the two groups. It is not "
-            "part of the served model, whose output is the head's two classes alone.")
-    sources = meta.get("averaged_from")
-    if sources:
-        seeds = ", ".join(str(m.get("finetune_seed")) for m in sources)
-        aucs = ", ".join(_f(m.get("validation_auc")) for m in sources)
-        fit = meta.get("calibration_fit", {})
-        lines.append(
-            f"- **The weights are the average of {len(sources)} runs** of this recipe that differ only in fine-tuning's "
-            f"seed ({seeds}: augmentation, batch order, dropout), so they started fine-tuning from the same weights; "
-            f"`manage.py average_models` (ml/soup.py) averaged every variable, then fitted the gate, exported and "
-            f"calibrated the average like a trained model. Validation AUC of each run {aucs}; of the average, as "
-            f"served, {_f(fit.get('validation_auc'))}.")
+            + "each batch half benign and half malignant (the original's balancing generator); "
+            + "validation and early stopping on the weights averaged over about the last epoch's steps "
+            "(an exponential moving average), whose best are kept.")
     if phases:
         kept = phases.get("kept")
         finetuned = phases.get("validation_auc_finetuned")
@@ -440,7 +358,7 @@ def _training_lines(meta, metrics) -> list[str]:
 
 
 def _floor(meta) -> float:
-    from .classifier import calibrated_probability
+    from ml.serving.classifier import calibrated_probability
 
     return calibrated_probability(0.0, meta.get("temperature", 1.0), meta.get("logit_offset", 0.0))
 
@@ -468,7 +386,7 @@ def write(model_dir) -> Path:
 
 
 def _views_line(meta: dict) -> str:
-    from .tta import IDENTITY, views_of
+    from ml.serving.tta import IDENTITY, views_of
 
     views = views_of(meta)
     fit = meta.get("calibration_fit", {})
@@ -478,16 +396,16 @@ def _views_line(meta: dict) -> str:
                  if fit else "")
         return ("- Each image is scored once, as it is." + refit + " `manage.py calibrate_model DATASET --views all` "
                 "would average eight flips and quarter turns and refit the calibration for them: several times the "
-                "inference time (see the README).")
-    return (f"- Each image is scored in {len(views)} views (flips and quarter turns, `ml/tta.py`) and the scores "
+                "inference time (docs/training.md).")
+    return (f"- Each image is scored in {len(views)} views (flips and quarter turns, `ml/serving/tta.py`) and the scores "
             f"averaged, Grad-CAM maps too; calibration and thresholds were refitted for them with `{fit.get('command')}` "
             f"(validation AUC {_f(fit.get('validation_auc'))}).")
 
 
 def _close_call_lines(meta: dict, ev: Path) -> list[str]:
-    """The model's optional close-call check (ml/tta.py; served where SKINCARE_CLOSE_CALL_CHECK is on),
+    """The model's optional close-call check (ml/serving/tta.py; served where SKINCARE_CLOSE_CALL_CHECK is on),
     with its figures where `make evaluate-close-calls` wrote them (evaluation/close_call_check/)."""
-    from .tta import close_call_check
+    from ml.serving.tta import close_call_check
 
     check = meta.get("close_call_check") if close_call_check(meta) else None
     if not check:
@@ -495,7 +413,7 @@ def _close_call_lines(meta: dict, ev: Path) -> list[str]:
     margin = (meta.get("boundary_margin") or {}).get("logit")
     line = ("- **Close-call check (off by default; `SKINCARE_CLOSE_CALL_CHECK=1` turns it on)**: a result whose "
             f"first look lies within {_f(margin)} logits of an outcome boundary is scored again in all eight flips "
-            "and quarter turns (`ml/tta.py`), and the average, calibrated on the validation split (temperature "
+            "and quarter turns (`ml/serving/tta.py`), and the average, calibrated on the validation split (temperature "
             f"{_f(check['temperature'])}), is the answer, at the same thresholds. On validation it checks "
             f"{_f(check.get('validation_checked'))} of the images, with sensitivity "
             f"{_f(check.get('validation_sensitivity'))} and {_f(check.get('validation_flagged_share_of_malignant'))} "

@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .evaluation import sigmoid
+from ml.serving.scores import sigmoid
 
 IDENTITY = ("id",)
 ALL_VIEWS = ("id", "h", "v", "hv", "t", "th", "tv", "thv")
@@ -84,7 +84,7 @@ def close_call_check(metadata: dict) -> dict | None:
     """The model's check of close calls (metadata "close_call_check"), or None where it has none.
 
     A model that scores the image as it is can look again, in all eight views, where its first look
-    lands within its boundary margin of an outcome boundary (ml.evaluation.near_boundary): there
+    lands within its boundary margin of an outcome boundary (ml.reporting.metrics.near_boundary): there
     the same photo turned can get another outcome, and the average of the eight views cannot.
     The averaged score has its own temperature and offset, fitted on the validation split like
     the model's own; the outcome thresholds are the model's, since both scores are calibrated

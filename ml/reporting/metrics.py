@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from ml.serving.scores import boundary_distance, logit, near_boundary, outcome_levels, sigmoid  # noqa: F401 (used here and by callers)
+
 SENSITIVITY_TARGET = 0.90  # the saved threshold: at least this share of malignant lesions flagged (validation)
 FLAG_TARGET = 0.98  # "needs a doctor" + "uncertain" together flag at least this share (validation)
 
@@ -150,15 +152,6 @@ def roc_curve(y, p):
     return fpr, tpr
 
 
-def logit(p):
-    p = np.clip(np.asarray(p, dtype=float), 1e-7, 1 - 1e-7)
-    return np.log(p / (1 - p))
-
-
-def sigmoid(z):
-    return 1.0 / (1.0 + np.exp(-np.asarray(z, dtype=float)))
-
-
 def log_loss(y, p) -> float:
     """Binary cross-entropy (mean negative log-likelihood) of probabilities p for labels y."""
     y = np.asarray(y, dtype=float)
@@ -210,35 +203,10 @@ def metrics(y, p, threshold: float, *, n_boot: int = 1000, uncertain_threshold: 
 BOUNDARY_COVERAGE = 0.90  # the "close to a boundary" note: on at least this share of validation outcome changes
 
 
-def boundary_distance(p, threshold: float, uncertain_threshold: float | None = None):
-    """How far each calibrated probability is from the nearest outcome boundary (the threshold, and
-    the uncertain threshold where the band is not empty), in logits: a probability's distance from a
-    boundary in the units in which turning the photo moves it."""
-    z = logit(np.clip(np.asarray(p, dtype=float), 1e-7, 1 - 1e-7))
-    edges = [threshold] + ([uncertain_threshold] if uncertain_threshold is not None and uncertain_threshold < threshold else [])
-    return np.min([np.abs(z - logit(np.clip(edge, 1e-7, 1 - 1e-7))) for edge in edges], axis=0)
-
-
-def outcome_levels(p, threshold: float, uncertain_threshold: float | None = None) -> np.ndarray:
-    """0 low risk, 1 uncertain, 2 needs a doctor (ml.classifier.outcome_for, on arrays)."""
-    p = np.asarray(p, dtype=float)
-    flag_at = threshold if uncertain_threshold is None else uncertain_threshold
-    return (p >= threshold).astype(int) + (p >= flag_at)
-
-
 def outcome_moves(p_views, threshold: float, uncertain_threshold: float | None = None) -> np.ndarray:
     """Per image (row of N x V probabilities): whether the outcome differs between its views."""
     level = outcome_levels(p_views, threshold, uncertain_threshold)
     return level.min(axis=1) != level.max(axis=1)
-
-
-def near_boundary(p, threshold: float, uncertain_threshold: float | None, boundary_margin: float) -> np.ndarray:
-    """Where the "close to a boundary" note goes: within the margin (logits) of an outcome boundary;
-    nowhere with a margin of 0 (a model whose answer does not move with the view)."""
-    p = np.asarray(p, dtype=float)
-    if boundary_margin <= 0:
-        return np.zeros(p.shape, dtype=bool)
-    return boundary_distance(p, threshold, uncertain_threshold) <= boundary_margin
 
 
 def fit_boundary_margin(p_views, threshold: float, uncertain_threshold: float | None = None,
@@ -265,7 +233,7 @@ def fit_boundary_margin(p_views, threshold: float, uncertain_threshold: float | 
 
 def boundary_notes(y, p, threshold: float, uncertain_threshold: float | None, boundary_margin: float,
                    noted=None) -> dict[str, Any]:
-    """Which results the "close to a boundary" note is on (ml.classifier.is_near_boundary, on arrays),
+    """Which results the "close to a boundary" note is on (ml.serving.classifier.is_near_boundary, on arrays),
     and above all whether it warns on the malignant lesions the model calls low risk: the costly miss,
     and the case where the note asks for a doctor when in doubt. noted: where the note is, when not
     from p itself (a model that checks close calls decides it at first look, before the check)."""
@@ -290,7 +258,7 @@ def orientation_consistency(y, p_views, threshold: float, uncertain_threshold: f
                              views: "list[str] | tuple[str, ...]" = (), boundary_margin: float | None = None,
                              noted=None) -> dict[str, Any]:
     """How much the outcome depends on how the photo was turned: the same images scored in several
-    orientations (`p_views`, N x V calibrated probabilities, column 0 the image as it is; ml/tta.py's
+    orientations (`p_views`, N x V calibrated probabilities, column 0 the image as it is; ml/serving/tta.py's
     flips and quarter turns). A lesion has no "up", so a clinician expects one answer for it.
 
     The outcome is the three-way one the clinician sees (low risk, uncertain, needs a doctor);
@@ -349,80 +317,3 @@ def format_table(rows: dict[str, dict[str, Any]]) -> str:
     table = [heads] + [[name] + [cell(m.get(c, "")) for c in cols] for name, m in rows.items()]
     widths = [max(len(r[i]) for r in table) for i in range(len(heads))]
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in table)
-
-
-def plot_evaluation(y, p, threshold: float, out_dir, prefix: str = "", title: str = "") -> list[str]:
-    """ROC, calibration curve and confusion matrix as PNG files; returns their names."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from pathlib import Path
-
-    out_dir = Path(out_dir)
-    names = []
-    fpr, tpr = roc_curve(y, p)
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    ax.plot(fpr, tpr, label=f"AUC {roc_auc(y, p):.3f}")
-    ax.plot([0, 1], [0, 1], ":", color="grey")
-    c = confusion(y, p, threshold)
-    ax.plot([_ratio(c["fp"], c["fp"] + c["tn"])], [_ratio(c["tp"], c["tp"] + c["fn"])], "o", color="C3",
-            label=f"threshold {threshold:.3f}")
-    ax.set(xlabel="1 - specificity", ylabel="sensitivity", title=f"ROC {title}".strip())
-    ax.legend(loc="lower right")
-    names.append(_save(fig, out_dir / f"{prefix}roc.png"))
-    mean_p, frac, counts = calibration_curve(y, p)
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    ax.plot([0, 1], [0, 1], ":", color="grey")
-    ax.plot(mean_p, frac, "o-", label=f"ECE {expected_calibration_error(y, p):.3f}")
-    ax.set(xlabel="predicted probability of malignancy", ylabel="observed share malignant",
-           title=f"Calibration {title}".strip(), xlim=(0, 1), ylim=(0, 1))
-    ax.legend(loc="upper left")
-    names.append(_save(fig, out_dir / f"{prefix}calibration.png"))
-    fig, ax = plt.subplots(figsize=(4, 3.6))
-    matrix = np.array([[c["tn"], c["fp"]], [c["fn"], c["tp"]]])
-    ax.imshow(matrix, cmap="Blues")
-    for (i, j), v in np.ndenumerate(matrix):
-        ax.text(j, i, str(v), ha="center", va="center", color="black")
-    ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=["benign", "malignant"], yticklabels=["benign", "malignant"],
-           xlabel="predicted", ylabel="true", title=f"Confusion {title}".strip())
-    names.append(_save(fig, out_dir / f"{prefix}confusion_matrix.png"))
-    return names
-
-
-def plot_history(history: dict[str, list[float]], out_dir, phases: list[int] | None = None) -> list[str]:
-    """Accuracy and loss per epoch for training and validation, as the original project had.
-
-    `history` is one run's Keras history, or {run name: history} to draw several runs in one plot."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from pathlib import Path
-
-    runs = history if all(isinstance(v, dict) for v in history.values()) else {"": history}
-    names = []
-    for metric in ("accuracy", "loss"):
-        fig, ax = plt.subplots(figsize=(5.5, 4))
-        for run, run_history in runs.items():
-            for key, label in ((metric, "train"), (f"val_{metric}", "validation")):
-                if run_history.get(key):
-                    ax.plot(range(1, len(run_history[key]) + 1), run_history[key],
-                            label=f"{run}: {label}" if run else label)
-        for boundary in phases or []:
-            ax.axvline(boundary + 0.5, color="grey", ls=":")
-        ax.set(xlabel="epoch", ylabel=metric, title=f"{metric} per epoch (dotted: start of fine-tuning)")
-        ax.legend()
-        names.append(_save(fig, Path(out_dir) / f"{metric}_curve.png"))
-    return names
-
-
-def _save(fig, path) -> str:
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return path.name

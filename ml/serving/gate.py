@@ -30,7 +30,8 @@ from typing import Any
 
 import numpy as np
 
-GATE_FILENAME = "gate.npz"
+from ml.artifact import GATE_FILENAME
+
 NEIGHBOURS = 5
 REFERENCE_IMAGES = 1200  # training images in the reference (each also augmented once)
 # Limits are set this far beyond what the training images themselves reach.
@@ -62,17 +63,6 @@ def quality_measures(rgb: np.ndarray) -> dict[str, float]:
         "sharpness": float(lap.var()),
         "colourfulness": float(colourfulness),
     }
-
-
-def random_sharpness(images, rng: np.random.Generator, low: float = -0.8, high: float = 4.0) -> np.ndarray:
-    """Unsharp masking by a random amount per image: x + a (x - blur(x)), a in [low, high).
-    Positive a sharpens (a crisper dermoscope), negative a blends towards the blur (a softer one)."""
-    from scipy.ndimage import gaussian_filter
-
-    x = np.asarray(images, dtype=np.float32)
-    blurred = gaussian_filter(x, sigma=(0, 1.0, 1.0, 0))
-    amount = rng.uniform(low, high, size=(len(x), 1, 1, 1)).astype(np.float32)
-    return np.clip(x + amount * (x - blurred), 0, 255)
 
 
 def feature_statistics(feature_maps) -> np.ndarray:
@@ -160,48 +150,3 @@ class Gate:
             with np.load(path) as data:
                 return cls(limits, data["centre"], data["scale"], data["reference"])
         return cls(limits)
-
-
-def fit_for_model(model_dir, train_paths, val_paths, log=print, seed: int = 0) -> dict[str, float]:
-    """Fit the gate of a saved model on its training images (as they are and augmented),
-    choose the distance limit on its validation images, and save both beside the model."""
-    import json
-    import random
-
-    from .layers import load_keras_model
-    from .preprocessing import preprocess
-    from .training import build_augmenter
-
-    model_dir = Path(model_dir)
-    lower = load_keras_model(model_dir / "model.keras").get_layer("lower")
-    augmenter = build_augmenter(seed + 1000)
-    rng = random.Random(seed)
-    train_paths = list(train_paths)
-    if len(train_paths) > REFERENCE_IMAGES:
-        train_paths = rng.sample(train_paths, REFERENCE_IMAGES)
-
-    sharpness_rng = np.random.default_rng(seed)
-
-    def collect(paths, quality=None):
-        """Feature statistics of each image as it is, and augmented with its sharpness changed too."""
-        features = []
-        for start in range(0, len(paths), 32):
-            x = np.stack([preprocess(p) for p in paths[start:start + 32]])
-            if quality is not None:
-                quality.extend(quality_measures(img) for img in x)
-            augmented = random_sharpness(np.asarray(augmenter(x, training=True)), sharpness_rng)
-            for batch in (x, augmented):
-                features.append(feature_statistics(lower(batch, training=False)))
-        return np.concatenate(features)
-
-    log(f"fitting the image gate on {len(train_paths)} training images (and an augmented view of each) ...")
-    quality: list[dict[str, float]] = []
-    reference = collect(train_paths, quality)
-    gate = Gate.fit(reference, quality, collect(list(val_paths)))
-    limits = gate.save(model_dir)
-    meta_path = model_dir / "metadata.json"
-    meta = json.loads(meta_path.read_text())
-    meta["gate"] = limits
-    meta_path.write_text(json.dumps(meta, indent=2))
-    log("gate limits: " + ", ".join(f"{k} {v:.3g}" for k, v in limits.items()))
-    return limits

@@ -3,7 +3,7 @@
 LiteRT (the TensorFlow Lite runtime, package `ai-edge-litert`) runs the
 convolutional part: image -> (last feature map, lower-backbone feature map). The
 head is tiny (pooling, Dense, BatchNormalization, Dense), so its weights go to a
-numpy file and ml.classifier.LiteRTRuntime computes it, and its gradient for
+numpy file and ml.serving.classifier.LiteRTRuntime computes it, and its gradient for
 Grad-CAM, in numpy. Weights are stored as float16 (half the size, computed in
 float32 by LiteRT); the Keras model stays beside it as the fallback and reference.
 """
@@ -15,19 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .classifier import METADATA_FILENAME, MODEL_FILENAME
+import keras
+import tensorflow as tf
 
-LITERT_FILENAME = "model.tflite"
-HEAD_FILENAME = "head.npz"
+from ml.artifact import HEAD_FILENAME, IMAGE_SIZE, LITERT_FILENAME, METADATA_FILENAME, MODEL_FILENAME
+from ml.model.layers import load_keras_model
 
 
 def export_litert(model_dir, log=print) -> dict:
     """Write model.tflite and head.npz beside model.keras and record them in metadata.json."""
-    import keras
-    import tensorflow as tf
-
-    from .layers import load_keras_model
-
     model_dir = Path(model_dir)
     meta_path = model_dir / METADATA_FILENAME
     metadata = json.loads(meta_path.read_text())
@@ -35,7 +31,7 @@ def export_litert(model_dir, log=print) -> dict:
     lower, upper, head = (model.get_layer(n) for n in ("lower", "upper", "head"))
     cam_layer = metadata.get("cam_layer", "top_activation")
     feature_model = keras.Model(upper.input, upper.get_layer(cam_layer).output)
-    image = keras.Input((224, 224, 3), batch_size=1, name="image")
+    image = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3), batch_size=1, name="image")
     lower_map = lower(image)
     backbone = keras.Model(image, [feature_model(lower_map), lower_map])
     converter = tf.lite.TFLiteConverter.from_keras_model(backbone)

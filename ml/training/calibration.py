@@ -1,8 +1,8 @@
 """The last step of every model artifact: calibration and outcome thresholds fitted on the
 validation scores of the model exactly as serving runs it, then the figures and plots.
 
-train_model, average_models and calibrate_model all end here. The scores come from
-:class:`ml.classifier.LoadedModel` on the saved folder, so they are the served runtime's
+train_model, import_model and calibrate_model all end here. The scores come from
+:class:`ml.serving.classifier.LoadedModel` on the saved folder, so they are the served runtime's
 (the float16 LiteRT export where there is one, with the test-time views the metadata names),
 not the Keras model's that training holds in memory: the two differ by float16 rounding,
 and a threshold chosen on one can break its promise on the other (an earlier model's
@@ -18,9 +18,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import evaluation, tta
+from ml.artifact import METRICS_FILENAME
+from ml.reporting import metrics as evaluation
+from ml.reporting import plots
+from ml.serving import tta
+from ml.serving.classifier import LoadedModel, raw_orientations, served_orientations
 
-METRICS_FILENAME = "metrics.json"
 
 
 def fit_calibration(y_val: np.ndarray, raw_val: np.ndarray, train_prior: float) -> dict[str, float]:
@@ -43,8 +46,10 @@ def fit_calibration(y_val: np.ndarray, raw_val: np.ndarray, train_prior: float) 
 def training_prior(meta: dict[str, Any]) -> float:
     """The malignant share training saw, which calibration undoes, from metadata's data.training_views:
     the share of phase 2's batches where train_model kept them (phase2_malignant_share), one half where every
-    batch was half malignant (balanced_batches, ml.accelerated), else the counted views."""
+    batch was half malignant (balanced_batches, ml.training.gpu), else the counted views."""
     views = (meta.get("data") or {}).get("training_views") or {}
+    if views.get("prior") is not None:  # recorded by train_model and import_model since the single trainer
+        return float(views["prior"])
     if views.get("phase2_malignant_share") is not None:
         return float(views["phase2_malignant_share"])
     if views.get("balanced_batches"):
@@ -64,9 +69,8 @@ def calibrate_and_report(model_dir, y_val: np.ndarray, val_images, train_prior: 
     plots from those same served scores. The test split is scored, never used to choose.
 
     fitted_by: the command, as the model card should quote it. close_calls: a model that scores the
-    image as it is also gets a close-call check (ml/tta.py: results close to a boundary are scored
+    image as it is also gets a close-call check (ml/serving/tta.py: results close to a boundary are scored
     again in all eight views), its calibration fitted on the same validation images."""
-    from .classifier import LoadedModel, raw_orientations, served_orientations
 
     model_dir = Path(model_dir)
     meta_path = model_dir / "metadata.json"
@@ -139,14 +143,14 @@ def calibrate_and_report(model_dir, y_val: np.ndarray, val_images, train_prior: 
         "validation": evaluation.metrics(y_val, p_val, threshold, uncertain_threshold=uncertain),
         "validation_uncalibrated_ece": evaluation.expected_calibration_error(y_val, raw_val),
     })
-    evaluation.plot_evaluation(y_val, p_val, threshold, model_dir, prefix="validation_", title="(validation)")
+    plots.plot_evaluation(y_val, p_val, threshold, model_dir, prefix="validation_", title="(validation)")
     if y_test is not None and len(y_test) and 0 < int(np.sum(y_test)) < len(y_test):
         p_test = served_orientations(loaded, test_images, orientations=tta.IDENTITY)[0][:, 0]
         results["test"] = evaluation.metrics(y_test, p_test, threshold, uncertain_threshold=uncertain)
-        evaluation.plot_evaluation(y_test, p_test, threshold, model_dir, prefix="test_", title="(test)")
+        plots.plot_evaluation(y_test, p_test, threshold, model_dir, prefix="test_", title="(test)")
     if history:
         results["history"] = history
-        evaluation.plot_history(history, model_dir, phases=phases)
+        plots.plot_history(history, model_dir, phases=phases)
     (model_dir / METRICS_FILENAME).write_text(json.dumps(results, indent=2))
     log(f"calibrated on the validation scores of the {runtime} runtime: temperature {fitted['temperature']:.3f}, "
         f"threshold {threshold:.4f}, uncertain from {uncertain:.4f}; close to a boundary within "

@@ -14,7 +14,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
 
-from .datasets import Sample
+from ml.artifact import SPLITS_FILENAME
+from ml.data.datasets import Sample
 
 
 def _groups_by_label(samples: Sequence[Sample]) -> tuple[dict[str, list[int]], dict[int, list[str]]]:
@@ -66,41 +67,7 @@ def split_samples(
     return result
 
 
-def check_train_fraction(fraction: float) -> None:
-    """Refuse a training fraction that leaves nothing to train on, or asks for more than there is."""
-    if not 0 < fraction <= 1:
-        raise ValueError(f"--train-fraction is a share of the training split, above 0 and at most 1, not {fraction:g}")
 
-
-def nested_subset(samples: Sequence[Sample], fraction: float, seed: int = 42) -> list[Sample]:
-    """About ``fraction`` of the samples, whole groups at a time and the same share of each label, in
-    their input order: for a learning curve, so the training split can shrink while validation and test
-    stay as they are.
-
-    Nested: with the same samples and seed, a smaller fraction's subset lies inside a larger one's
-    (each label's groups are shuffled once by the seed, and a fraction takes their first images), so
-    two points of a learning curve differ only by the images added between them.
-    """
-    check_train_fraction(fraction)
-    if fraction == 1:
-        return list(samples)
-    members, strata = _groups_by_label(samples)
-    rng = random.Random(seed)
-    kept: set[int] = set()
-    for label in sorted(strata):
-        groups = sorted(strata[label])
-        rng.shuffle(groups)
-        wanted = max(1, round(fraction * sum(len(members[g]) for g in groups)))
-        taken = 0
-        for group in groups:
-            if taken >= wanted:
-                break
-            kept.update(members[group])
-            taken += len(members[group])
-    return [sample for index, sample in enumerate(samples) if index in kept]
-
-
-SPLITS_FILENAME = "splits.json"  # beside a saved model: the image names it held out, written by train_model
 
 
 def recorded_splits(model_dir) -> dict[str, set[str]]:

@@ -6,7 +6,6 @@ requests never load it twice. Importing this module does not import TensorFlow.
 """
 from __future__ import annotations
 
-import json
 import math
 import threading
 import time
@@ -17,15 +16,14 @@ from typing import Any
 import numpy as np
 from django.conf import settings
 
-from . import preprocessing, tta
-from .heatmap import normalise_cam  # noqa: F401 (part of this module's interface)
+from ml import preprocessing
+from ml.artifact import IMAGE_SIZE, METADATA_FILENAME, MODEL_FILENAME, ModelUnavailable  # noqa: F401 (ModelUnavailable: part of this module's interface)
+from ml.artifact import read_metadata as read_folder_metadata
+from ml.serving import tta
+from ml.serving.gate import Gate, feature_statistics
+from ml.serving.scores import logit, near_boundary
+from ml.serving.heatmap import normalise_cam  # noqa: F401 (part of this module's interface)
 
-MODEL_FILENAME = "model.keras"
-METADATA_FILENAME = "metadata.json"
-
-
-class ModelUnavailable(Exception):
-    """There is no usable model artifact; the message says where we looked."""
 
 
 class PredictionFailed(Exception):
@@ -51,7 +49,7 @@ class Result:
     # in which the same photo turned or flipped can get another outcome.
     near_boundary: bool = False
     # How many views of the photo the probability averages: 1, the image as it is; 8 where the model
-    # checked a close call in every flip and quarter turn (metadata "close_call_check", ml/tta.py).
+    # checked a close call in every flip and quarter turn (metadata "close_call_check", ml/serving/tta.py).
     views_averaged: int = 1
 
     @property
@@ -71,9 +69,8 @@ def outcome_for(probability: float, threshold: float, uncertain_threshold: float
 def is_near_boundary(probability: float, threshold: float, uncertain_threshold: float | None,
                      metadata: dict[str, Any]) -> bool:
     """Whether a calibrated probability lies within the model's boundary margin of an outcome boundary
-    (ml.evaluation.fit_boundary_margin); never for a model saved without one, or with a margin of 0
+    (ml.reporting.metrics.fit_boundary_margin); never for a model saved without one, or with a margin of 0
     (a model that averages all eight views answers the same however the photo is turned)."""
-    from .evaluation import near_boundary
 
     margin = float((metadata.get("boundary_margin") or {}).get("logit") or 0.0)
     return bool(near_boundary(probability, threshold, uncertain_threshold, margin))
@@ -99,14 +96,7 @@ def model_dir() -> Path:
 
 def read_metadata(directory: Path | None = None) -> dict[str, Any]:
     """The model's metadata (threshold, temperature, version...) without TensorFlow."""
-    directory = Path(directory) if directory else model_dir()
-    path = directory / METADATA_FILENAME
-    if not path.is_file() or not (directory / MODEL_FILENAME).is_file():
-        raise ModelUnavailable(f"No model available: expected {MODEL_FILENAME} and {METADATA_FILENAME} in {directory}")
-    try:
-        return json.loads(path.read_text())
-    except ValueError as exc:
-        raise ModelUnavailable(f"No model available: {path} is not valid JSON ({exc})") from exc
+    return read_folder_metadata(Path(directory) if directory else model_dir())
 
 
 def model_info() -> dict[str, Any] | None:
@@ -139,7 +129,7 @@ class KerasRuntime:
         import tensorflow as tf
 
         try:
-            from .layers import load_keras_model
+            from ml.model.layers import load_keras_model
 
             self.model = load_keras_model(directory / MODEL_FILENAME)
         except Exception as exc:  # a corrupt or incompatible file is an unavailable model
@@ -173,7 +163,7 @@ class KerasRuntime:
                 score = tf.math.log(probs[:, malignant_index] + eps) - tf.math.log(probs[:, benign_index] + eps)
             # Grad-CAM: the channel weights are the spatial mean of the score's gradient with
             # respect to the feature map, which through a global average pool is dscore/dpooled / (H*W).
-            # The ReLU comes after the views are averaged (ml/tta.py).
+            # The ReLU comes after the views are averaged (ml/serving/tta.py).
             weights = tape.gradient(score, pooled)
             cam = tf.einsum("bhwk,bk->bhw", fmap, weights)
             return score, gate_features, cam
@@ -189,7 +179,6 @@ class KerasRuntime:
         views = views or self.views
         x = tta.expand(np.asarray(batch, dtype=np.float32), views)
         if self._analyse is None:
-            from .evaluation import logit
 
             p = self.model(x, training=False).numpy()[:, self.malignant_index]
             return tta.combine(logit(p), None, views, n)[0], None, None
@@ -199,7 +188,7 @@ class KerasRuntime:
 
 
 class LiteRTRuntime:
-    """The export made for inference (ml/export.py): LiteRT runs the convolutional
+    """The export made for inference (ml/training/export.py): LiteRT runs the convolutional
     backbone, numpy runs the small head, its gradient for Grad-CAM, and the gate's
     feature statistics. No TensorFlow is imported on this path."""
 
@@ -234,7 +223,6 @@ class LiteRTRuntime:
         return np.stack([self._run(image)[0].sum(axis=-1) for image in np.asarray(batch, dtype=np.float32)])
 
     def analyse(self, batch, views=None):
-        from .gate import feature_statistics
 
         h = self.head
         n = len(batch)
@@ -273,7 +261,6 @@ class LoadedModel:
         except ValueError as exc:
             raise ModelUnavailable(f"No model available: {directory / METADATA_FILENAME}: {exc}") from exc
         self.lock = threading.Lock()
-        from .gate import Gate
 
         self.gate = Gate.load(directory, self.metadata)
         wanted = runtime or getattr(settings, "SKINCARE_RUNTIME", "auto") or "auto"
@@ -289,9 +276,9 @@ class LoadedModel:
         self.cam_layer = self.runtime.cam_layer
 
     def use_calibration(self, metadata: dict[str, Any], check_close_calls: bool | None = None) -> None:
-        """Serve with this metadata's calibration (the same weights: ml.calibration refits it in place).
+        """Serve with this metadata's calibration (the same weights: ml.training.calibration refits it in place).
 
-        close_call_fit is the model's close-call check (ml/tta.py), or None; close_call is the check as
+        close_call_fit is the model's close-call check (ml/serving/tta.py), or None; close_call is the check as
         applied: where check_close_calls says, by default where settings.SKINCARE_CLOSE_CALL_CHECK is on.
         A ValueError where the check in the metadata is malformed."""
         if check_close_calls is None:
@@ -302,7 +289,7 @@ class LoadedModel:
 
     def analyse(self, batch, views=None):
         """(raw malignant probabilities, gate features or None, Grad-CAM maps or None): each image
-        scored in the model's own views, or in `views` (ml/tta.py's names) where given."""
+        scored in the model's own views, or in `views` (ml/serving/tta.py's names) where given."""
         with self.lock:  # one inference at a time per process: neither runtime is re-entrant
             return self.runtime.analyse(batch, views)
 
@@ -383,7 +370,7 @@ def predict_many(sources, directory: Path | None = None, batch_size: int = 32, r
 def predict_orientations(sources, directory: Path | None = None, batch_size: int = 32, runtime: str | None = None,
                          orientations: "tuple[str, ...]" = tta.ALL_VIEWS):
     """(N, len(orientations)) calibrated probabilities: each image turned or flipped as each of
-    ml.tta's view names says before the model sees it, as if the photo had been taken that way
+    ml.serving.tta's view names says before the model sees it, as if the photo had been taken that way
     (a model with test-time views of its own still averages them on top). Column "id" is
     :func:`predict_many`'s."""
     probabilities, _near, metadata, _checked = served_scores(sources, directory, batch_size, runtime, orientations)
@@ -411,7 +398,6 @@ def served_orientations(loaded: LoadedModel, sources, batch_size: int = 32,
         sources = list(sources)
     raw = raw_orientations(loaded, sources, batch_size, orientations)
     probabilities = np.array([[loaded.calibrate(value) for value in row] for row in raw], dtype=float).reshape(raw.shape)
-    from .evaluation import near_boundary
 
     meta = loaded.metadata
     margin = float((meta.get("boundary_margin") or {}).get("logit") or 0.0)
@@ -431,7 +417,7 @@ def raw_orientations(loaded: LoadedModel, sources, batch_size: int = 32,
     turned or flipped as each view name says. sources: image sources ml.preprocessing reads, or
     preprocessed (N, size, size, 3) arrays. Column "id" is what serving computes for the image at first
     look. views: the test-time views each orientation is scored in (default: the model's own)."""
-    size = int(loaded.metadata.get("image_size", preprocessing.IMAGE_SIZE))
+    size = int(loaded.metadata.get("image_size", IMAGE_SIZE))
     if not isinstance(sources, np.ndarray):
         sources = list(sources)
     rows: list = []
@@ -453,7 +439,7 @@ def predict(image: preprocessing.ImageSource, *, use_gate: bool = True) -> Resul
     started = time.perf_counter()
     loaded = get_model()
     meta = loaded.metadata
-    size = int(meta.get("image_size", preprocessing.IMAGE_SIZE))
+    size = int(meta.get("image_size", IMAGE_SIZE))
     threshold = float(meta["threshold"])
     uncertain = meta.get("uncertain_threshold")
     version = str(meta.get("model_version", "unknown"))

