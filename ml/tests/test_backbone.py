@@ -38,24 +38,6 @@ def test_port_recognises_chelsea_and_coffee(imagenet_lite0):
     assert probs[1, ESPRESSO] >= 0.85, probs[1, ESPRESSO]
 
 
-def test_lite2_port_recognises_chelsea_and_coffee():
-    """--backbone efficientnet-lite2: B2's block table (width 1.1, depth 1.2) with Lite's fixed stem, head and
-    first and last stages, every tensor of the checkpoint used (the loader refuses leftovers), and the same
-    photos recognised (0.996 and 0.992 here at 224 pixels)."""
-    from ml.model.backbone import _block_specs
-
-    state = read_legacy_torch_state_dict(lite0_weights_path("lite2"))
-    assert len(state) == 386 and state["_conv_head.weight"].shape == (1280, 352, 1, 1)
-    blocks = list(_block_specs("lite2"))
-    assert len(blocks) == 21 and [b[5] for b in blocks][::4] == [16, 48, 88, 120, 208, 352]
-    model = pretrained_lite0(include_top=True, variant="lite2")
-    assert model.count_params() == 6_150_168
-    probs = model.predict(np.stack([_photo("chelsea"), _photo("coffee")]), verbose=0)
-    assert probs[0, CAT_CLASSES].sum() >= 0.85, probs[0, CAT_CLASSES]
-    assert probs[1, ESPRESSO] >= 0.85, probs[1, ESPRESSO]
-    with pytest.raises(ValueError, match="unknown Lite variant 'lite9'"):
-        list(_block_specs("lite9"))
-
 
 def test_symmetric_padding_keeps_the_weights_and_moves_the_padded_edge():
     """--padding symmetric: the same checkpoint still recognises the photos (0.94 and 0.86 here), and

@@ -67,7 +67,9 @@ def import_run(run_dir, dataset, output, data_format: str | None = None, log: Lo
                           "ml/gpu_train.sh wrote)")
     summary = json.loads((run_dir / RUN).read_text())
     manifest = summary["manifest"]
-    config = TrainConfig(**{**summary["config"], "dataset": str(dataset), "format": data_format, "output": str(output)})
+    # The split's settings are the bundle's: the run is checked against the split they make here.
+    config = TrainConfig(**{**summary["config"], "dataset": str(dataset), "format": data_format, "output": str(output),
+                            "seed": manifest["seed"], "limit": manifest.get("limit")})
     report = read_dataset(dataset, data_format)
     splits = split_for_training(report, config)
     train, val, test, _ = splits
@@ -84,7 +86,8 @@ def import_run(run_dir, dataset, output, data_format: str | None = None, log: Lo
         raise BundleError(f"{WEIGHTS} does not fit the network ({len(weights)} arrays, {len(expected)} expected)")
     net.model.set_weights(weights)
     log(f"imported {run_dir}: {summary['record']['phases']}, {summary['machine']}, {summary['seconds']:.0f} s")
-    trained_on = f"{summary['machine']} ({summary['seconds'] / 60:.1f} min, ml/gpu_train.sh)"
-    return finish_artifact(output, net.model, summary["record"], config, report, splits,
+    trained_on = f"{summary['machine']} (ml/gpu_train.sh)"
+    record = {**summary["record"], "seconds": {**summary["record"]["seconds"], "total": summary["seconds"]}}
+    return finish_artifact(output, net.model, record, config, report, splits,
                            fitted_by=f"manage.py import_model {run_dir} --dataset {dataset}",
                            trained_on=trained_on, log=log)

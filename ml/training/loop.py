@@ -149,7 +149,7 @@ def fit_network(config: TrainConfig, x_train: np.ndarray, y_train: np.ndarray, x
         batches = AugmentedBatches(x_train, y_train, config.batch_size, config.phase2_seed, pool=pool)
         averaged = AveragedWeights(x_val, y_val, config.patience, log)
         net.model.fit(batches.generator(), steps_per_epoch=steps, epochs=config.finetune_epochs,
-                      verbose=_verbose(), callbacks=[averaged])
+                      shuffle=False, verbose=_verbose(), callbacks=[averaged])
         phase2_auc = float(averaged.best_auc)
         for k, v in averaged.history.items():
             history.setdefault(k, []).extend(v)
@@ -165,7 +165,9 @@ def fit_network(config: TrainConfig, x_train: np.ndarray, y_train: np.ndarray, x
         "train_prior": 0.5 if kept == "finetuned" else float(labels_train.mean()),
         "training_views": {"n": int(len(labels_train)), "n_malignant": int(labels_train.sum()),
                            "benign_views": benign_views, "malignant_views": malignant_views},
-        "seconds": {"features": round(features_seconds, 1), "phase1_head": round(phase1_seconds - features_seconds, 1),
-                    "phase2_finetune": round(time.time() - started - phase1_seconds, 1)},
+        "seconds": {"cache_features": round(features_seconds, 1),
+                    "phase1_head": round(phase1_seconds - features_seconds, 1),
+                    "phase2_finetune": round(time.time() - started - phase1_seconds, 1),
+                    "total": round(time.time() - started, 1)},
     }
     return net, record

@@ -191,6 +191,7 @@ def train(config: TrainConfig, log: Log = print) -> dict[str, Any]:
     finally:
         if pool is not None:
             pool.terminate()
+    record["seconds"]["total"] = round(time.time() - started, 1)  # with reading and decoding the images
     results = finish_artifact(output, net.model, record, config, report, splits, fitted_by="manage.py train_model",
                               trained_on=machine_description(), log=log)
     log(f"wrote {output} in {(time.time() - started) / 60:.1f} min")
