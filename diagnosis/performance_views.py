@@ -16,7 +16,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 
-from . import audit, performance, performance_plots, selectors
+from . import audit, performance, performance_plots, selectors, services
 from .final_diagnoses import may_record, record_final_diagnosis
 from .final_diagnosis_forms import FinalDiagnosisForm
 from .models import AuditEvent, FinalDiagnosis
@@ -41,6 +41,7 @@ def final_diagnosis(request, pk: int):
                                       f"{FinalDiagnosis.Diagnosis(form.cleaned_data['diagnosis']).label}.")
             return redirect("diagnosis:final_diagnosis", pk=lesion.pk)
     else:
+        services.note_viewed(request.user, lesion, via=audit.Via.PAGE, page="final diagnosis")
         initial = {"diagnosed_on": timezone.localdate()}
         if current is not None:
             initial = {"diagnosis": current.diagnosis, "method": current.method,
