@@ -59,8 +59,9 @@ def calibration_png(overall: Summary) -> bytes | None:
     axes.plot([0, 1], [0, 1], color="#bbbbbb", linestyle="--", linewidth=1, label="perfectly calibrated")
     x = [row["mean_predicted"] for row in filled]
     y = [row["observed"].value for row in filled]
-    below = [row["observed"].value - row["observed"].low for row in filled]
-    above = [row["observed"].high - row["observed"].value for row in filled]
+    # max(0, ...): at 0% or 100% the interval's end equals the value up to rounding.
+    below = [max(0.0, row["observed"].value - row["observed"].low) for row in filled]
+    above = [max(0.0, row["observed"].high - row["observed"].value) for row in filled]
     axes.errorbar(x, y, yerr=[below, above], marker="o", capsize=3, color="#24549c", label="confirmed cases (95% CI)")
     for row, px, py in zip(filled, x, y):
         axes.annotate(f"n={row['cases']}", (px, py), textcoords="offset points", xytext=(6, -12), fontsize=8)
