@@ -225,7 +225,7 @@ def prediction_bundle(prediction: Prediction, *, request=None) -> Bundle:
 
 def prediction_bundle_json(prediction: Prediction, *, request=None) -> str:
     """The Bundle as FHIR JSON (empty elements left out)."""
-    return prediction_bundle(prediction, request=request).json()
+    return prediction_bundle(prediction, request=request).model_dump_json()
 
 
 def final_diagnosis_of(prediction: Prediction) -> FinalDiagnosis | None:
