@@ -112,6 +112,8 @@ class Summary:
     benign: int
     lesions: int
     rules: dict[str, RuleFigures]
+    # False when none of the cases had an uncertain band: both rules then refer the same photos.
+    uncertain_band: bool = False
     auc: float | None = None
     auc_low: float | None = None
     auc_high: float | None = None
@@ -251,6 +253,7 @@ def summarize(cases: list[Case]) -> Summary:
         benign=len(benign),
         lesions=len({case.final.lesion_id for case in assessed}),
         rules={rule: rule_figures(assessed, rule) for rule in RULES},
+        uncertain_band=any(case.prediction.has_uncertain_band for case in assessed),
         calibration=calibration_bins(assessed) if assessed else [],
     )
     if malignant and benign:

@@ -95,8 +95,12 @@ def performance_page(request):
     if report is not None:
         context["roc_png"] = _data_uri(performance_plots.roc_png(report.overall, report.by_model_version))
         context["calibration_png"] = _data_uri(performance_plots.calibration_png(report.overall))
-        context["summaries"] = [("All model versions", report.overall)] + [
-            (f"Model {version}", summary) for version, summary in report.by_model_version.items()]
+        versions = report.by_model_version
+        if len(versions) == 1:  # one version: its figures are the overall ones, shown once
+            context["summaries"] = [(f"Model {next(iter(versions))} (the only version)", report.overall)]
+        else:
+            context["summaries"] = [("All model versions", report.overall)] + [
+                (f"Model {version}", summary) for version, summary in versions.items()]
     return render(request, "diagnosis/performance.html", context, status=400 if error else 200)
 
 

@@ -269,3 +269,31 @@ def test_timezone_aware_dates(clinician, reviewer, banded_model):
     with on("2026-01-10"):
         prediction = confirmed(clinician, reviewer, "x", LOW_RISK, None)
     assert timezone.localtime(prediction.upload.created_at).date() == datetime.date(2026, 1, 10)
+
+
+def test_figures_per_model_version_and_overall(clinician, reviewer, reviewer_client, settings, tmp_path, banded_model):
+    from ml import classifier
+    from ml.testing import write_standin_model
+
+    # Version 1 (the banded stand-in): a melanoma referred. Version 2 (threshold 0.5, no band): a melanoma missed
+    # and a nevus not referred.
+    confirmed(clinician, reviewer, "v1 melanoma", NEEDS_DOCTOR, "melanoma_invasive")
+    settings.SKINCARE_MODEL_DIR = write_standin_model(tmp_path / "v2", threshold=0.5, version="standin-v2")
+    classifier.reset()
+    confirmed(clinician, reviewer, "v2 melanoma", LOW_RISK, "melanoma_invasive")
+    confirmed(clinician, reviewer, "v2 nevus", LOW_RISK_LOW, "nevus_common", method="follow_up")
+
+    report = report_for(reviewer)
+    assert set(report.by_model_version) == {"standin-test", "standin-v2"}
+    assert rate(report.by_model_version["standin-test"].rules["threshold"].sensitivity) == (1, 1)
+    assert rate(report.by_model_version["standin-v2"].rules["threshold"].sensitivity) == (0, 1)
+    assert rate(report.overall.rules["threshold"].sensitivity) == (1, 2)
+    assert report.by_model_version["standin-test"].uncertain_band
+    assert not report.by_model_version["standin-v2"].uncertain_band
+
+    page = reviewer_client.get(reverse("diagnosis:performance")).content.decode()
+    assert "All model versions" in page and "Model standin-test" in page and "Model standin-v2" in page
+    assert "no uncertain band on these predictions: the same" in page
+    body = reviewer_client.get(API).json()
+    assert set(body["by_model_version"]) == {"standin-test", "standin-v2"}
+    assert body["overall"]["rules"]["threshold"]["sensitivity"]["successes"] == 1
