@@ -78,7 +78,7 @@ class Rate:
     too_few: bool = True
 
     @classmethod
-    def of(cls, successes: int, total: int) -> "Rate":
+    def of(cls, successes: int, total: int) -> Rate:
         interval = wilson_interval(successes, total)
         if interval is None:
             return cls(successes, total)

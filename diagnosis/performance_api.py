@@ -18,7 +18,7 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from . import audit, fhir, performance, selectors
+from . import audit, performance, selectors
 from .final_diagnoses import may_record, record_final_diagnosis
 from .final_diagnosis_forms import FinalDiagnosisForm
 from .models import FinalDiagnosis
@@ -90,6 +90,9 @@ class PredictionFhirView(APIView):
     diagnosis) as a FHIR Bundle."""
 
     def get(self, request, pk: int):
+        # fhir.resources (pydantic): loaded by the first export, not by every worker.
+        from . import fhir
+
         prediction = get_object_or_404(selectors.visible_predictions(request.user), pk=pk)
         body = fhir.prediction_bundle_json(prediction, request=request)
         audit.record(request.user, audit.Action.EXPORT, prediction, via=audit.Via.API, format="FHIR Bundle")

@@ -16,7 +16,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 
-from . import audit, performance, performance_plots, selectors, services
+from . import audit, performance, selectors, services
 from .final_diagnoses import may_record, record_final_diagnosis
 from .final_diagnosis_forms import FinalDiagnosisForm
 from .models import AuditEvent, FinalDiagnosis
@@ -93,6 +93,9 @@ def performance_page(request):
                "too_few": performance.TOO_FEW, "max_width": performance.MAX_INTERVAL_WIDTH,
                "min_auc": performance.MIN_CASES_PER_CLASS_FOR_AUC, "query": request.GET.urlencode()}
     if report is not None:
+        # matplotlib: loaded by the first page that draws, not by every worker.
+        from . import performance_plots
+
         context["roc_png"] = _data_uri(performance_plots.roc_png(report.overall, report.by_model_version))
         context["calibration_png"] = _data_uri(performance_plots.calibration_png(report.overall))
         versions = report.by_model_version
