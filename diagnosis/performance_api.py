@@ -59,6 +59,9 @@ class LesionOutcomeView(APIView):
     def post(self, request, pk: int):
         _require_reviewer(request.user)
         lesion = get_object_or_404(selectors.visible_lesions(request.user), pk=pk)
+        if not isinstance(request.data, dict):
+            return Response({"detail": "Send the final diagnosis as an object: diagnosis, method, diagnosed_on, "
+                                       "comment."}, status=status.HTTP_400_BAD_REQUEST)
         form = FinalDiagnosisForm(request.data)
         if not form.is_valid():
             errors = {field: [str(message) for message in messages] for field, messages in form.errors.items()}

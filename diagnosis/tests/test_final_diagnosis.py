@@ -151,6 +151,17 @@ def test_the_api_refuses_values_that_make_no_sense(client, reviewer, clinician, 
     assert not FinalDiagnosis.objects.exists()
 
 
+def test_the_api_refuses_a_body_that_is_not_an_object(client, reviewer, clinician, banded_model):
+    from rest_framework.authtoken.models import Token
+
+    headers = {"HTTP_AUTHORIZATION": f"Token {Token.objects.create(user=reviewer).key}"}
+    lesion = photo_of_lesion(clinician).upload.lesion
+    for body in ('["melanoma_invasive"]', "{not json"):
+        response = client.post(outcome_url(lesion.pk), body, content_type="application/json", **headers)
+        assert response.status_code == 400 and "detail" in response.json()
+    assert not FinalDiagnosis.objects.exists()
+
+
 def test_the_service_refuses_in_words_and_stores_nothing(reviewer, clinician, banded_model):
     lesion = photo_of_lesion(clinician).upload.lesion
     with pytest.raises(ValidationError, match="Say in the comment"):
