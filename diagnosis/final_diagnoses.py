@@ -14,8 +14,8 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from . import audit
-from .models import FinalDiagnosis, Lesion
+from . import audit, services
+from .models import FinalDiagnosis, Lesion, Upload
 
 REVIEW_PERMISSION = "diagnosis.change_prediction"  # the same permission as a triage review (views.py)
 
@@ -93,3 +93,25 @@ def record_final_diagnosis(
         )
     lesion.final_diagnosis = final
     return final
+
+
+def follow_as_lesion(upload: Upload, *, name: str, user, via: str = audit.Via.PAGE) -> Lesion:
+    """Make a photo uploaded without a lesion the visit of one (new, or an existing lesion of
+    the same patient by that name), so that its final diagnosis can be recorded.
+
+    Only a photo with no lesion yet is linked (one already linked keeps its lesion), and
+    only with a patient reference: a lesion belongs to a patient. Audited."""
+    if upload.lesion_id is not None:
+        return upload.lesion
+    if not upload.patient_ref:
+        raise ValidationError(
+            "This photo has no patient reference, and a lesion belongs to a patient: its final diagnosis "
+            "cannot be recorded."
+        )
+    with transaction.atomic():
+        lesion = services.find_or_create_lesion(patient_ref=upload.patient_ref, name=name, created_by=user)
+        # Conditional: a photo linked a moment ago by someone else keeps that lesion.
+        if Upload.objects.filter(pk=upload.pk, lesion__isnull=True).update(lesion=lesion):
+            audit.record(user, audit.Action.LINK, lesion, via=via, upload=upload.pk)
+    upload.refresh_from_db()
+    return upload.lesion

@@ -286,6 +286,7 @@ class AuditEvent(models.Model):
         REVIEW = "review", "Reviewed"
         RETRY = "retry", "Retried the prediction"
         FINAL_DIAGNOSIS = "final_diagnosis", "Recorded the final diagnosis"
+        LINK = "link", "Linked the photo to a lesion"
         EXPORT = "export", "Exported"
 
     class Via(models.TextChoices):

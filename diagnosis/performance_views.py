@@ -17,7 +17,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 
 from . import audit, performance, selectors, services
-from .final_diagnoses import may_record, record_final_diagnosis
+from .final_diagnoses import follow_as_lesion, may_record, record_final_diagnosis
 from .final_diagnosis_forms import FinalDiagnosisForm
 from .models import AuditEvent, FinalDiagnosis
 
@@ -56,6 +56,38 @@ def final_diagnosis(request, pk: int):
         "visits": selectors.lesion_visits(request.user, lesion),
         "changes": [(event, _labelled(event.details)) for event in changes],
     })
+
+
+@require_http_methods(["GET", "POST"])
+def prediction_final_diagnosis(request, pk: int):
+    """The result page's way to the final diagnosis. A photo of a lesion goes to the lesion's
+    page; a photo uploaded without one is first named as a lesion of its patient (a new
+    one, or one of the patient's lesions), since a final diagnosis belongs to a lesion."""
+    prediction = get_object_or_404(selectors.visible_predictions(request.user), pk=pk)
+    upload = prediction.upload
+    if upload.lesion_id is not None:
+        return redirect("diagnosis:final_diagnosis", pk=upload.lesion_id)
+    error = ""
+    if request.method == "POST":
+        _require_reviewer(request.user)
+        name = " ".join(request.POST.get("lesion_name", "").split())
+        if not name:
+            error = 'Name the lesion, e.g. "left shoulder, upper".'
+        elif len(name) > 100:
+            error = "The lesion's name is longer than 100 characters."
+        else:
+            try:
+                lesion = follow_as_lesion(upload, name=name, user=request.user, via=audit.Via.PAGE)
+            except ValidationError as exc:
+                error = " ".join(exc.messages)
+            else:
+                messages.success(request, f"Photo #{prediction.pk} is now a photo of the lesion {lesion.name}.")
+                return redirect("diagnosis:final_diagnosis", pk=lesion.pk)
+    existing = selectors.lesions(request.user, patient=upload.patient_ref) if upload.patient_ref else []
+    return render(request, "diagnosis/name_lesion.html", {
+        "prediction": prediction, "upload": upload, "error": error, "existing": existing,
+        "may_record": may_record(request.user),
+    }, status=400 if error else 200)
 
 
 def _labelled(details: dict) -> dict:

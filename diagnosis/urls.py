@@ -15,6 +15,8 @@ urlpatterns = [
     path("predictions/<int:pk>/", views.result, name="result"),
     path("predictions/<int:pk>/retry/", views.retry, name="retry"),
     path("predictions/<int:pk>/review/", views.review, name="review"),
+    path("predictions/<int:pk>/final-diagnosis/", performance_views.prediction_final_diagnosis,
+         name="prediction_final_diagnosis"),
     path("lesions/<int:pk>/final-diagnosis/", performance_views.final_diagnosis, name="final_diagnosis"),
     path("performance/", performance_views.performance_page, name="performance"),
     path("performance/confirmed-cases.csv", performance_views.performance_csv, name="performance_csv"),

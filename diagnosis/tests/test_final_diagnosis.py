@@ -198,3 +198,56 @@ def test_the_admin_records_it_through_the_service(reviewer_client, reviewer, cli
     # Nobody deletes one.
     assert reviewer_client.post(reverse("admin:diagnosis_finaldiagnosis_delete", args=[final.pk])).status_code == 403
     assert Lesion.objects.count() == 1 and FinalDiagnosis.objects.count() == 1
+
+
+def loose_photo(clinician, patient="P-001"):
+    image = check_image(upload_file(redness_png(-40), "m.png", "image/png"))
+    return services.submit_upload(uploaded_by=clinician, image=image, patient_ref=patient)
+
+
+def test_a_photo_without_a_lesion_is_named_as_one_first(reviewer_client, reviewer, clinician, banded_model):
+    prediction = loose_photo(clinician)
+    page = reviewer_client.get(reverse("diagnosis:result", args=[prediction.pk])).content.decode()
+    url = reverse("diagnosis:prediction_final_diagnosis", args=[prediction.pk])
+    assert url in page and "record the final diagnosis" in page
+
+    assert "name its lesion first" in reviewer_client.get(url).content.decode()
+    response = reviewer_client.post(url, {"lesion_name": "  right   forearm "})
+    lesion = Lesion.objects.get()
+    assert (lesion.patient_ref, lesion.name) == ("P-001", "right forearm")
+    assert response["Location"] == reverse("diagnosis:final_diagnosis", args=[lesion.pk])
+    prediction.upload.refresh_from_db()
+    assert prediction.upload.lesion == lesion
+    event = AuditEvent.objects.get(action="link")
+    assert (event.user, event.object_id, event.details) == (reviewer, lesion.pk, {"upload": prediction.upload.pk})
+    # Now linked, the way from the result page leads straight to the lesion's final diagnosis.
+    assert reviewer_client.get(url)["Location"] == reverse("diagnosis:final_diagnosis", args=[lesion.pk])
+
+
+def test_a_photo_named_as_an_existing_lesion_becomes_its_visit(reviewer_client, clinician, banded_model):
+    existing = photo_of_lesion(clinician, lesion="Left Shoulder").upload.lesion
+    prediction = loose_photo(clinician)
+    reviewer_client.post(reverse("diagnosis:prediction_final_diagnosis", args=[prediction.pk]),
+                         {"lesion_name": "left shoulder"})
+    assert Lesion.objects.count() == 1
+    assert existing.uploads.count() == 2
+
+
+def test_naming_a_lesion_is_refused_in_words(reviewer_client, clinician, banded_model):
+    from django.test import Client
+
+    prediction = loose_photo(clinician)
+    url = reverse("diagnosis:prediction_final_diagnosis", args=[prediction.pk])
+    not_a_reviewer = Client()
+    not_a_reviewer.force_login(clinician)
+    assert not_a_reviewer.post(url, {"lesion_name": "back"}).status_code == 403
+    response = reviewer_client.post(url, {"lesion_name": "   "})
+    assert response.status_code == 400 and "Name the lesion" in response.content.decode()
+
+    anonymous = loose_photo(clinician, patient="")
+    url = reverse("diagnosis:prediction_final_diagnosis", args=[anonymous.pk])
+    page = reviewer_client.get(reverse("diagnosis:result", args=[anonymous.pk])).content.decode()
+    assert "this photo has no patient reference" in page and url not in page
+    response = reviewer_client.post(url, {"lesion_name": "back"})
+    assert response.status_code == 400 and "has no patient reference" in response.content.decode()
+    assert not Lesion.objects.exists() and not AuditEvent.objects.filter(action="link").exists()
