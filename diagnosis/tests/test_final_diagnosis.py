@@ -195,6 +195,11 @@ def test_the_admin_records_it_through_the_service(reviewer_client, reviewer, cli
     assert FinalDiagnosis.objects.get().diagnosis == "squamous_cell_carcinoma"
     latest = AuditEvent.objects.filter(action="final_diagnosis").order_by("-at", "-id").first()
     assert latest.details["previous"]["diagnosis"] == "basal_cell_carcinoma"
+    # The admin's pages show it and its earlier version.
+    assert reviewer_client.get(reverse("admin:diagnosis_finaldiagnosis_add")).status_code == 200
+    assert "Squamous cell carcinoma" in reviewer_client.get(reverse("admin:diagnosis_finaldiagnosis_changelist")).content.decode()
+    change_page = reviewer_client.get(reverse("admin:diagnosis_finaldiagnosis_change", args=[final.pk])).content.decode()
+    assert "basal_cell_carcinoma -&gt; squamous_cell_carcinoma" in change_page
     # Nobody deletes one.
     assert reviewer_client.post(reverse("admin:diagnosis_finaldiagnosis_delete", args=[final.pk])).status_code == 403
     assert Lesion.objects.count() == 1 and FinalDiagnosis.objects.count() == 1
