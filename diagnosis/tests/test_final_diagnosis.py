@@ -121,6 +121,11 @@ def test_the_api_records_and_changes_it(client, reviewer, clinician, banded_mode
     assert (body["diagnosis"], body["malignant"], body["method"], body["diagnosed_on"], body["recorded_by"]) == (
         "melanoma_invasive", True, "histopathology", "2026-01-05", "reviewer")
 
+    # Applied to the lesion's predictions in the API too.
+    prediction_id = lesion.uploads.get().prediction.pk
+    detail = client.get(f"/api/predictions/{prediction_id}/", **headers).json()
+    assert detail["final_diagnosis"]["diagnosis"] == "melanoma_invasive"
+
     response = client.post(outcome_url(lesion.pk), form_data(diagnosis="nevus_common", method="follow_up", comment=""),
                            content_type="application/json", **headers)
     assert response.status_code == 200
