@@ -100,6 +100,24 @@ def test_auc_counted_by_hand():
     auc, low, high = performance.auc_with_interval([0.9, 0.8, 0.7, 0.6, 0.4], [0.5, 0.3, 0.2, 0.1, 0.05])
     assert auc == pytest.approx(0.96) and low < 0.96 < high <= 1.0
     assert performance.auc_with_interval([0.5], [0.5])[0] == 0.5  # a tie counts half
+    # With ties across the classes: malignant 0.7, 0.5; benign 0.5, 0.5, 0.2 -> 0.7: 3 wins; 0.5: 0.5 + 0.5 + 1 = 2; (3 + 2) / 6.
+    assert performance.auc_with_interval([0.7, 0.5], [0.5, 0.5, 0.2])[0] == pytest.approx(5 / 6)
+
+
+def test_auc_from_ranks_equals_every_pair_compared():
+    import random
+
+    generator = random.Random(7)
+    malignant = [round(generator.random(), 1) for _ in range(40)]  # rounded: many ties
+    benign = [round(generator.random() * 0.8, 1) for _ in range(50)]
+    pairs = sum(1.0 if m > b else 0.5 if m == b else 0.0 for m in malignant for b in benign)
+    assert performance.auc_with_interval(malignant, benign)[0] == pytest.approx(pairs / (40 * 50))
+
+
+def test_roc_points_counted_by_hand():
+    points = performance.roc_points([0.9, 0.5], [0.5, 0.1])
+    assert [(p["threshold"], p["fpr"], p["tpr"]) for p in points] == [
+        (None, 0.0, 0.0), (0.9, 0.0, 0.5), (0.5, 0.5, 1.0), (0.1, 1.0, 1.0)]
 
 
 def test_figures_match_the_hand_count(clinic, reviewer):
