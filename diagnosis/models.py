@@ -322,7 +322,7 @@ class FinalDiagnosis(models.Model):
     predictions of that lesion's photos are measured against (diagnosis/performance.py).
 
     One per lesion, and it applies to every photo of the lesion. It may be changed
-    (services.record_final_diagnosis); the audit trail keeps every earlier version."""
+    (final_diagnoses.record_final_diagnosis); the audit trail keeps every earlier version."""
 
     class Diagnosis(models.TextChoices):
         MELANOMA_IN_SITU = "melanoma_in_situ", "Melanoma in situ"
