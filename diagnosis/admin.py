@@ -367,3 +367,6 @@ class AuditEventAdmin(NoAddOrDeleteAdmin):
     @admin.display(description="details")
     def details_text(self, obj):
         return ", ".join(f"{key}: {value}" for key, value in obj.details.items() if value not in (None, "")) or "-"
+
+
+from . import admin_final_diagnosis  # noqa: E402,F401  (registers FinalDiagnosisAdmin)

@@ -37,6 +37,7 @@ class PredictionSerializer(serializers.ModelSerializer):
     note = serializers.CharField(source="upload.note")
     uploaded_by = serializers.CharField(source="upload.uploaded_by.get_username")
     review = serializers.SerializerMethodField()
+    final_diagnosis = serializers.SerializerMethodField()  # the lesion's, when recorded (docs/performance.md)
 
     class Meta:
         model = Prediction
@@ -67,6 +68,7 @@ class PredictionSerializer(serializers.ModelSerializer):
             "note",
             "uploaded_by",
             "review",
+            "final_diagnosis",
         ]
         read_only_fields = fields
 
@@ -95,6 +97,12 @@ class PredictionSerializer(serializers.ModelSerializer):
     def get_thumbnail_url(self, prediction: Prediction) -> str | None:
         thumbnail = prediction.upload.thumbnail
         return self.absolute(thumbnail.url) if thumbnail else None
+
+    def get_final_diagnosis(self, prediction: Prediction) -> dict | None:
+        from .performance_api import final_diagnosis_json
+
+        lesion = prediction.upload.lesion
+        return final_diagnosis_json(getattr(lesion, "final_diagnosis", None)) if lesion is not None else None
 
     def get_review(self, prediction: Prediction) -> dict:
         return {

@@ -285,6 +285,9 @@ class AuditEvent(models.Model):
         VIEW = "view", "Viewed"
         REVIEW = "review", "Reviewed"
         RETRY = "retry", "Retried the prediction"
+        FINAL_DIAGNOSIS = "final_diagnosis", "Recorded the final diagnosis"
+        LINK = "link", "Linked the photo to a lesion"
+        EXPORT = "export", "Exported"
 
     class Via(models.TextChoices):
         PAGE = "page", "Site"
@@ -312,3 +315,61 @@ class AuditEvent(models.Model):
     def __str__(self) -> str:
         who = self.user.get_username() if self.user else "system"
         return f"{self.at:%Y-%m-%d %H:%M:%S} {who} {self.get_action_display().lower()} {self.object_repr}"
+
+
+class FinalDiagnosis(models.Model):
+    """What a lesion turned out to be, recorded by a reviewer: the truth the model's
+    predictions of that lesion's photos are measured against (diagnosis/performance.py).
+
+    One per lesion, and it applies to every photo of the lesion. It may be changed
+    (final_diagnoses.record_final_diagnosis); the audit trail keeps every earlier version."""
+
+    class Diagnosis(models.TextChoices):
+        MELANOMA_IN_SITU = "melanoma_in_situ", "Melanoma in situ"
+        MELANOMA_INVASIVE = "melanoma_invasive", "Melanoma, invasive"
+        BASAL_CELL_CARCINOMA = "basal_cell_carcinoma", "Basal cell carcinoma"
+        SQUAMOUS_CELL_CARCINOMA = "squamous_cell_carcinoma", "Squamous cell carcinoma"
+        ACTINIC_KERATOSIS = "actinic_keratosis", "Actinic keratosis"
+        NEVUS_COMMON = "nevus_common", "Nevus, common"
+        NEVUS_DYSPLASTIC = "nevus_dysplastic", "Nevus, dysplastic"
+        SEBORRHEIC_KERATOSIS = "seborrheic_keratosis", "Seborrheic keratosis"
+        DERMATOFIBROMA = "dermatofibroma", "Dermatofibroma"
+        VASCULAR = "vascular", "Vascular lesion"
+        OTHER_BENIGN = "other_benign", "Other benign (see comment)"
+        OTHER_MALIGNANT = "other_malignant", "Other malignant (see comment)"
+
+    class Method(models.TextChoices):
+        HISTOPATHOLOGY = "histopathology", "Histopathology"
+        CLINICAL = "clinical", "Dermatologist's clinical diagnosis"
+        FOLLOW_UP = "follow_up", "Follow-up without change"
+
+    # The model's "needs a doctor" class: what it was trained to call malignant (HAM10000's
+    # mel, bcc and akiec, plus scc). Actinic keratosis is in it because the model's target
+    # is (akiec), although it is premalignant rather than a cancer.
+    TARGET = frozenset({
+        Diagnosis.MELANOMA_IN_SITU, Diagnosis.MELANOMA_INVASIVE, Diagnosis.BASAL_CELL_CARCINOMA,
+        Diagnosis.SQUAMOUS_CELL_CARCINOMA, Diagnosis.ACTINIC_KERATOSIS, Diagnosis.OTHER_MALIGNANT,
+    })
+    NEEDS_COMMENT = frozenset({Diagnosis.OTHER_BENIGN, Diagnosis.OTHER_MALIGNANT})
+
+    lesion = models.OneToOneField(Lesion, on_delete=models.PROTECT, related_name="final_diagnosis")
+    diagnosis = models.CharField(max_length=32, choices=Diagnosis.choices, db_index=True)
+    method = models.CharField("how it was established", max_length=32, choices=Method.choices)
+    diagnosed_on = models.DateField("date of the diagnosis")
+    comment = models.TextField(blank=True)
+    recorded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="skin_final_diagnoses"
+    )
+    recorded_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-recorded_at", "-id"]
+        verbose_name_plural = "final diagnoses"
+
+    def __str__(self) -> str:
+        return f"{self.lesion}: {self.get_diagnosis_display()}"
+
+    @property
+    def is_malignant(self) -> bool:
+        """In the model's "needs a doctor" class (malignant, or actinic keratosis)."""
+        return self.diagnosis in self.TARGET

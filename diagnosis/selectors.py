@@ -21,7 +21,7 @@ def visible_predictions(user) -> QuerySet[Prediction]:
     if not _may_see(user):
         return Prediction.objects.none()
     return Prediction.objects.select_related(
-        "upload", "upload__uploaded_by", "upload__lesion", "reviewed_by"
+        "upload", "upload__uploaded_by", "upload__lesion", "upload__lesion__final_diagnosis", "reviewed_by"
     ).order_by("-upload__created_at", "-id")
 
 

@@ -1,7 +1,7 @@
 from django.urls import path
 from django.views.generic import RedirectView
 
-from . import views
+from . import performance_views, views
 
 app_name = "diagnosis"
 
@@ -15,4 +15,9 @@ urlpatterns = [
     path("predictions/<int:pk>/", views.result, name="result"),
     path("predictions/<int:pk>/retry/", views.retry, name="retry"),
     path("predictions/<int:pk>/review/", views.review, name="review"),
+    path("predictions/<int:pk>/final-diagnosis/", performance_views.prediction_final_diagnosis,
+         name="prediction_final_diagnosis"),
+    path("lesions/<int:pk>/final-diagnosis/", performance_views.final_diagnosis, name="final_diagnosis"),
+    path("performance/", performance_views.performance_page, name="performance"),
+    path("performance/confirmed-cases.csv", performance_views.performance_csv, name="performance_csv"),
 ]
