@@ -290,7 +290,7 @@ def test_timezone_aware_dates(clinician, reviewer, banded_model):
 
 
 def test_figures_per_model_version_and_overall(clinician, reviewer, reviewer_client, settings, tmp_path, banded_model):
-    from ml import classifier
+    from ml.serving import classifier
     from ml.testing import write_standin_model
 
     # Version 1 (the banded stand-in): a melanoma referred. Version 2 (threshold 0.5, no band): a melanoma missed
