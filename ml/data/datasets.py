@@ -32,8 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
-FORMATS = ("original", "ham10000", "ph2", "folders")
-from ml.artifact import CLASS_NAMES  # noqa: E402 (index = label)
+from ml.artifact import CLASS_NAMES
+
+FORMATS = ("original", "ham10000", "ph2", "folders", "manifest")
 BENIGN, MALIGNANT = 0, 1
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp"})
@@ -74,6 +75,10 @@ ORIGINAL_IMAGE_FOLDERS = ("set_d", "set_e", "set_f")
 HAM_METADATA = "ham10000_metadata.csv"
 ISIC_TEST_TRUTH = "isic2018_task3_test_groundtruth.csv"
 PH2_SPREADSHEET = "ph2_dataset.xlsx"
+# The plain layout many collections use (and ISIC 2017, 2019, 2020 here): labels.csv with the columns
+# image (relative to the CSV's folder), label (benign or malignant); diagnosis and group optional.
+MANIFEST_FILE = "labels.csv"
+MANIFEST_LABELS = {"benign": BENIGN, "malignant": MALIGNANT}
 
 # How far down a spreadsheet to look for the header row (PH2 has a legend block first).
 HEADER_SEARCH_ROWS = 50
@@ -196,6 +201,8 @@ def detect_format(root: str | Path) -> str:
         found.append("ph2")
     if folders & set(CLASS_FOLDERS):
         found.append("folders")
+    if MANIFEST_FILE in names and names[MANIFEST_FILE].is_file():
+        found.append("manifest")
     if len(found) == 1:
         return found[0]
     if found:
@@ -205,7 +212,8 @@ def detect_format(root: str | Path) -> str:
         "original (CLIN_DIA.xlsx or .csv with kat.Diagnose + SET_D/SET_E/SET_F image folders), "
         "ham10000 (HAM10000_metadata.csv and/or ISIC2018_Task3_Test_GroundTruth.csv + images/ISIC_*.jpg), "
         "ph2 (PH2_dataset.xlsx + images/IMD*.jpg), "
-        "folders (benign/ and malignant/, or benign_train/ malign_train/ benign_test/ malign_test/)"
+        "folders (benign/ and malignant/, or benign_train/ malign_train/ benign_test/ malign_test/), "
+        "manifest (labels.csv with the columns image and label, benign or malignant; diagnosis and group optional)"
     )
 
 
@@ -236,6 +244,8 @@ def read_dataset(root: str | Path, format: str | None = None, *, atypical_is_mal
         return read_ph2(root, atypical_is_malignant=atypical_is_malignant)
     if format == "folders":
         return read_folders(root)
+    if format == "manifest":
+        return read_manifest(root)
     raise DatasetError(f"unknown dataset format {format!r}; known formats: {', '.join(FORMATS)}")
 
 
@@ -606,3 +616,50 @@ def read_folders(root: str | Path) -> DatasetReport:
 
 
 # --------------------------------------------------------------------------- writing
+
+
+def read_manifest(root: str | Path) -> DatasetReport:
+    """labels.csv (image, label; diagnosis and group optional; other columns ignored) + the images it names.
+
+    `image` is a path relative to the CSV's folder; `label` is benign or malignant; `group` is the unit a
+    split must keep whole (a lesion or a patient), the image itself where empty. The source of every
+    sample is the folder's name, e.g. "isic2017"."""
+    root = _check_root(root)
+    path = _listing(root).get(MANIFEST_FILE)
+    if path is None or not path.is_file():
+        raise DatasetError(f"{root}: no {MANIFEST_FILE}")
+    table = _read_table(path, "image")
+    image_col, label_col = table.column("image"), table.column("label")
+    diagnosis_col = table.column("diagnosis") if table.has_column("diagnosis") else None
+    group_col = table.column("group") if table.has_column("group") else None
+    report = DatasetReport(format="manifest", root=root, samples=[])
+    source = root.name.lower()
+    wanted: dict[str, tuple] = {}
+    row_of: dict[str, int] = {}
+    for number, row in zip(table.row_numbers, table.rows):
+        where = f"{path}, row {number}"
+        name, label_text = row[image_col], row[label_col].lower()
+        if not name:
+            raise DatasetError(f"{where}: no image named in the 'image' column")
+        relative = Path(name)
+        if relative.is_absolute() or ".." in relative.parts:
+            raise DatasetError(f"{where}: image {name!r} must be a path inside {root} (relative, without '..')")
+        if label_text not in MANIFEST_LABELS:
+            raise DatasetError(f"{where}: label {row[label_col]!r} is not benign or malignant")
+        key = relative.as_posix().lower()
+        if key in row_of:
+            raise DatasetError(f"{where}: image {name!r} is listed twice (first on row {row_of[key]})")
+        row_of[key] = number
+        group = (row[group_col] if group_col is not None else "") or relative.stem
+        diagnosis = row[diagnosis_col] if diagnosis_col is not None else ""
+        wanted[key] = (MANIFEST_LABELS[label_text], group, diagnosis)
+    images = {p.relative_to(root).as_posix().lower(): p for p in _image_files(root)}
+
+    def make_sample(image_path: Path, label: int, group: str, diagnosis: str) -> Sample:
+        return Sample(path=image_path, label=label, group=f"{source}:{group}", source=source, detail=diagnosis)
+
+    _match(report, wanted, images, make_sample)
+    if not report.samples:
+        raise DatasetError(f"{path}: none of its {len(wanted)} images were found under {root}")
+    return report
+
