@@ -75,7 +75,8 @@ def recorded_splits(model_dir) -> dict[str, set[str]]:
     path = Path(model_dir) / SPLITS_FILENAME
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: this model recorded no held-out splits (train_model writes them)")
-    return {split: set(names) for split, names in json.loads(path.read_text()).items()}
+    recorded = json.loads(path.read_text())
+    return {split: set(recorded[split]) for split in ("validation", "test")}
 
 
 

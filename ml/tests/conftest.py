@@ -32,11 +32,16 @@ def becode_root(datasets_root) -> Path:
     return _dataset(datasets_root, "becode_sample")
 
 
-def train_small_model(ham: Path, out: Path, cache: Path, *extra: str) -> Path:
-    """train_model on a stratified 240-image subset of HAM10000: about a minute on 2 CPUs."""
+@pytest.fixture(scope="session")
+def isic2017_root(datasets_root) -> Path:
+    return _dataset(datasets_root, "isic2017")
+
+
+def train_small_model(datasets: list[Path], out: Path, cache: Path, *extra: str) -> Path:
+    """train_model on stratified 120-image subsets of each dataset: a few minutes on 2 CPUs."""
     from django.core.management import call_command
 
-    call_command("train_model", str(ham), "--limit", "240", "--epochs", "3", "--finetune-epochs", "1",
+    call_command("train_model", *map(str, datasets), "--limit", "120", "--epochs", "3", "--finetune-epochs", "1",
                  "--benign-views", "1", "--max-views", "3", "--output", str(out), "--cache-dir", str(cache), *extra)
     return out
 
@@ -47,6 +52,7 @@ def small_training_cache(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def small_model(ham10000_root, tmp_path_factory, small_training_cache):
-    """(HAM10000 folder, a small model trained on it), shared by the training and averaging tests."""
-    return ham10000_root, train_small_model(ham10000_root, tmp_path_factory.mktemp("model"), small_training_cache)
+def small_model(ham10000_root, isic2017_root, tmp_path_factory, small_training_cache):
+    """(HAM10000 folder, a small model trained on it and on isic2017, two sources), shared by the training tests."""
+    out = train_small_model([ham10000_root, isic2017_root], tmp_path_factory.mktemp("model"), small_training_cache)
+    return (ham10000_root, isic2017_root), out

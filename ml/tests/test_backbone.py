@@ -96,10 +96,11 @@ def test_missing_file_is_named(tmp_path):
 
 def test_training_network_takes_the_padding():
     from ml.model.network import Network
-    from ml.training.trainer import TrainConfig
+    from ml.training.config import TrainConfig
+    from ml.training.loop import network_spec
 
     for padding, expected in (("tf", False), ("symmetric", True)):
-        net = Network(TrainConfig(dataset="unused", padding=padding))
+        net = Network(network_spec(TrainConfig(datasets=["unused"], padding=padding)))
         lower, upper = [layer.name for layer in net.lower.layers], [layer.name for layer in net.upper.layers]
         assert ("stem_conv_pad" in lower) is expected
         assert any(name.endswith("_dwconv_pad") for name in upper) is expected  # block 11, the last stride 2

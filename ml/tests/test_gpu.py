@@ -52,7 +52,7 @@ def test_a_run_records_its_history_and_weights(tiny_run):
     assert summary["config"]["padding"] == "symmetric" and summary["config"]["finetune_epochs"] == 1
     assert json.loads((run_dir / "run.json").read_text())["record"]["phases"] == record["phases"]
     with np.load(run_dir / "weights.npz") as stored:
-        assert len(stored.files) == len(Network(network_spec(TrainConfig("x"))).model.get_weights())
+        assert len(stored.files) == len(Network(network_spec(TrainConfig(["x"]))).model.get_weights())
 
 
 def test_what_the_gpu_machine_imports_needs_neither_django_nor_tensorflow():
@@ -78,7 +78,7 @@ def test_a_setting_the_gpu_run_may_not_change_is_refused(bundle, tmp_path):
 def test_the_bundle_holds_train_models_split_and_no_test_image(bundle):
     ham, out = bundle
     manifest = json.loads((out / "manifest.json").read_text())
-    train, val, test, _ = split_for_training(read_dataset(ham), TrainConfig(dataset=str(ham), limit=120))
+    train, val, test, _ = split_for_training([read_dataset(ham)], TrainConfig(datasets=[str(ham)], limit=120))
     assert manifest["train"] == [[s.path.name, s.label] for s in train]
     assert manifest["validation"] == [[s.path.name, s.label] for s in val]
     assert manifest["test"] == sorted(s.path.name for s in test) and test
@@ -164,13 +164,13 @@ def test_import_model_serves_the_runs_weights(bundle, tiny_run, tmp_path):
     with np.load(run_dir / "weights.npz") as stored:
         for i, w in enumerate(saved):
             np.testing.assert_array_equal(w, stored[f"arr_{i}"])
-    assert len(saved) == len(Network(network_spec(TrainConfig("x"))).model.get_weights())
+    assert len(saved) == len(Network(network_spec(TrainConfig(["x"]))).model.get_weights())
     # and the run's padding: the served network pads its stride-2 layers as the run did, TensorFlow's doesn't
     def config(model):
         return json.dumps(model.get_config())
 
     assert '"stem_conv_pad"' in config(served_model)
-    assert '"stem_conv_pad"' not in config(Network(network_spec(TrainConfig("x"))).model)
+    assert '"stem_conv_pad"' not in config(Network(network_spec(TrainConfig(["x"]))).model)
     # the run's network (model.keras holds exactly its weights) through the Keras runtime, on the bundle's images
     _, _, _, x_val, _ = load_bundle([bundle[1]], log=lambda m: None)
     expected = raw_orientations(LoadedModel(out, runtime="keras"), x_val, orientations=tta.IDENTITY)[:, 0]

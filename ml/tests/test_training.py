@@ -16,7 +16,7 @@ pytestmark = pytest.mark.django_db
 
 
 def test_train_model_writes_a_complete_artifact(small_model):
-    _ham, out = small_model
+    _datasets, out = small_model
     for name in ("model.keras", "model.tflite", "head.npz", "gate.npz", "metadata.json", "metrics.json", "splits.json",
                  "accuracy_curve.png", "loss_curve.png",
                  "validation_roc.png", "validation_calibration.png", "validation_confusion_matrix.png", "test_roc.png"):
@@ -41,6 +41,14 @@ def test_train_model_writes_a_complete_artifact(small_model):
     assert len(metrics["history"]["loss"]) == 3 + 1
     splits = json.loads((out / "splits.json").read_text())
     assert splits["test"] and not set(splits["test"]) & set(splits["validation"])
+    # two sources, each split by its own groups: both in every split, each held-out image's source recorded
+    for split in ("validation", "test"):
+        assert set(splits["sources"][split].values()) == {"ham10000", "isic2017"}
+        assert set(splits["sources"][split]) == set(splits[split])
+    assert set(meta["data"]["by_source"]) == {"ham10000", "isic2017"}
+    assert all(set(parts) == {"train", "validation", "test"} for parts in meta["data"]["by_source"].values())
+    assert set(metrics["validation_by_source"]) == {"ham10000", "isic2017"}
+    assert meta["training"]["datasets"] == [str(d) for d in _datasets]
 
 
 def test_train_model_fits_the_boundary_margin_on_the_validation_images_turned(small_model):
@@ -53,11 +61,11 @@ def test_train_model_fits_the_boundary_margin_on_the_validation_images_turned(sm
     from ml.data.datasets import read_dataset
     from ml.data.splits import held_out, recorded_splits
 
-    ham, out = small_model
+    datasets, out = small_model
     meta = json.loads((out / "metadata.json").read_text())
     saved = meta["boundary_margin"]
     assert saved["views"] == 8 and saved["coverage_target"] == evaluation.BOUNDARY_COVERAGE
-    _, val, _ = held_out(read_dataset(ham).samples, recorded_splits(out))
+    _, val, _ = held_out([s for d in datasets for s in read_dataset(d).samples], recorded_splits(out))
     p_views, _ = classifier.predict_orientations([s.path for s in val], directory=out)
     again = evaluation.fit_boundary_margin(p_views, meta["threshold"], meta["uncertain_threshold"])
     for key in ("logit", "validation_outcome_changes", "validation_noted"):
@@ -79,12 +87,12 @@ def test_evaluate_model_reproduces_the_training_scores(small_model, tmp_path, ru
     small split's few dozen images, float16 rounding may swap the order of two nearly equal
     scores, which moves the AUC by 1 / (malignant x benign) a pair, about 0.006 here, or move
     one image across an ECE bin edge, about 0.01.)"""
-    ham, out = small_model
+    (ham, _), out = small_model
     report = tmp_path / "eval.json"
     call_command("evaluate_model", str(ham), "--model", str(out), "--split", split, "--json", str(report),
                  "--bootstrap", "50", "--runtime", runtime)
     evaluated = json.loads(report.read_text())
-    trained = json.loads((out / "metrics.json").read_text())[split]
+    trained = json.loads((out / "metrics.json").read_text())[f"{split}_by_source"]["ham10000"]  # HAM10000's part
     assert evaluated["n"] == trained["n"]
     pairs = evaluated["n_malignant"] * (evaluated["n"] - evaluated["n_malignant"])
     assert evaluated["auc"] == pytest.approx(trained["auc"], abs=swapped_pairs / pairs + 1e-9)
@@ -106,11 +114,11 @@ def test_calibrate_model_refits_for_the_views_serving_averages(small_model, tmp_
 
     from django.core.management.base import CommandError
 
-    ham, trained = small_model
+    (ham, isic2017), trained = small_model
     out = tmp_path / "model"
     shutil.copytree(trained, out)
     before = json.loads((out / "metadata.json").read_text())
-    call_command("calibrate_model", str(ham), "--model", str(out), "--views", "none")
+    call_command("calibrate_model", str(ham), str(isic2017), "--model", str(out), "--views", "none")
     same = json.loads((out / "metadata.json").read_text())
     assert same["tta_views"] == ["id"]
     for key in ("temperature", "logit_offset", "threshold", "uncertain_threshold"):
@@ -118,7 +126,7 @@ def test_calibrate_model_refits_for_the_views_serving_averages(small_model, tmp_
     assert same["calibration_fit"]["command"].endswith("--views none")
     assert same["boundary_margin"]["logit"] == pytest.approx(before["boundary_margin"]["logit"], rel=1e-9)
 
-    call_command("calibrate_model", str(ham), "--model", str(out))
+    call_command("calibrate_model", str(ham), str(isic2017), "--model", str(out))
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["tta_views"] == ["id", "h", "v", "hv", "t", "th", "tv", "thv"]
     # the eight views averaged answer the same however the photo is turned: no result is close to a boundary
@@ -127,17 +135,17 @@ def test_calibrate_model_refits_for_the_views_serving_averages(small_model, tmp_
     report = tmp_path / "val.json"
     call_command("evaluate_model", str(ham), "--model", str(out), "--split", "validation", "--json", str(report),
                  "--bootstrap", "20")
-    validation = json.loads(report.read_text())
-    assert validation["sensitivity"] >= 0.90
-    assert validation["auc"] == pytest.approx(meta["calibration_fit"]["validation_auc"], abs=1e-9)
+    validation = json.loads(report.read_text())  # HAM10000's part of the validation split
     metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["validation"]["sensitivity"] >= 0.90  # the pooled split the threshold was chosen on
     assert metrics["scored_with"]["views"] == meta["tta_views"]
-    assert metrics["validation"]["sensitivity"] == pytest.approx(validation["sensitivity"], abs=1e-9)
+    for key in ("auc", "sensitivity", "specificity"):
+        assert metrics["validation_by_source"]["ham10000"][key] == pytest.approx(validation[key], abs=1e-9), key
     assert metrics["history"] == json.loads((trained / "metrics.json").read_text())["history"]  # kept
 
     # Another dataset than the model's: refused, and the metadata and metrics left as they were.
     with pytest.raises(CommandError, match="validation images are not in"):
-        call_command("calibrate_model", str(ham.parent / "ph2"), "--model", str(out))
+        call_command("calibrate_model", str(ham), "--model", str(out))  # isic2017's are missing
     assert json.loads((out / "metadata.json").read_text()) == meta
     assert json.loads((out / "metrics.json").read_text()) == metrics
 
@@ -152,12 +160,12 @@ def test_train_model_refuses_an_unknown_folder(tmp_path):
 
 @pytest.fixture(scope="module")
 def imagenet_lower_weights():
-    return Network(network_spec(TrainConfig(dataset="unused"))).lower.get_weights()
+    return Network(network_spec(TrainConfig(datasets=["unused"]))).lower.get_weights()
 
 
 def test_fine_tuning_trains_every_block_from_augmented_images(imagenet_lower_weights):
     """Phase 2: the lower blocks learn too; BatchNormalization stays in inference mode."""
-    config = TrainConfig(dataset="unused", epochs=1, finetune_epochs=1, finetune_learning_rate=1e-3, batch_size=8)
+    config = TrainConfig(datasets=["unused"], epochs=1, finetune_epochs=1, finetune_learning_rate=1e-3, batch_size=8)
     rng = np.random.default_rng(0)
     x = rng.integers(0, 255, (16, 224, 224, 3), dtype=np.uint8)
     y = np.array([0, 1] * 8)
@@ -207,3 +215,86 @@ def test_averaged_weights_stop_after_patience_epochs_without_progress():
     callback = AveragedWeights(x, y, patience=2, log=lambda m: None)
     model.fit(x, onehot(y), batch_size=8, epochs=10, verbose=0, callbacks=[callback])
     assert len(callback.history["loss"]) == 3 and callback.best_epoch == 1
+
+
+def test_each_source_is_split_by_its_own_groups(ham10000_root, datasets_root):
+    """train_model DS [DS ...]: HAM10000's test split stays the ISIC 2018 test set; every other source keeps
+    a held-out test part; patients (isic2020) and lesions never straddle two splits."""
+    from ml.data.datasets import read_dataset
+    from ml.training.trainer import source_of, split_for_training
+
+    roots = [ham10000_root, datasets_root / "isic2020", datasets_root / "isic2017"]
+    if not all(r.is_dir() for r in roots):
+        pytest.skip("the ISIC collections are not in the shared datasets")
+    reports = [read_dataset(r) for r in roots]
+    train, val, test, note = split_for_training(reports, TrainConfig(datasets=[str(r) for r in roots]))
+    assert len(train) + len(val) + len(test) == sum(len(r.samples) for r in reports)
+    parts = {"train": train, "validation": val, "test": test}
+    for source in ("ham10000", "isic2020", "isic2017"):
+        counts = {name: sum(source_of(s) == source for s in part) for name, part in parts.items()}
+        assert all(counts.values()), (source, counts)
+        if source != "ham10000":
+            total = sum(counts.values())
+            assert abs(counts["test"] / total - 0.15) < 0.03 and abs(counts["validation"] / total - 0.15) < 0.03
+    assert {s.source for s in test if source_of(s) == "ham10000"} == {"isic2018_test"}
+    side = {}
+    for name, part in parts.items():
+        for sample in part:
+            assert side.setdefault(sample.group, name) == name, sample.group  # a group on one side only
+    patients = {s.group for s in test if s.source == "isic2020"}
+    assert 5 <= len(patients) <= 30 and any(s.label for s in test if s.source == "isic2020")
+    assert "isic2020: split by group" in note
+
+
+def test_balanced_batches_weigh_each_source_by_the_square_root_of_its_images():
+    from ml.training.batches import balanced_indices, source_weights
+
+    assert source_weights({"big": 400, "small": 25}) == pytest.approx({"big": 0.8, "small": 0.2})
+    y = np.array([0] * 300 + [1] * 400 + [1] * 25)
+    sources = np.array(["big"] * 700 + ["small"] * 25)
+    batches = balanced_indices(y, 32, seed=0, sources=sources)
+    picks = np.concatenate([next(batches) for _ in range(200)])
+    assert (y[picks] == 1).mean() == pytest.approx(0.5)
+    malignant = picks[y[picks] == 1]
+    assert (sources[malignant] == "small").mean() == pytest.approx(0.2, abs=0.02)
+    # without sources, one pool per class, as before
+    assert (y[next(balanced_indices(y, 32, seed=0))] == 1).sum() == 16
+
+
+def test_an_interrupted_run_resumes_from_its_last_epoch(tmp_path, monkeypatch):
+    """--resume DIR: phase 1 and every finished phase-2 epoch are saved; a run killed after epoch 1 goes on
+    from epoch 2 with the same weights, optimizer state and best-so-far record, and ends as a whole run does."""
+    from ml.training import loop
+    from ml.training.checkpoints import Checkpoints
+
+    config = TrainConfig(datasets=["unused"], epochs=1, finetune_epochs=2, finetune_learning_rate=1e-3, batch_size=8,
+                         patience=5, resume=str(tmp_path / "run"))
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (16, 224, 224, 3), dtype=np.uint8)
+    y = np.array([0, 1] * 8)
+    original = loop.SaveEpochs.on_epoch_end
+
+    def killed_after_saving(self, epoch, logs=None):
+        original(self, epoch, logs)
+        raise KeyboardInterrupt  # the session ends here
+
+    monkeypatch.setattr(loop.SaveEpochs, "on_epoch_end", killed_after_saving)
+    with pytest.raises(KeyboardInterrupt):
+        fit_network(config, x, y, x[:4], y[:4], checkpoints=Checkpoints(config.resume, config), log=lambda m: None)
+    saved, state = Checkpoints(config.resume, config).last_epoch()
+    assert state["epochs_done"] == 1 and len(state["history"]["val_auc"]) == 1
+    monkeypatch.setattr(loop.SaveEpochs, "on_epoch_end", original)
+
+    messages = []
+    net, record = fit_network(config, x, y, x[:4], y[:4], checkpoints=Checkpoints(config.resume, config),
+                              log=messages.append)
+    assert any("phase 1 resumed" in m for m in messages) and any("resumed from" in m and "after epoch 1" in m
+                                                                  for m in messages)
+    assert len(record["history"]["val_auc"]) == 1 + 2  # phase 1's epoch, then phase 2's first (saved) and second
+    _, state = Checkpoints(config.resume, config).last_epoch()
+    assert state["epochs_done"] == 2
+    # the optimizer went on counting its steps: 2 epochs of 2 batches
+    assert int(net.model.optimizer.iterations.numpy()) == 4
+    # another recipe in the same folder is refused, not mixed
+    with pytest.raises(ValueError, match="holds a run with other settings \\(finetune_learning_rate\\)"):
+        Checkpoints(config.resume, TrainConfig(**{**config.__dict__, "finetune_learning_rate": 1e-4}))

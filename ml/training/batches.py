@@ -31,22 +31,44 @@ def augmented_views(images: np.ndarray, seed: int) -> np.ndarray:
     return _augmented_batch(np.arange(len(images)), (seed, 0))
 
 
-def balanced_indices(y: np.ndarray, batch_size: int, seed: int):
-    """Endless index batches, half benign and half malignant, each class reshuffled when used up."""
+def source_weights(counts: dict[str, int]) -> dict[str, float]:
+    """Each source's share of a class's picks: proportional to the square root of its images of that class.
+
+    Between drawing every image alike (the largest source, HAM10000, would set the network's idea of a
+    lesion) and drawing every source alike (isic2020's 26 training melanomas would be repeated hundreds of
+    times an epoch): a source with four times the images gets twice the picks."""
+    roots = {source: np.sqrt(n) for source, n in counts.items() if n > 0}
+    total = sum(roots.values())
+    return {source: float(root / total) for source, root in roots.items()}
+
+
+def balanced_indices(y: np.ndarray, batch_size: int, seed: int, sources: np.ndarray | None = None):
+    """Endless index batches, half benign and half malignant. Within a class, each source's pool is
+    reshuffled when used up, and with several sources each pick draws its source first
+    (source_weights), so that one source does not drown the others."""
     rng = np.random.default_rng(seed)
-    pools = [np.flatnonzero(y == c) for c in (0, 1)]
-    orders, positions = [rng.permutation(p) for p in pools], [0, 0]
+    sources = np.zeros(len(y), dtype=int) if sources is None else np.asarray(sources)
+    pools = {}
+    for c in (0, 1):
+        for source in sorted(set(sources[y == c].tolist())):
+            pools[c, source] = np.flatnonzero((y == c) & (sources == source))
+    weights = {c: source_weights({s: len(p) for (cc, s), p in pools.items() if cc == c}) for c in (0, 1)}
+    orders = {key: rng.permutation(pool) for key, pool in pools.items()}
+    positions = dict.fromkeys(pools, 0)
+
+    def take(key) -> int:
+        if positions[key] == len(orders[key]):
+            orders[key], positions[key] = rng.permutation(pools[key]), 0
+        positions[key] += 1
+        return int(orders[key][positions[key] - 1])
+
     while True:
         picks = []
         for c, n in ((0, batch_size // 2), (1, batch_size - batch_size // 2)):
-            take: list[int] = []
-            while len(take) < n:
-                if positions[c] == len(orders[c]):
-                    orders[c], positions[c] = rng.permutation(pools[c]), 0
-                k = min(n - len(take), len(orders[c]) - positions[c])
-                take.extend(orders[c][positions[c]:positions[c] + k])
-                positions[c] += k
-            picks.extend(take)
+            names = list(weights[c])
+            chosen = rng.choice(len(names), size=n, p=[weights[c][name] for name in names]) if len(names) > 1 \
+                else np.zeros(n, dtype=int)
+            picks.extend(take((c, names[i])) for i in chosen)
         yield rng.permutation(np.array(picks))
 
 
@@ -64,9 +86,9 @@ class AugmentedBatches:
     """Iterating yields (images float32 0..255, one-hot labels): balanced batches, every image
     augmented afresh, computed a few batches ahead by an augmentation_pool (or, without one, here)."""
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, pool=None):
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, pool=None, sources=None):
         self.y, self.eye, self.pool = y, np.eye(2, dtype=np.float32), pool
-        self.indices, self.seed = balanced_indices(y, batch_size, seed), seed
+        self.indices, self.seed = balanced_indices(y, batch_size, seed, sources), seed
         self.ahead = 2 * pool._processes if pool is not None else 1
         if pool is None:
             _set_pool_images(x)

@@ -63,7 +63,8 @@ def training_prior(meta: dict[str, Any]) -> float:
 def calibrate_and_report(model_dir, y_val: np.ndarray, val_images, train_prior: float, *, fitted_by: str,
                          y_test: np.ndarray | None = None, test_images=None, results: dict[str, Any] | None = None,
                          history: dict[str, list[float]] | None = None, phases: list[int] | None = None,
-                         log: Callable[[str], None] = print, close_calls: bool = True) -> dict[str, Any]:
+                         log: Callable[[str], None] = print, close_calls: bool = True,
+                         val_sources=None, test_sources=None) -> dict[str, Any]:
     """Score the validation (and test) split with the saved model as served, fit calibration and
     thresholds on validation alone, record them in metadata.json, and write metrics.json and the
     plots from those same served scores. The test split is scored, never used to choose.
@@ -143,10 +144,14 @@ def calibrate_and_report(model_dir, y_val: np.ndarray, val_images, train_prior: 
         "validation": evaluation.metrics(y_val, p_val, threshold, uncertain_threshold=uncertain),
         "validation_uncalibrated_ece": evaluation.expected_calibration_error(y_val, raw_val),
     })
+    if val_sources is not None and len(set(val_sources)) > 1:
+        results["validation_by_source"] = _by_source(y_val, p_val, val_sources, threshold, uncertain)
     plots.plot_evaluation(y_val, p_val, threshold, model_dir, prefix="validation_", title="(validation)")
     if y_test is not None and len(y_test) and 0 < int(np.sum(y_test)) < len(y_test):
         p_test = served_orientations(loaded, test_images, orientations=tta.IDENTITY)[0][:, 0]
         results["test"] = evaluation.metrics(y_test, p_test, threshold, uncertain_threshold=uncertain)
+        if test_sources is not None and len(set(test_sources)) > 1:
+            results["test_by_source"] = _by_source(y_test, p_test, test_sources, threshold, uncertain)
         plots.plot_evaluation(y_test, p_test, threshold, model_dir, prefix="test_", title="(test)")
     if history:
         results["history"] = history
@@ -163,3 +168,16 @@ def calibrate_and_report(model_dir, y_val: np.ndarray, val_images, train_prior: 
            if tta.CLOSE_CALL_KEY in meta else ""))
     log(evaluation.format_table({k: results[k] for k in ("validation", "test") if k in results}))
     return results
+
+
+def _by_source(y, p, sources, threshold: float, uncertain: float | None) -> dict[str, Any]:
+    """The split's figures for each source apart (metrics where both classes are there, else counts)."""
+    y, p, sources = np.asarray(y), np.asarray(p), np.asarray(sources)
+    out = {}
+    for source in sorted(set(sources.tolist())):
+        mask = sources == source
+        if 0 < int(y[mask].sum()) < int(mask.sum()):
+            out[source] = evaluation.metrics(y[mask], p[mask], threshold, uncertain_threshold=uncertain)
+        else:
+            out[source] = {"n": int(mask.sum()), "n_malignant": int(y[mask].sum())}
+    return out

@@ -11,8 +11,9 @@ from dataclasses import dataclass, fields
 
 @dataclass
 class TrainConfig:
-    dataset: str
-    format: str | None = None
+    # One or more dataset folders (HAM10000, PH2, labels.csv manifests...), each split by its own groups.
+    datasets: list[str]
+    format: str | None = None  # one format for every folder; None detects each
     output: str = "ml/artifacts/model"
     backbone: str = "efficientnet-lite0"
     # Lite0's stride-2 padding (ml.model.backbone.PADDINGS): "tf" is the checkpoint's own.
@@ -38,10 +39,11 @@ class TrainConfig:
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     seed: int = 42  # the split, the views and phase 1
-    limit: int | None = None  # a stratified subset of this many images, for quick runs and tests
+    limit: int | None = None  # a stratified subset of this many images of each dataset, for quick runs and tests
     atypical_is_malignant: bool = False  # PH2: count atypical nevi as needing a doctor
     cache_dir: str | None = None
     workers: int | None = None  # augmentation processes; None = the CPUs but one, 0 = in this process
+    resume: str | None = None  # a folder for per-epoch checkpoints, resumed from where it holds some
 
     @property
     def phase2_seed(self) -> int:
@@ -50,4 +52,4 @@ class TrainConfig:
 
 def defaults() -> dict:
     """Each setting's default (the shipped recipe), for commands that describe a model."""
-    return {f.name: f.default for f in fields(TrainConfig) if f.name != "dataset"}
+    return {f.name: f.default for f in fields(TrainConfig) if f.name != "datasets"}

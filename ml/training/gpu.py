@@ -22,28 +22,30 @@ from ml.model.network import Network
 from ml.training.config import TrainConfig
 from ml.training.loop import network_spec
 from ml.training.remote import MANIFEST, RUN, WEIGHTS, BundleError
-from ml.training.trainer import finish_artifact, split_for_training
+from ml.training.trainer import finish_artifact, source_of, split_for_training
 
 Log = Callable[[str], None]
 
 
-def prepare_bundle(dataset, output, seed: int = 42, parts: int = 2, data_format: str | None = None,
+def prepare_bundle(datasets, output, seed: int = 42, parts: int = 2, data_format: str | None = None,
                    limit: int | None = None, log: Log = print) -> dict[str, Any]:
     """manifest.json and the training and validation images, copied into `parts` folders
     (limit: train_model's --limit, a stratified subset, for quick runs and tests)."""
-    config = TrainConfig(dataset=str(dataset), format=data_format, seed=seed, limit=limit)
-    report = read_dataset(dataset, data_format)
-    train, val, test, note = split_for_training(report, config)
+    datasets = [str(d) for d in datasets]
+    config = TrainConfig(datasets=datasets, format=data_format, seed=seed, limit=limit)
+    reports = [read_dataset(d, data_format) for d in datasets]
+    train, val, test, note = split_for_training(reports, config)
     names = [s.path.name for s in train + val]
     if len(set(names)) != len(names):
-        raise BundleError(f"{dataset}: two images share a file name; the bundle keys images by name")
+        raise BundleError(f"{', '.join(datasets)}: two images share a file name; the bundle keys images by name")
     output = Path(output)
     if output.exists():
         shutil.rmtree(output)
     output.mkdir(parents=True)
     manifest = {
-        "dataset": str(dataset), "format": report.format, "seed": seed, "limit": limit, "split": note,
+        "datasets": datasets, "format": data_format, "seed": seed, "limit": limit, "split": note,
         "train": [[s.path.name, int(s.label)] for s in train],
+        "train_sources": [source_of(s) for s in train],
         "validation": [[s.path.name, int(s.label)] for s in val],
         "test": sorted(s.path.name for s in test),
         "parts": [f"part{i + 1}" for i in range(parts)],
@@ -59,7 +61,7 @@ def prepare_bundle(dataset, output, seed: int = 42, parts: int = 2, data_format:
     return manifest
 
 
-def import_run(run_dir, dataset, output, data_format: str | None = None, log: Log = print) -> dict[str, Any]:
+def import_run(run_dir, datasets, output, data_format: str | None = None, log: Log = print) -> dict[str, Any]:
     """A served model folder from a GPU run, finished as train_model finishes its own."""
     run_dir, output = Path(run_dir), Path(output)
     if not (run_dir / RUN).is_file() or not (run_dir / WEIGHTS).is_file():
@@ -68,16 +70,17 @@ def import_run(run_dir, dataset, output, data_format: str | None = None, log: Lo
     summary = json.loads((run_dir / RUN).read_text())
     manifest = summary["manifest"]
     # The split's settings are the bundle's: the run is checked against the split they make here.
-    config = TrainConfig(**{**summary["config"], "dataset": str(dataset), "format": data_format, "output": str(output),
+    datasets = [str(d) for d in datasets]
+    config = TrainConfig(**{**summary["config"], "datasets": datasets, "format": data_format, "output": str(output),
                             "seed": manifest["seed"], "limit": manifest.get("limit")})
-    report = read_dataset(dataset, data_format)
-    splits = split_for_training(report, config)
+    reports = [read_dataset(d, data_format) for d in datasets]
+    splits = split_for_training(reports, config)
     train, val, test, _ = splits
     if ([[s.path.name, int(s.label)] for s in train] != manifest["train"]
             or [[s.path.name, int(s.label)] for s in val] != manifest["validation"]
             or sorted(s.path.name for s in test) != manifest["test"]):
-        raise BundleError(f"{dataset} does not split into the run's training, validation and test images: "
-                          "was the run trained on this dataset?")
+        raise BundleError(f"{', '.join(datasets)} do not split into the run's training, validation and test images: "
+                          "was the run trained on these datasets?")
     net = Network(network_spec(config))
     with np.load(run_dir / WEIGHTS) as stored:
         weights = [stored[f"arr_{i}"] for i in range(len(stored.files))]
@@ -88,6 +91,6 @@ def import_run(run_dir, dataset, output, data_format: str | None = None, log: Lo
     log(f"imported {run_dir}: {summary['record']['phases']}, {summary['machine']}, {summary['seconds']:.0f} s")
     trained_on = f"{summary['machine']} (ml/gpu_train.sh)"
     record = {**summary["record"], "seconds": {**summary["record"]["seconds"], "total": summary["seconds"]}}
-    return finish_artifact(output, net.model, record, config, report, splits,
-                           fitted_by=f"manage.py import_model {run_dir} --dataset {dataset}",
+    return finish_artifact(output, net.model, record, config, reports, splits,
+                           fitted_by=f"manage.py import_model {run_dir} --dataset {' '.join(datasets)}",
                            trained_on=trained_on, log=log)

@@ -27,6 +27,7 @@ import numpy as np
 from ml.model.network import Network, NetworkSpec
 from ml.reporting.metrics import log_loss, roc_auc
 from ml.training.batches import AugmentedBatches, augmented_views
+from ml.training.checkpoints import Checkpoints
 from ml.training.config import TrainConfig
 
 Log = Callable[[str], None]
@@ -99,18 +100,115 @@ class AveragedWeights(keras.callbacks.Callback):
         if self.best_weights is not None:
             self.model.set_weights(self.best_weights)
 
+    def state(self) -> dict[str, Any]:
+        return {"best_auc": float(self.best_auc), "best_epoch": self.best_epoch, "wait": self.wait,
+                "history": self.history}
+
+    def restore(self, state: dict[str, Any], best_weights) -> None:
+        self.best_auc, self.best_epoch, self.wait = state["best_auc"], state["best_epoch"], state["wait"]
+        self.history, self.best_weights = state["history"], best_weights or None
+
+
+class SaveEpochs(keras.callbacks.Callback):
+    """After AveragedWeights has scored an epoch: the weights, the optimizer's variables and the
+    best-so-far record, into the run's checkpoints (ml.training.checkpoints)."""
+
+    def __init__(self, checkpoints: Checkpoints, averaged: AveragedWeights):
+        super().__init__()
+        self.checkpoints, self.averaged = checkpoints, averaged
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.checkpoints.save_epoch(self.model.get_weights(), [keras.ops.convert_to_numpy(v) for v in self.model.optimizer.variables],
+                                    self.averaged.best_weights, {**self.averaged.state(), "epochs_done": epoch + 1})
+
 
 def fit_network(config: TrainConfig, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
-                y_val: np.ndarray, *, pool=None, log: Log = print) -> tuple[Network, dict[str, Any]]:
+                y_val: np.ndarray, *, sources=None, pool=None, checkpoints: Checkpoints | None = None,
+                log: Log = print) -> tuple[Network, dict[str, Any]]:
     """Train the network on uint8 images (N, 224, 224, 3); returns it (its weights the kept ones) and a
     record: history, both phases' validation AUC, which phase was kept, the training prior that
-    calibration undoes, the views and the seconds each phase took."""
+    calibration undoes, the views and the seconds each phase took. sources: each training image's
+    source, where there are several (phase 2's batches weigh them, ml.training.batches). checkpoints: where
+    each finished phase and epoch is saved, and resumed from."""
     keras.utils.set_random_seed(config.seed)
     net = Network(network_spec(config))
     net.freeze_backbone()
     started = time.time()
 
     # Phase 1: the head on the frozen backbone's pooled features of balanced views.
+    done = checkpoints.phase1() if checkpoints else None
+    if done is not None:
+        phase1_weights, p1 = done
+        net.model.set_weights(phase1_weights)
+        log(f"phase 1 resumed from {checkpoints.folder}: validation AUC {p1['auc']:.4f}")
+    else:
+        p1 = _phase1(net, config, x_train, y_train, x_val, y_val, started, log)
+        phase1_weights = net.model.get_weights()
+        if checkpoints:
+            checkpoints.save_phase1(phase1_weights, p1)
+    history = {k: list(v) for k, v in p1["history"].items()}
+    phase1_auc = p1["auc"]
+
+    # Phase 2: every block, balanced batches augmented afresh, averaged weights validated.
+    phase2_started = time.time()
+    phase2_auc = None
+    if config.finetune_epochs > 0:
+        keras.utils.set_random_seed(config.phase2_seed)
+        net.unfreeze_backbone()
+        steps = max(1, len(y_train) // config.batch_size)
+        schedule = keras.optimizers.schedules.CosineDecay(config.finetune_learning_rate,
+                                                          steps * config.finetune_epochs, alpha=0.05)
+        optimizer = keras.optimizers.Adam(schedule, use_ema=True, ema_momentum=1.0 - 1.0 / steps)
+        net.model.compile(optimizer, "binary_crossentropy", metrics=["accuracy"])
+        log(f"phase 2: every block trainable, {steps} balanced batches an epoch, Adam "
+            f"{config.finetune_learning_rate:g} with cosine decay, up to {config.finetune_epochs} epochs, "
+            f"patience {config.patience}")
+        averaged = AveragedWeights(x_val, y_val, config.patience, log)
+        callbacks: list = [averaged]
+        epochs_done = 0
+        last = checkpoints.last_epoch() if checkpoints else None
+        if last is not None:
+            arrays, state = last
+            optimizer.build(net.model.trainable_variables)
+            for variable, value in zip(optimizer.variables, arrays["optimizer"]):
+                variable.assign(value)
+            net.model.set_weights(arrays["weights"])
+            averaged.restore(state, arrays["best"])
+            epochs_done = state["epochs_done"]
+            log(f"phase 2 resumed from {checkpoints.folder} after epoch {epochs_done} "
+                f"(best validation AUC {averaged.best_auc:.4f}, epoch {averaged.best_epoch})")
+        if checkpoints:
+            callbacks.append(SaveEpochs(checkpoints, averaged))
+        # A resumed run draws fresh batches (another seed) rather than the first epochs' again.
+        batches = AugmentedBatches(x_train, y_train, config.batch_size, config.phase2_seed + 1000 * epochs_done,
+                                   pool=pool, sources=sources)
+        if epochs_done < config.finetune_epochs and averaged.wait < config.patience:
+            net.model.fit(batches.generator(), steps_per_epoch=steps, epochs=config.finetune_epochs,
+                          initial_epoch=epochs_done, shuffle=False, verbose=_verbose(), callbacks=callbacks)
+        elif averaged.best_weights is not None:
+            net.model.set_weights(averaged.best_weights)
+        phase2_auc = float(averaged.best_auc)
+        for k, v in averaged.history.items():
+            history.setdefault(k, []).extend(v)
+        if phase2_auc < phase1_auc:
+            log("fine-tuning did not beat the frozen backbone on validation: keeping phase 1's weights")
+            net.model.set_weights(phase1_weights)
+    kept = "finetuned" if phase2_auc is not None and phase2_auc >= phase1_auc else "frozen"
+    record = {
+        "history": history,
+        "phases": {"validation_auc_frozen": phase1_auc, "validation_auc_finetuned": phase2_auc, "kept": kept,
+                   "phase1_epochs": config.epochs},
+        # The malignant share the kept weights were trained on, which calibration undoes.
+        "train_prior": 0.5 if kept == "finetuned" else p1["views"]["n_malignant"] / p1["views"]["n"],
+        "training_views": p1["views"],
+        "seconds": {**p1["seconds"], "phase2_finetune": round(time.time() - phase2_started, 1),
+                    "total": round(time.time() - started, 1)},
+    }
+    return net, record
+
+
+def _phase1(net: Network, config: TrainConfig, x_train, y_train, x_val, y_val, started: float, log: Log):
+    """Phase 1; returns its record (validation AUC, history, views, seconds)."""
     benign_views, malignant_views = view_counts(y_train, config.benign_views, config.max_views)
     log(f"phase 1: {benign_views} views per benign image, {malignant_views} per malignant image (view 1 unaugmented)")
     f_parts, l_parts = [], []
@@ -127,47 +225,10 @@ def fit_network(config: TrainConfig, x_train: np.ndarray, y_train: np.ndarray, x
     net.head.compile(keras.optimizers.Adam(config.learning_rate), "binary_crossentropy", metrics=["accuracy", auc])
     h1 = net.head.fit(f_train, onehot(labels_train), validation_data=(f_val, onehot(y_val)), epochs=config.epochs,
                       batch_size=config.batch_size, shuffle=True, verbose=_verbose())
-    history = {k: [float(x) for x in v] for k, v in h1.history.items()}
-    phase1_auc = roc_auc(y_val, net.head.predict(f_val, verbose=0)[:, 1])
-    phase1_weights = net.model.get_weights()
-    phase1_seconds = time.time() - started
-    log(f"phase 1 (frozen backbone, {len(f_train)} views): validation AUC {phase1_auc:.4f}")
-
-    # Phase 2: every block, balanced batches augmented afresh, averaged weights validated.
-    phase2_auc = None
-    if config.finetune_epochs > 0:
-        keras.utils.set_random_seed(config.phase2_seed)
-        net.unfreeze_backbone()
-        steps = max(1, len(y_train) // config.batch_size)
-        schedule = keras.optimizers.schedules.CosineDecay(config.finetune_learning_rate,
-                                                          steps * config.finetune_epochs, alpha=0.05)
-        optimizer = keras.optimizers.Adam(schedule, use_ema=True, ema_momentum=1.0 - 1.0 / steps)
-        net.model.compile(optimizer, "binary_crossentropy", metrics=["accuracy"])
-        log(f"phase 2: every block trainable, {steps} balanced batches an epoch, Adam "
-            f"{config.finetune_learning_rate:g} with cosine decay, up to {config.finetune_epochs} epochs, "
-            f"patience {config.patience}")
-        batches = AugmentedBatches(x_train, y_train, config.batch_size, config.phase2_seed, pool=pool)
-        averaged = AveragedWeights(x_val, y_val, config.patience, log)
-        net.model.fit(batches.generator(), steps_per_epoch=steps, epochs=config.finetune_epochs,
-                      shuffle=False, verbose=_verbose(), callbacks=[averaged])
-        phase2_auc = float(averaged.best_auc)
-        for k, v in averaged.history.items():
-            history.setdefault(k, []).extend(v)
-        if phase2_auc < phase1_auc:
-            log("fine-tuning did not beat the frozen backbone on validation: keeping phase 1's weights")
-            net.model.set_weights(phase1_weights)
-    kept = "finetuned" if phase2_auc is not None and phase2_auc >= phase1_auc else "frozen"
-    record = {
-        "history": history,
-        "phases": {"validation_auc_frozen": phase1_auc, "validation_auc_finetuned": phase2_auc, "kept": kept,
-                   "phase1_epochs": config.epochs},
-        # The malignant share the kept weights were trained on, which calibration undoes.
-        "train_prior": 0.5 if kept == "finetuned" else float(labels_train.mean()),
-        "training_views": {"n": int(len(labels_train)), "n_malignant": int(labels_train.sum()),
-                           "benign_views": benign_views, "malignant_views": malignant_views},
-        "seconds": {"cache_features": round(features_seconds, 1),
-                    "phase1_head": round(phase1_seconds - features_seconds, 1),
-                    "phase2_finetune": round(time.time() - started - phase1_seconds, 1),
-                    "total": round(time.time() - started, 1)},
-    }
-    return net, record
+    auc_value = roc_auc(y_val, net.head.predict(f_val, verbose=0)[:, 1])
+    log(f"phase 1 (frozen backbone, {len(f_train)} views): validation AUC {auc_value:.4f}")
+    return {"auc": auc_value, "history": {k: [float(x) for x in v] for k, v in h1.history.items()},
+            "views": {"n": int(len(labels_train)), "n_malignant": int(labels_train.sum()),
+                      "benign_views": benign_views, "malignant_views": malignant_views},
+            "seconds": {"cache_features": round(features_seconds, 1),
+                        "phase1_head": round(time.time() - started - features_seconds, 1)}}

@@ -68,7 +68,7 @@ def config_for(manifest: dict[str, Any], overrides: dict[str, Any]) -> TrainConf
     unknown = sorted(set(overrides) - set(OVERRIDABLE))
     if unknown:
         raise BundleError(f"cannot change {', '.join(unknown)} on the GPU machine (only {', '.join(OVERRIDABLE)})")
-    return TrainConfig(dataset=manifest["dataset"], format=manifest.get("format"), seed=manifest["seed"],
+    return TrainConfig(datasets=manifest["datasets"], format=manifest.get("format"), seed=manifest["seed"],
                        limit=manifest.get("limit"), **overrides)
 
 
@@ -89,7 +89,8 @@ def run(bundles, output, overrides: dict[str, Any], weights: str | None = None, 
 
         from ml.training.loop import fit_network
 
-        net, record = fit_network(config, x_train, y_train, x_val, y_val, pool=pool, log=log)
+        sources = np.array(manifest.get("train_sources") or ["one"] * len(y_train))
+        net, record = fit_network(config, x_train, y_train, x_val, y_val, sources=sources, pool=pool, log=log)
     finally:
         if pool is not None:
             pool.terminate()

@@ -34,6 +34,7 @@ from ml.preprocessing import preprocess_uint8
 from ml.reporting import metrics
 from ml.training.batches import augmentation_pool
 from ml.training.calibration import calibrate_and_report
+from ml.training.checkpoints import Checkpoints
 from ml.training.config import TrainConfig
 from ml.training.export import compress_keras_file, export_litert
 from ml.training.gate_fitting import fit_for_model
@@ -93,22 +94,40 @@ def subsample(samples, n: int, seed: int = 42):
     return [s for s in samples if id(s) in keep]
 
 
-def split_for_training(report, config: TrainConfig):
-    """train / validation / test samples. For HAM10000 with the ISIC 2018 test images, the
-    challenge's own test set is the test split and HAM10000 is split grouped by lesion."""
-    samples = list(report.samples)
-    if config.limit:
-        samples = subsample(samples, config.limit, seed=config.seed)
+def split_source(samples, config: TrainConfig, seed: int):
+    """One source's train / validation / test samples and a note. HAM10000 with the ISIC 2018 test images:
+    the challenge's own test set is the test split, and HAM10000 is split by lesion into train/validation.
+    Any other source: split by its groups (lesion or patient), seeded and stratified, with a held-out test
+    part that nothing chooses on."""
     official_test = [s for s in samples if s.source == "isic2018_test"]
     if official_test and len(official_test) < len(samples):
         rest = [s for s in samples if s.source != "isic2018_test"]
         val_share = config.val_fraction / (1 - config.test_fraction)
-        train, val, _ = split_samples(rest, (1 - val_share, val_share, 0.0), seed=config.seed)
-        return train, val, official_test, "test = the ISIC 2018 Task 3 test set; HAM10000 split by lesion_id into train/validation"
+        train, val, _ = split_samples(rest, (1 - val_share, val_share, 0.0), seed=seed)
+        return train, val, official_test, "test = the ISIC 2018 Task 3 test set, the rest split by lesion"
     train, val, test = split_samples(
-        samples, (1 - config.val_fraction - config.test_fraction, config.val_fraction, config.test_fraction),
-        seed=config.seed)
-    return train, val, test, "stratified, grouped split"
+        samples, (1 - config.val_fraction - config.test_fraction, config.val_fraction, config.test_fraction), seed=seed)
+    return train, val, test, "split by group (lesion or patient), stratified"
+
+
+def split_for_training(reports, config: TrainConfig):
+    """(train, validation, test, note): each dataset split by its own groups (split_source), then pooled.
+    With --limit, a stratified subset of that many images of each dataset."""
+    parts, notes = ([], [], []), []
+    for report in reports:
+        samples = list(report.samples)
+        if config.limit:
+            samples = subsample(samples, config.limit, seed=config.seed)
+        split = split_source(samples, config, config.seed)
+        for pooled, part in zip(parts, split[:3]):
+            pooled.extend(part)
+        notes.append(f"{report.root.name}: {split[3]}")
+    return parts[0], parts[1], parts[2], "; ".join(notes)
+
+
+def source_of(sample) -> str:
+    """The source a figure is reported under: HAM10000's own images and its ISIC 2018 test set are one."""
+    return "ham10000" if sample.source == "isic2018_test" else sample.source
 
 
 def new_model_metadata(backbone: str) -> dict[str, Any]:
@@ -133,33 +152,45 @@ def save_artifact(output: Path, model, metadata: dict[str, Any], train_s, val_s,
     model.save(output / MODEL_FILENAME)
     compress_keras_file(output / MODEL_FILENAME)
     write_metadata(output, metadata)
-    splits = {"validation": sorted(str(s.path.name) for s in val_s), "test": sorted(str(s.path.name) for s in test_s)}
+    splits = {"validation": sorted(str(s.path.name) for s in val_s), "test": sorted(str(s.path.name) for s in test_s),
+              # each held-out image's source, for figures per source
+              "sources": {name: {s.path.name: source_of(s) for s in part} for name, part in (("validation", val_s),
+                                                                                          ("test", test_s))}}
     (output / SPLITS_FILENAME).write_text(json.dumps(splits))
     fit_for_model(output, [s.path for s in train_s], [s.path for s in val_s], log=log)
     export_litert(output, log=log)
 
 
-def finish_artifact(output: Path, model, record: dict[str, Any], config: TrainConfig, report, splits,
+def finish_artifact(output: Path, model, record: dict[str, Any], config: TrainConfig, reports, splits,
                     *, fitted_by: str, trained_on: str, log: Log = print) -> dict[str, Any]:
     """Everything after the weights, the same for train_model and import_model: save, gate, export,
     calibrate on validation as served, score the test split once, write metrics.json."""
     train_s, val_s, test_s, split_note = splits
     y = {name: np.array([s.label for s in part]) for name, part in (("train", train_s), ("validation", val_s),
                                                                     ("test", test_s))}
+    by_source = {}
+    for name, part in (("train", train_s), ("validation", val_s), ("test", test_s)):
+        for sample in part:
+            counts = by_source.setdefault(source_of(sample), {}).setdefault(name, {"n": 0, "n_malignant": 0})
+            counts["n"] += 1
+            counts["n_malignant"] += int(sample.label)
     metadata = {
         **new_model_metadata(config.backbone),
         "data": {
-            "dataset": str(config.dataset), "format": report.format, "split": split_note, "seed": config.seed,
+            "datasets": [str(d) for d in config.datasets], "formats": [r.format for r in reports],
+            "split": split_note, "seed": config.seed,
             **{name: {"n": len(v), "n_malignant": int(v.sum())} for name, v in y.items()},
+            "by_source": by_source,
             "training_views": {**record["training_views"], "prior": record["train_prior"]},
         },
-        "training": {k: v for k, v in asdict(config).items() if k not in ("output", "cache_dir", "workers")},
+        "training": {k: v for k, v in asdict(config).items() if k not in ("output", "cache_dir", "workers", "resume")},
         "trained_on": trained_on,
     }
     save_artifact(output, model, metadata, train_s, val_s, test_s, log=log)
     results = calibrate_and_report(
         output, y["validation"], [s.path for s in val_s], record["train_prior"], fitted_by=fitted_by,
         y_test=y["test"], test_images=[s.path for s in test_s],
+        val_sources=[source_of(s) for s in val_s], test_sources=[source_of(s) for s in test_s],
         results={"phases": record["phases"]}, history=record["history"],
         phases=[config.epochs] if config.finetune_epochs else None, log=log)
     results["timing_seconds"] = {**record["seconds"], "machine": trained_on}
@@ -171,9 +202,11 @@ def train(config: TrainConfig, log: Log = print) -> dict[str, Any]:
     started = time.time()
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
-    report = read_dataset(config.dataset, config.format, atypical_is_malignant=config.atypical_is_malignant)
-    log(report.summary())
-    splits = split_for_training(report, config)
+    reports = [read_dataset(d, config.format, atypical_is_malignant=config.atypical_is_malignant)
+               for d in config.datasets]
+    for report in reports:
+        log(report.summary())
+    splits = split_for_training(reports, config)
     train_s, val_s, test_s, split_note = splits
     y_train = np.array([s.label for s in train_s])
     y_val = np.array([s.label for s in val_s])
@@ -187,12 +220,15 @@ def train(config: TrainConfig, log: Log = print) -> dict[str, Any]:
     x_val = load_images([s.path for s in val_s], cache=cache, log=log)
     pool = augmentation_pool(x_train, config.workers) if config.workers else None
     try:
-        net, record = fit_network(config, x_train, y_train, x_val, y_val, pool=pool, log=log)
+        sources = np.array([source_of(s) for s in train_s])
+        checkpoints = Checkpoints(config.resume, config) if config.resume else None
+        net, record = fit_network(config, x_train, y_train, x_val, y_val, sources=sources, pool=pool,
+                                  checkpoints=checkpoints, log=log)
     finally:
         if pool is not None:
             pool.terminate()
     record["seconds"]["total"] = round(time.time() - started, 1)  # with reading and decoding the images
-    results = finish_artifact(output, net.model, record, config, report, splits, fitted_by="manage.py train_model",
+    results = finish_artifact(output, net.model, record, config, reports, splits, fitted_by="manage.py train_model",
                               trained_on=machine_description(), log=log)
     log(f"wrote {output} in {(time.time() - started) / 60:.1f} min")
     return results

@@ -13,6 +13,7 @@ from ml.data.datasets import FORMATS
 from ml.data.splits import held_out, recorded_splits
 from ml.serving import tta
 from ml.serving.classifier import ModelUnavailable, reset
+from ml.training.trainer import source_of
 from ml.training.calibration import calibrate_and_report, training_prior
 
 
@@ -24,7 +25,7 @@ class Command(BaseCommand):
             "choose). Run it on the dataset the model was trained on.")
 
     def add_arguments(self, parser):
-        parser.add_argument("dataset", help="the dataset the model was trained on")
+        parser.add_argument("datasets", nargs="+", metavar="DATASET", help="the dataset(s) the model was trained on")
         parser.add_argument("--format", choices=FORMATS, help="override the detected dataset format")
         parser.add_argument("--model", help="model artifact folder (default: SKINCARE_MODEL_DIR)")
         parser.add_argument("--views", choices=["all", "close-calls", "none"], default="all",
@@ -50,13 +51,13 @@ class Command(BaseCommand):
         except ValueError as exc:
             raise CommandError(f"{meta_file}: {exc}") from exc
         try:
-            report = read_dataset(o["dataset"], o["format"])
+            samples = [s for d in o["datasets"] for s in read_dataset(d, o["format"]).samples]
         except DatasetError as exc:
             raise CommandError(str(exc)) from exc
-        _, val, test = held_out(report.samples, held)
+        _, val, test = held_out(samples, held)
         if len(val) != len(held["validation"]):
             raise CommandError(f"{len(held['validation']) - len(val)} of the model's {len(held['validation'])} "
-                               f"validation images are not in {o['dataset']}: is it the dataset the model was trained on?")
+                               f"validation images are not in {', '.join(o['datasets'])}: are these the datasets the model was trained on?")
         y_val, y_test = np.array([s.label for s in val]), np.array([s.label for s in test])
         before_auc = meta.get("calibration_fit", {}).get("validation_auc")
 
@@ -69,10 +70,11 @@ class Command(BaseCommand):
             reset()
             results = calibrate_and_report(
                 model_dir, y_val, [s.path for s in val], prior,
-                fitted_by=f"manage.py calibrate_model {o['dataset']} --views {o['views']}",
+                fitted_by=f"manage.py calibrate_model {' '.join(o['datasets'])} --views {o['views']}",
                 y_test=y_test, test_images=[s.path for s in test],
+                val_sources=[source_of(s) for s in val], test_sources=[source_of(s) for s in test],
                 results={k: v for k, v in json.loads(metrics_text or "{}").items()
-                         if k not in ("validation", "test", "scored_with")},
+                         if k not in ("validation", "test", "scored_with", "validation_by_source", "test_by_source")},
                 log=self.stdout.write, close_calls=o["views"] == "close-calls")
         except BaseException as exc:  # the metadata and metrics as they were, whatever stopped the scoring
             meta_file.write_text(meta_text)

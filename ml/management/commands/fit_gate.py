@@ -15,7 +15,7 @@ class Command(BaseCommand):
             "it was trained on; the distance limit is chosen on its validation split (splits.json).")
 
     def add_arguments(self, parser):
-        parser.add_argument("dataset", help="the dataset the model was trained on")
+        parser.add_argument("datasets", nargs="+", metavar="DATASET", help="the dataset(s) the model was trained on")
         parser.add_argument("--format", help="override the detected dataset format")
         parser.add_argument("--model", help="model artifact folder (default: SKINCARE_MODEL_DIR)")
 
@@ -26,7 +26,7 @@ class Command(BaseCommand):
         except FileNotFoundError as exc:
             raise CommandError(f"{exc}; the gate needs to know which images were held out") from exc
         try:
-            samples = read_dataset(o["dataset"], o["format"]).samples
+            samples = [s for d in o["datasets"] for s in read_dataset(d, o["format"]).samples]
         except DatasetError as exc:
             raise CommandError(str(exc)) from exc
         train, val, _ = ([s.path for s in part] for part in held_out(samples, held))

