@@ -45,31 +45,29 @@ def _image(field, width_mm: float = PHOTO_MM) -> Image | None:
 
 
 def _body_map(lesion: Lesion) -> Drawing:
-    """The front and back outlines, with the lesion's pin in red."""
-    scale = 0.35
-    gap = 10
-    drawing = Drawing((bodymap.WIDTH * 2 + gap) * scale, (bodymap.HEIGHT + 12) * scale)
+    """The front and back outlines, labelled underneath, with the lesion's pin in red."""
+    scale, gap, below = 0.45, 14, 24  # points per outline unit; units between and under the outlines
+    drawing = Drawing((bodymap.WIDTH * 2 + gap) * scale, (bodymap.HEIGHT + below) * scale)
+    outline = {"fillColor": colors.HexColor("#eef1f5"), "strokeColor": colors.HexColor("#7a8496"), "strokeWidth": 0.4}
     for index, (view, parts) in enumerate(bodymap.PARTS.items()):
         left = index * (bodymap.WIDTH + gap)
 
-        def point(x, y):  # SVG's y runs down, the PDF's up
-            return (left + x) * scale, (bodymap.HEIGHT - y) * scale
+        def point(x, y):  # the outline's y runs down, the PDF's up
+            return (left + x) * scale, (bodymap.HEIGHT + below - y) * scale
 
         for part in parts:
             if part.shape == "ellipse":
                 cx, cy = point(part.x, part.y)
-                drawing.add(Ellipse(cx, cy, part.w * scale, part.h * scale, fillColor=colors.HexColor("#eef1f5"),
-                                    strokeColor=colors.HexColor("#7a8496"), strokeWidth=0.4))
+                drawing.add(Ellipse(cx, cy, part.w * scale, part.h * scale, **outline))
             else:
                 x, y = point(part.x, part.y + part.h)
-                drawing.add(Rect(x, y, part.w * scale, part.h * scale, fillColor=colors.HexColor("#eef1f5"),
-                                 strokeColor=colors.HexColor("#7a8496"), strokeWidth=0.4))
-        label_x, _ = point(bodymap.WIDTH / 2, 0)
-        drawing.add(String(label_x, (bodymap.HEIGHT + 4) * scale, MapView(view).label,
-                           fontSize=7, textAnchor="middle"))
+                drawing.add(Rect(x, y, part.w * scale, part.h * scale, **outline))
+        drawing.add(String((left + bodymap.WIDTH / 2) * scale, 2 * scale, MapView(view).label, fontSize=8,
+                           textAnchor="middle"))
         if lesion.has_pin and lesion.map_view == view:
             x, y = point(lesion.map_x, lesion.map_y)
-            drawing.add(Circle(x, y, 3.2 * scale * 1.5, fillColor=colors.HexColor("#a3231a"), strokeColor=colors.white))
+            drawing.add(Circle(x, y, 5 * scale, fillColor=colors.HexColor("#a3231a"), strokeColor=colors.white,
+                               strokeWidth=0.8))
     return drawing
 
 
