@@ -114,5 +114,5 @@ def test_the_patients_lesions_page_shows_the_pins_linking_to_their_timelines(log
     page = logged_in.get(reverse("diagnosis:lesions"), {"patient": "PT-7"}).content.decode()
     pins = re.findall(r'<a href="([^"]+)" class="pin-link" aria-label="([^"]+)">', page)
     assert pins == [(reverse("diagnosis:lesion", args=[calf.pk]), "left calf (back)")]
-    assert '<circle class="pin" r="3.2" cx="40.0" cy="150.0"/>' in page
+    assert '<circle class="pin" r="4.5" cx="40.0" cy="150.0"/>' in page
     assert "Lower extremity, back of the body" in page  # the list says where, in words
