@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.shortcuts import get_object_or_404
+from django.urls import reverse
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import api_view
 from rest_framework.parsers import FormParser, MultiPartParser
@@ -87,7 +88,10 @@ class PredictionSerializer(serializers.ModelSerializer):
         lesion = prediction.upload.lesion
         if lesion is None:
             return None
-        return {"id": lesion.pk, "name": lesion.name, "patient_ref": lesion.patient_ref}
+        pin = ({"view": lesion.map_view, "x": lesion.map_x, "y": lesion.map_y, "site": lesion.pin_site}
+               if lesion.has_pin else None)
+        return {"id": lesion.pk, "name": lesion.name, "patient_ref": lesion.patient_ref, "pin": pin,
+                "letter_url": self.absolute(reverse("api-lesion-letter", args=[lesion.pk]))}
 
     def absolute(self, url: str) -> str:
         request = self.context.get("request")

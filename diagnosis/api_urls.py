@@ -7,6 +7,6 @@ router = DefaultRouter(trailing_slash=True)
 router.register("predictions", PredictionViewSet, basename="prediction")
 
 urlpatterns = [
-    path("lesions/<int:pk>/letter.pdf", lesion_letter, name="lesion-letter"),
+    path("lesions/<int:pk>/letter.pdf", lesion_letter, name="api-lesion-letter"),
     *router.urls,
 ]

@@ -56,6 +56,8 @@ def test_a_pin_placed_on_upload_is_kept_with_the_lesion_and_sets_the_body_site(l
     assert (lesion.map_view, lesion.map_x, lesion.map_y) == ("front", 50.0, 55.0)
     assert lesion.pin_site == "chest" and Upload.objects.get().body_site == "chest"
     assert AuditEvent.objects.filter(action="pin", object_id=lesion.pk).count() == 1
+    body = logged_in.get(f"/api/predictions/{Upload.objects.get().prediction.pk}/").json()
+    assert body["lesion"]["pin"] == {"view": "front", "x": 50.0, "y": 55.0, "site": "chest"} and body["body_site"] == "chest"
     # a later photo of the same lesion gets the pin's body site without being told
     post_upload(logged_in, lesion=lesion.pk)
     assert list(Upload.objects.values_list("body_site", flat=True)) == ["chest", "chest"]

@@ -81,7 +81,10 @@ class TestAddingPhotosToALesion:
 
         by_id = post(lesion=shoulder.pk)
         assert by_id.status_code == 201
-        assert by_id.json()["lesion"] == {"id": shoulder.pk, "name": "left shoulder, upper", "patient_ref": "PT-0042"}
+        assert by_id.json()["lesion"] == {
+            "id": shoulder.pk, "name": "left shoulder, upper", "patient_ref": "PT-0042", "pin": None,
+            "letter_url": f"http://testserver/api/lesions/{shoulder.pk}/letter.pdf",
+        }
         assert by_id.json()["patient_ref"] == "PT-0042"
 
         by_name = post(patient_ref="PT-0042", lesion_name="right calf").json()

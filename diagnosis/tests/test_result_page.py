@@ -114,3 +114,12 @@ class TestBoundaryNoteOnlyWhereTheActionCouldChange:
         settings.SKINCARE_MODEL_DIR = tmp_path / "another-model"  # the margin is unknown now
         assert wording.boundary_margin(high.model_version) is None
         assert not wording.could_change_action(high) and wording.could_change_action(low)
+
+
+def test_the_timeline_offers_the_heat_map_only_on_visits_that_ask_for_a_doctor(logged_in, clinician, banded_model):
+    flagged = assess(clinician, 40, patient_ref="PT-1", lesion_name="nape")
+    low = assess(clinician, -40, lesion=flagged.upload.lesion)
+    page = logged_in.get(reverse("diagnosis:lesion", args=[flagged.upload.lesion_id])).content.decode()
+    toggles = re.findall(r"<details><summary>Show where the model looked</summary>.*?</details>", page, re.S)
+    assert len(toggles) == 1 and flagged.heatmap.url in toggles[0] and escape(wording.HEATMAP_LIMITS) in toggles[0]
+    assert low.heatmap and low.heatmap.url not in page
