@@ -19,7 +19,15 @@ from reportlab.lib import colors
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.styles import getSampleStyleSheet
 from reportlab.lib.units import mm
-from reportlab.platypus import Image, KeepTogether, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
+from reportlab.platypus import (
+    Image,
+    KeepTogether,
+    Paragraph,
+    SimpleDocTemplate,
+    Spacer,
+    Table,
+    TableStyle,
+)
 
 from . import bodymap, wording
 from .models import BodySite, Lesion, MapView, Prediction
@@ -52,7 +60,7 @@ def _body_map(lesion: Lesion) -> Drawing:
     for index, (view, parts) in enumerate(bodymap.PARTS.items()):
         left = index * (bodymap.WIDTH + gap)
 
-        def point(x, y):  # the outline's y runs down, the PDF's up
+        def point(x, y, left=left):  # the outline's y runs down, the PDF's up
             return (left + x) * scale, (bodymap.HEIGHT + below - y) * scale
 
         for part in parts:
