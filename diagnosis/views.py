@@ -93,8 +93,10 @@ def retry(request, pk: int):
     prediction = get_object_or_404(selectors.visible_predictions(request.user), pk=pk)
     if prediction.is_retryable:
         prediction = services.retry_prediction(prediction, user=request.user, via=Via.PAGE)
-        level = messages.SUCCESS if prediction.status == prediction.Status.DONE else messages.WARNING
-        messages.add_message(request, level, prediction.message)
+        if prediction.status == prediction.Status.DONE:  # the outcome and the next step, as the page says them
+            messages.success(request, f"Assessed: {prediction.get_outcome_display()}. Next step: {prediction.next_step}")
+        else:
+            messages.warning(request, prediction.message)
     return redirect("diagnosis:result", pk=prediction.pk)
 
 
