@@ -108,6 +108,9 @@ class UploadForm(forms.Form):
         """A pin marks a lesion, lies on the outline, and agrees with the body site (which it fills in)."""
         view, x, y = cleaned.get("map_view", ""), cleaned.get("map_x"), cleaned.get("map_y")
         lesion = cleaned.get("lesion")
+        if lesion is None and cleaned.get("lesion_name") and cleaned.get("patient_ref"):
+            # an existing lesion named again: its pin counts as if it had been chosen
+            lesion = Lesion.objects.filter(patient_ref=cleaned["patient_ref"], name__iexact=cleaned["lesion_name"]).first()
         try:
             if view or x is not None or y is not None:
                 if lesion is None and not cleaned.get("lesion_name"):

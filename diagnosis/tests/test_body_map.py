@@ -85,6 +85,9 @@ def test_an_existing_pinned_lesion_refuses_a_contradicting_body_site(logged_in, 
     lesion = Lesion.objects.create(patient_ref="PT-7", name="sternum", created_by=clinician, map_view="front", map_x=50, map_y=55)
     response = post_upload(logged_in, lesion=lesion.pk, body_site="foot")
     assert response.status_code == 200 and "but the body site says foot" in response.content.decode()
+    # the same lesion named again (whatever the capitals) rather than chosen
+    response = post_upload(logged_in, patient_ref="PT-7", lesion_name="Sternum", body_site="foot")
+    assert response.status_code == 200 and "but the body site says foot" in response.content.decode()
     # the API answers the same with a 400, not a stack trace
     response = client.post("/api/predictions/", {"image": upload_file(redness_png(-40), "m.png", "image/png"),
                                                  "lesion": lesion.pk, "body_site": "foot"}, **token_headers)
