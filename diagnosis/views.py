@@ -190,7 +190,7 @@ def lesion_detail(request, pk: int, pin_form=None, status=200):
             "rule": rule,
             "change": evolution.latest_change(visits),
             "model_versions": versions,
-            "pin_form": pin_form or PinForm(),
+            "pin_form": pin_form or PinForm(initial={"view": lesion.map_view, "x": lesion.map_x, "y": lesion.map_y}),
             "body_map": bodymap.figures(pins=[(lesion.map_view, lesion.map_x, lesion.map_y, lesion.name, "")]
                                         if lesion.has_pin else []),
         },
