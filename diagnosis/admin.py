@@ -315,8 +315,23 @@ class PredictionInline(admin.StackedInline):
         )
 
 
+class UploadForm(forms.ModelForm):
+    """A photo of a pinned lesion keeps the pin's body site (the body map decides it)."""
+
+    def clean(self):
+        cleaned = super().clean()
+        lesion = self.instance.lesion
+        if lesion is not None and lesion.has_pin and "body_site" in cleaned:
+            try:
+                cleaned["body_site"] = services.site_for_pin(lesion.pin_site, cleaned["body_site"])
+            except ValidationError as exc:
+                self.add_error("body_site", exc)
+        return cleaned
+
+
 @admin.register(Upload)
 class UploadAdmin(NoAddOrDeleteAdmin):
+    form = UploadForm
     list_display = ["id", "thumbnail_image", "patient_ref", "lesion", "body_site", "verdict", "uploaded_by", "created_at"]
     list_display_links = ["id", "thumbnail_image"]
     list_filter = ["prediction__outcome", "body_site", "original_format", "created_at"]

@@ -121,3 +121,19 @@ def test_the_patients_lesions_page_shows_the_pins_linking_to_their_timelines(log
     assert pins == [(reverse("diagnosis:lesion", args=[calf.pk]), "left calf (back)")]
     assert '<circle class="pin" r="4.5" cx="40.0" cy="150.0"/>' in page
     assert "Lower extremity, back of the body" in page  # the list says where, in words
+
+
+def test_the_admin_keeps_a_pinned_lesions_photos_at_the_pins_site(admin_client, clinician, standin_model):
+    lesion = Lesion.objects.create(patient_ref="PT-7", name="sternum", created_by=clinician, map_view="front", map_x=50, map_y=55)
+    prediction = services.submit_upload(
+        uploaded_by=clinician, image=check_image(upload_file(redness_png(-40), "m.png", "image/png")), lesion=lesion)
+    url = reverse("admin:diagnosis_upload_change", args=[prediction.upload_id])
+    fields = {"patient_ref": "PT-7", "note": "corrected", "prediction-TOTAL_FORMS": "1", "prediction-INITIAL_FORMS": "1",
+              "prediction-MIN_NUM_FORMS": "0", "prediction-MAX_NUM_FORMS": "0", "prediction-0-id": prediction.pk,
+              "prediction-0-upload": prediction.upload_id}
+    response = admin_client.post(url, {**fields, "body_site": "foot"})
+    assert response.status_code == 200 and "but the body site says foot" in response.content.decode()
+    assert Upload.objects.get().body_site == "chest"
+    assert admin_client.post(url, {**fields, "body_site": ""}).status_code == 302  # blank: the pin's site
+    upload = Upload.objects.get()
+    assert (upload.body_site, upload.note) == ("chest", "corrected")
