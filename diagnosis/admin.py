@@ -13,6 +13,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import Count
 from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html, format_html_join
+from django.template.loader import render_to_string
 from django.utils.safestring import mark_safe
 
 from . import services
@@ -77,23 +78,29 @@ class ReviewForm(forms.ModelForm):
         return cleaned
 
 
+# What the model said, as a person reads it: numbers rounded (display methods below), the image
+# check's measures as a table; the stored values are the model's, unrounded.
 PREDICTION_FIELDS = [
     "status",
     "reason",
     "outcome",
     "label",
-    "probability_malignant",
-    "threshold",
-    "uncertain_threshold",
+    "score",
+    "needs_doctor_from",
+    "uncertain_from",
     "near_boundary",
     "views_averaged",
     "model_version",
-    "elapsed_ms",
+    "prediction_time",
     "predicted_at",
     "attempts",
     "created_at",
-    "gate_measures",
+    "image_check",
 ]
+
+
+def rounded(value, places: int = 3) -> str:
+    return "-" if value is None else f"{value:.{places}f}"
 
 
 def image_tag(url: str, alt: str = ""):
@@ -134,14 +141,13 @@ class PredictionAdmin(NoAddOrDeleteAdmin):
     list_per_page = 50
     actions = ["mark_confirmed", "mark_dismissed", "retry"]
     fieldsets = [
-        ("Upload", {"fields": ["image_preview", "upload_link", "patient_ref", "lesion", "body_site", "note", "uploaded_by"]}),
-        ("What the model said (read-only)", {"fields": ["heatmap_preview", *PREDICTION_FIELDS]}),
+        ("Upload", {"fields": ["photo_and_heatmap", "upload_link", "patient_ref", "lesion", "body_site", "note", "uploaded_by"]}),
+        ("What the model said (read-only)", {"fields": PREDICTION_FIELDS}),
         ("Review", {"fields": ["review_decision", "review_comment", "reviewed_by", "reviewed_at"]}),
         ("Audit trail (read-only)", {"fields": ["audit_trail"], "classes": ["collapse"]}),
     ]
     readonly_fields = [
-        "image_preview",
-        "heatmap_preview",
+        "photo_and_heatmap",
         "upload_link",
         "patient_ref",
         "lesion",
@@ -182,13 +188,36 @@ class PredictionAdmin(NoAddOrDeleteAdmin):
                 services.note_viewed(request.user, prediction, via=Via.ADMIN)
         return super().change_view(request, object_id, form_url, extra_context)
 
-    @admin.display(description="image")
-    def image_preview(self, obj):
-        return image_tag(obj.upload.image.url)
+    @admin.display(description="photo and heat map (Grad-CAM)")
+    def photo_and_heatmap(self, obj):
+        """The photo with its heat map beside it, where the model drew one."""
+        photo = image_tag(obj.upload.image.url, f"photo {obj.pk}")
+        if not obj.heatmap:
+            return photo
+        return format_html('<div style="display:flex;gap:1rem;flex-wrap:wrap">{}{}</div>',
+                           photo, image_tag(obj.heatmap.url, f"heat map (Grad-CAM) of photo {obj.pk}"))
 
-    @admin.display(description="heat map (Grad-CAM)")
-    def heatmap_preview(self, obj):
-        return image_tag(obj.heatmap.url, "heat map") if obj.heatmap else "-"
+    @admin.display(description="score (probability of malignancy)")
+    def score(self, obj):
+        return rounded(obj.probability_malignant)
+
+    @admin.display(description="needs a doctor from")
+    def needs_doctor_from(self, obj):
+        return rounded(obj.threshold)
+
+    @admin.display(description="uncertain from")
+    def uncertain_from(self, obj):
+        return rounded(obj.uncertain_threshold)
+
+    @admin.display(description="prediction time")
+    def prediction_time(self, obj):
+        return "-" if obj.elapsed_ms is None else f"{obj.elapsed_ms:.0f} ms"
+
+    @admin.display(description="image check measures")
+    def image_check(self, obj):
+        if not obj.gate_measures:
+            return "-"
+        return render_to_string("diagnosis/_measures.html", {"measures": obj.gate_measures})
 
     @admin.display(description="lesion", ordering="upload__lesion__name")
     def lesion(self, obj):
@@ -262,8 +291,16 @@ class PredictionAdmin(NoAddOrDeleteAdmin):
 
 class PredictionInline(admin.StackedInline):
     model = Prediction
-    fields = ["verdict_link", "status", "probability_malignant", "threshold", "model_version", "reviewed_at"]
+    fields = ["verdict_link", "status", "score", "needs_doctor_from", "model_version", "reviewed_at"]
     readonly_fields = fields
+
+    @admin.display(description="score (probability of malignancy)")
+    def score(self, obj):
+        return rounded(obj.probability_malignant)
+
+    @admin.display(description="needs a doctor from")
+    def needs_doctor_from(self, obj):
+        return rounded(obj.threshold)
     can_delete = False
     extra = 0
     max_num = 0
@@ -278,8 +315,23 @@ class PredictionInline(admin.StackedInline):
         )
 
 
+class UploadForm(forms.ModelForm):
+    """A photo of a pinned lesion keeps the pin's body site (the body map decides it)."""
+
+    def clean(self):
+        cleaned = super().clean()
+        lesion = self.instance.lesion
+        if lesion is not None and lesion.has_pin and "body_site" in cleaned:
+            try:
+                cleaned["body_site"] = services.site_for_pin(lesion.pin_site, cleaned["body_site"])
+            except ValidationError as exc:
+                self.add_error("body_site", exc)
+        return cleaned
+
+
 @admin.register(Upload)
 class UploadAdmin(NoAddOrDeleteAdmin):
+    form = UploadForm
     list_display = ["id", "thumbnail_image", "patient_ref", "lesion", "body_site", "verdict", "uploaded_by", "created_at"]
     list_display_links = ["id", "thumbnail_image"]
     list_filter = ["prediction__outcome", "body_site", "original_format", "created_at"]
@@ -322,10 +374,14 @@ class UploadAdmin(NoAddOrDeleteAdmin):
 class LesionAdmin(NoAddOrDeleteAdmin):
     """Lesions followed over time. Only the name may be corrected; the photos stay theirs."""
 
-    list_display = ["id", "patient_ref", "name", "visits", "created_by", "created_at", "site_link"]
+    list_display = ["id", "patient_ref", "name", "pin", "visits", "created_by", "created_at", "site_link"]
     search_fields = ["patient_ref", "name"]
-    fields = ["patient_ref", "name", "created_by", "created_at", "site_link"]
-    readonly_fields = ["patient_ref", "created_by", "created_at", "site_link"]
+    fields = ["patient_ref", "name", "pin", "created_by", "created_at", "site_link"]
+    readonly_fields = ["patient_ref", "pin", "created_by", "created_at", "site_link"]
+
+    @admin.display(description="body map pin")
+    def pin(self, obj):
+        return obj.pin_description or "-"
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(visit_count=Count("uploads"))
@@ -366,7 +422,10 @@ class AuditEventAdmin(NoAddOrDeleteAdmin):
 
     @admin.display(description="details")
     def details_text(self, obj):
-        return ", ".join(f"{key}: {value}" for key, value in obj.details.items() if value not in (None, "")) or "-"
+        def plain(value):
+            return f"{value:.3f}" if isinstance(value, float) else value
+
+        return ", ".join(f"{key}: {plain(value)}" for key, value in obj.details.items() if value not in (None, "")) or "-"
 
 
 from . import admin_final_diagnosis  # noqa: E402,F401  (registers FinalDiagnosisAdmin)

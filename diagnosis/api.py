@@ -8,7 +8,10 @@ to the audit trail.
 from __future__ import annotations
 
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
+from django.shortcuts import get_object_or_404
+from django.urls import reverse
 from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import api_view
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -29,6 +32,7 @@ class PredictionSerializer(serializers.ModelSerializer):
     lesion = serializers.SerializerMethodField()
     verdict = serializers.CharField(source="get_outcome_display")
     message = serializers.CharField()
+    next_step = serializers.CharField()
     boundary_note = serializers.CharField()
     image_url = serializers.SerializerMethodField()
     thumbnail_url = serializers.SerializerMethodField()
@@ -47,6 +51,7 @@ class PredictionSerializer(serializers.ModelSerializer):
             "message",
             "outcome",
             "verdict",
+            "next_step",
             "label",
             "probability_malignant",
             "threshold",
@@ -85,7 +90,10 @@ class PredictionSerializer(serializers.ModelSerializer):
         lesion = prediction.upload.lesion
         if lesion is None:
             return None
-        return {"id": lesion.pk, "name": lesion.name, "patient_ref": lesion.patient_ref}
+        pin = ({"view": lesion.map_view, "x": lesion.map_x, "y": lesion.map_y, "site": lesion.pin_site}
+               if lesion.has_pin else None)
+        return {"id": lesion.pk, "name": lesion.name, "patient_ref": lesion.patient_ref, "pin": pin,
+                "letter_url": self.absolute(reverse("api-lesion-letter", args=[lesion.pk]))}
 
     def absolute(self, url: str) -> str:
         request = self.context.get("request")
@@ -151,6 +159,15 @@ class PredictionViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.R
         prediction = services.submit_upload(uploaded_by=request.user, via=Via.API, **form.cleaned_data)
         # 201 even when the model could not assess it: the upload is stored, `outcome` and `reason` say why.
         return Response(self.get_serializer(prediction).data, status=status.HTTP_201_CREATED)
+
+
+@api_view(["GET"])
+def lesion_letter(request, pk: int):
+    """GET /api/lesions/<id>/letter.pdf: the lesion's referral letter (the same PDF as its page's link)."""
+    from .views import letter_response
+
+    lesion = get_object_or_404(selectors.visible_lesions(request.user), pk=pk)
+    return letter_response(request, lesion, via=Via.API)
 
 
 def exception_handler(exc, context):

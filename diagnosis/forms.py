@@ -10,7 +10,7 @@ from django.core.validators import RegexValidator
 
 from . import services
 from .images import accepted_mime_types, check_image
-from .models import BodySite, Lesion, Prediction
+from .models import BodySite, Lesion, MapView, Prediction
 
 # Pseudonymous: letters, digits and a few separators. A space, as in a name, is refused.
 patient_ref_validator = RegexValidator(
@@ -51,6 +51,11 @@ class UploadForm(forms.Form):
         help_text='Optional. Where it is, e.g. "left shoulder, upper". Needs the patient reference; '
         "an existing name of this patient picks that lesion.",
     )
+
+    # The lesion's pin on the body map (the page's clickable outline fills these in).
+    map_view = forms.ChoiceField(required=False, choices=[("", "")] + MapView.choices, widget=forms.HiddenInput)
+    map_x = forms.FloatField(required=False, min_value=0, max_value=100, widget=forms.HiddenInput)
+    map_y = forms.FloatField(required=False, min_value=0, max_value=215, widget=forms.HiddenInput)
 
     def __init__(self, *args, lesions_of: str | None = None, **kwargs):
         """For the page, `lesions_of` groups the list of lesions by patient, showing only
@@ -96,7 +101,29 @@ class UploadForm(forms.Form):
                 cleaned["lesion_name"] = ""
         elif name and not patient_ref:
             self.add_error("patient_ref", "A lesion followed over time belongs to a patient: give the patient reference.")
+        self.clean_pin(cleaned)
         return cleaned
+
+    def clean_pin(self, cleaned):
+        """A pin marks a lesion, lies on the outline, and agrees with the body site (which it fills in)."""
+        view, x, y = cleaned.get("map_view", ""), cleaned.get("map_x"), cleaned.get("map_y")
+        lesion = cleaned.get("lesion")
+        if lesion is None and cleaned.get("lesion_name") and cleaned.get("patient_ref"):
+            # an existing lesion named again: its pin counts as if it had been chosen
+            lesion = Lesion.objects.filter(patient_ref=cleaned["patient_ref"], name__iexact=cleaned["lesion_name"]).first()
+        try:
+            if view or x is not None or y is not None:
+                if lesion is None and not cleaned.get("lesion_name"):
+                    raise forms.ValidationError(
+                        "A pin on the body map marks a lesion followed over time: name the lesion too.")
+                pin_site = services.check_pin(view, x, y)
+            elif lesion is not None and lesion.has_pin:
+                pin_site = lesion.pin_site
+            else:
+                return
+            cleaned["body_site"] = services.site_for_pin(pin_site, cleaned.get("body_site", ""))
+        except forms.ValidationError as exc:
+            self.add_error("body_site", exc)
 
 
 class ReviewForm(forms.Form):
@@ -116,3 +143,14 @@ class ReviewForm(forms.Form):
             except forms.ValidationError as exc:
                 self.add_error("comment", exc)
         return cleaned
+
+
+class PinForm(forms.Form):
+    """Where a lesion is on the body map (the lesion page's form; the outline fills it in)."""
+
+    view = forms.ChoiceField(choices=MapView.choices, widget=forms.HiddenInput,
+                             error_messages={"required": "Click on the body map to place the pin."})
+    x = forms.FloatField(min_value=0, max_value=100, widget=forms.HiddenInput,
+                         error_messages={"required": "Click on the body map to place the pin."})
+    y = forms.FloatField(min_value=0, max_value=215, widget=forms.HiddenInput,
+                         error_messages={"required": "Click on the body map to place the pin."})

@@ -54,6 +54,11 @@ class BodySite(models.TextChoices):
     UNKNOWN = "unknown", "Unknown"
 
 
+class MapView(models.TextChoices):
+    FRONT = "front", "Front"
+    BACK = "back", "Back"
+
+
 class Lesion(models.Model):
     """One mole of one patient, followed over time: its uploads are the visits.
 
@@ -65,16 +70,44 @@ class Lesion(models.Model):
     name = models.CharField(max_length=100, help_text='Where it is, e.g. "left shoulder, upper".')
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="skin_lesions")
     created_at = models.DateTimeField(auto_now_add=True)
+    # Its pin on the body map (diagnosis/bodymap.py): the side of the outline and the point on it,
+    # in the outline's own units; all three or none. The body site of its photos follows the pin.
+    map_view = models.CharField("body map side", max_length=8, choices=MapView.choices, blank=True)
+    map_x = models.FloatField("body map x", null=True, blank=True)
+    map_y = models.FloatField("body map y", null=True, blank=True)
 
     class Meta:
         ordering = ["patient_ref", "name", "id"]
         constraints = [
             models.UniqueConstraint("patient_ref", Lower("name"), name="one_lesion_name_per_patient"),
             models.CheckConstraint(name="lesion_has_patient_and_name", condition=~Q(patient_ref="") & ~Q(name="")),
+            models.CheckConstraint(
+                name="lesion_pin_whole_or_none",
+                condition=Q(map_view="", map_x__isnull=True, map_y__isnull=True)
+                | (~Q(map_view="") & Q(map_x__isnull=False, map_y__isnull=False)),
+            ),
         ]
 
     def __str__(self) -> str:
         return f"{self.patient_ref} · {self.name}"
+
+    @property
+    def has_pin(self) -> bool:
+        return bool(self.map_view) and self.map_x is not None and self.map_y is not None
+
+    @property
+    def pin_site(self) -> str:
+        """The body site under the pin (a BodySite value), "" without a pin."""
+        from .bodymap import site_at
+
+        return site_at(self.map_view, self.map_x, self.map_y) if self.has_pin else ""
+
+    @property
+    def pin_description(self) -> str:
+        """The pin in words ("Chest, front of the body"), for pages and the letter."""
+        if not self.has_pin:
+            return ""
+        return f"{BodySite(self.pin_site).label}, {self.get_map_view_display().lower()} of the body"
 
 
 class Upload(models.Model):
@@ -252,9 +285,39 @@ class Prediction(models.Model):
         return "Not assessed yet: the prediction has not run. The upload is saved; retry it."
 
     @property
+    def next_step(self) -> str:
+        """The one thing to do next (diagnosis/wording.py): the page, the API and the letter say the same."""
+        from . import wording
+
+        return wording.next_step(self)
+
+    @property
+    def score(self) -> str:
+        from . import wording
+
+        return wording.score(self)
+
+    @property
+    def score_explained(self) -> str:
+        from . import wording
+
+        return wording.score_explained(self)
+
+    @property
+    def shows_heatmap(self) -> bool:
+        """The heat map is offered (behind a toggle, with its limits) only on a result that asks for a
+        doctor: on a low-risk result the map marks what little speaks for malignancy, often the skin
+        around the lesion, and would read as a finding."""
+        return bool(self.heatmap) and self.is_flagged
+
+    @property
     def boundary_note(self) -> str:
-        """What the clinician should know about a result close to an outcome boundary; "" otherwise."""
-        if not (self.near_boundary and self.status == self.Status.DONE):
+        """What the clinician should know about a result close to the boundary that decides whether a
+        doctor looks (wording.could_change_action); "" otherwise, including near the edge between
+        "uncertain" and "needs a doctor", where a doctor looks either way."""
+        from . import wording
+
+        if not (self.near_boundary and self.status == self.Status.DONE and wording.could_change_action(self)):
             return ""
         if self.views_averaged > 1:  # the model looked again with the photo turned every way (ml/serving/tta.py)
             note = (f"Close to a boundary: checked again with the photo flipped and turned in all "
@@ -288,6 +351,8 @@ class AuditEvent(models.Model):
         FINAL_DIAGNOSIS = "final_diagnosis", "Recorded the final diagnosis"
         LINK = "link", "Linked the photo to a lesion"
         EXPORT = "export", "Exported"
+        PIN = "pin", "Marked on the body map"
+        LETTER = "letter", "Downloaded the referral letter"
 
     class Via(models.TextChoices):
         PAGE = "page", "Site"

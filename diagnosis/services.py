@@ -20,9 +20,9 @@ from PIL import Image
 
 from ml.serving import classifier, heatmap
 
-from . import audit
+from . import audit, bodymap
 from .images import CheckedImage, encode_png, encode_thumbnail
-from .models import Lesion, Prediction, Upload
+from .models import BodySite, Lesion, MapView, Prediction, Upload
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,43 @@ def find_or_create_lesion(*, patient_ref: str, name: str, created_by) -> Lesion:
         return Lesion.objects.get(patient_ref=patient_ref, name__iexact=name)
 
 
+def check_pin(view: str, x: float | None, y: float | None) -> str:
+    """The body site under a body-map pin; ValidationError, in words, if the pin is incomplete or off
+    the outline."""
+    if view not in MapView.values or x is None or y is None:
+        raise ValidationError("A pin on the body map needs the side (front or back) and the point.")
+    site = bodymap.site_at(view, x, y)
+    if not site:
+        raise ValidationError("The pin is off the body outline: click on the body itself.")
+    return site
+
+
+def site_for_pin(pin_site: str, body_site: str) -> str:
+    """The body site of a photo of a pinned lesion: the pin's, which a different one contradicts."""
+    if body_site and body_site != pin_site:
+        raise ValidationError(
+            f"The lesion's pin is on the {BodySite(pin_site).label.lower()}, but the body site says "
+            f"{BodySite(body_site).label.lower()}: move the pin or change the body site."
+        )
+    return pin_site
+
+
+def place_pin(lesion: Lesion, *, view: str, x: float, y: float, user, via: str = audit.Via.PAGE) -> Lesion:
+    """Mark where a lesion is on the body map. Its photos' body site follows the pin; the body sites
+    they had before are kept in the audit trail."""
+    site = check_pin(view, x, y)
+    with transaction.atomic():
+        previous = {
+            str(pk): value for pk, value in lesion.uploads.exclude(body_site=site).values_list("pk", "body_site")
+        }
+        lesion.map_view, lesion.map_x, lesion.map_y = view, round(float(x), 2), round(float(y), 2)
+        lesion.save(update_fields=["map_view", "map_x", "map_y"])
+        lesion.uploads.exclude(body_site=site).update(body_site=site)
+        audit.record(user, audit.Action.PIN, lesion, via=via, view=view, x=lesion.map_x, y=lesion.map_y, site=site,
+                     previous_body_sites=previous or None)
+    return lesion
+
+
 def store_upload(
     *,
     uploaded_by,
@@ -51,17 +88,29 @@ def store_upload(
     note: str = "",
     lesion: Lesion | None = None,
     lesion_name: str = "",
+    map_view: str = "",
+    map_x: float | None = None,
+    map_y: float | None = None,
     via: str = audit.Via.PAGE,
 ) -> Upload:
     """Store the re-encoded image under a random name, with a pending prediction.
 
     The upload is committed before the model is asked anything, so that a missing
     or failing model can never lose it. With `lesion` (or `lesion_name`, a new or
-    existing lesion of this patient) the photo is a visit of that lesion.
+    existing lesion of this patient) the photo is a visit of that lesion; with a pin
+    (`map_view`, `map_x`, `map_y`) the lesion is marked there on the body map. The
+    photo's body site is the pin's wherever the lesion has one.
     """
     patient_ref = patient_ref.strip()
     if lesion is not None and patient_ref and lesion.patient_ref != patient_ref:
         raise ValidationError(f"Lesion {lesion} belongs to patient {lesion.patient_ref}, not {patient_ref}.")
+    pinned = bool(map_view or map_x is not None or map_y is not None)
+    if pinned:
+        if lesion is None and not lesion_name.strip():
+            raise ValidationError("A pin on the body map marks a lesion followed over time: name the lesion too.")
+        body_site = site_for_pin(check_pin(map_view, map_x, map_y), body_site)
+    elif lesion is not None and lesion.has_pin:
+        body_site = site_for_pin(lesion.pin_site, body_site)
     upload = Upload(
         uploaded_by=uploaded_by,
         width=image.width,
@@ -78,8 +127,12 @@ def store_upload(
         with transaction.atomic():
             if lesion is None and lesion_name.strip():
                 lesion = find_or_create_lesion(patient_ref=upload.patient_ref, name=lesion_name, created_by=uploaded_by)
+                if not pinned and lesion.has_pin:  # an existing lesion, found by its name
+                    upload.body_site = site_for_pin(lesion.pin_site, upload.body_site)
             upload.lesion = lesion
             upload.save()
+            if pinned:
+                place_pin(lesion, view=map_view, x=map_x, y=map_y, user=uploaded_by, via=via)
             prediction = Prediction.objects.create(upload=upload)
             audit.record(
                 uploaded_by, audit.Action.UPLOAD, prediction, via=via,
@@ -208,6 +261,11 @@ def retry_predictions(predictions: Iterable[Prediction] | None = None, *, user=N
 def note_viewed(user, target, *, via: str, **details) -> None:
     """The audit trail's "viewed": a result page, an API detail, a lesion page, an admin form."""
     audit.record(user, audit.Action.VIEW, target, via=via, **details)
+
+
+def note_letter(user, lesion: Lesion, *, via: str) -> None:
+    """The audit trail's "downloaded the referral letter": it carries the patient's photos and results."""
+    audit.record(user, audit.Action.LETTER, lesion, via=via)
 
 
 def check_review(decision: str, comment: str) -> None:

@@ -9,8 +9,9 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
+from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.http import FileResponse, Http404
+from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
@@ -18,9 +19,9 @@ from rest_framework.decorators import api_view
 
 from ml.serving import classifier
 
-from . import evolution, selectors, services
+from . import bodymap, evolution, letter, selectors, services
 from .audit import Via
-from .forms import ReviewForm, UploadForm
+from .forms import PinForm, ReviewForm, UploadForm
 from .models import Prediction
 
 REVIEW_PERMISSION = "diagnosis.change_prediction"
@@ -49,12 +50,23 @@ def upload(request):
         elif request.GET.get("patient_ref"):
             initial = {"patient_ref": request.GET["patient_ref"].strip()}
         form = UploadForm(initial=initial, lesions_of=initial.get("patient_ref", ""))
-    return render(request, "diagnosis/upload.html", {"form": form, "model_info": classifier.model_info()})
+    return render(
+        request, "diagnosis/upload.html",
+        {"form": form, "model_info": classifier.model_info(), "body_map": bodymap.figures(pins=_form_pin(form))},
+    )
 
 
-def result(request, pk: int):
-    prediction = get_object_or_404(selectors.visible_predictions(request.user), pk=pk)
-    services.note_viewed(request.user, prediction, via=Via.PAGE)
+def _form_pin(form) -> list:
+    """The pin the clinician had placed, redrawn when the form comes back with an error."""
+    data = form.data if form.is_bound else {}
+    try:
+        view, x, y = data.get("map_view", ""), float(data.get("map_x", "")), float(data.get("map_y", ""))
+    except (TypeError, ValueError):
+        return []
+    return [(view, x, y, "This lesion", "")] if bodymap.site_at(view, x, y) else []
+
+
+def _render_result(request, prediction, review_form=None, status=200):
     return render(
         request,
         "diagnosis/result.html",
@@ -62,10 +74,18 @@ def result(request, pk: int):
             "prediction": prediction,
             "upload": prediction.upload,
             "may_review": request.user.has_perm(REVIEW_PERMISSION),
-            "review_form": ReviewForm(initial={"decision": prediction.review_decision or None}),
-            "from_queue": request.GET.get("from") == "queue",
+            "review_form": review_form or ReviewForm(
+                initial={"decision": prediction.review_decision or None, "comment": prediction.review_comment}),
+            "from_queue": request.GET.get("from") == "queue" or request.POST.get("from") == "queue",
         },
+        status=status,
     )
+
+
+def result(request, pk: int):
+    prediction = get_object_or_404(selectors.visible_predictions(request.user), pk=pk)
+    services.note_viewed(request.user, prediction, via=Via.PAGE)
+    return _render_result(request, prediction)
 
 
 @require_POST
@@ -73,8 +93,10 @@ def retry(request, pk: int):
     prediction = get_object_or_404(selectors.visible_predictions(request.user), pk=pk)
     if prediction.is_retryable:
         prediction = services.retry_prediction(prediction, user=request.user, via=Via.PAGE)
-        level = messages.SUCCESS if prediction.status == prediction.Status.DONE else messages.WARNING
-        messages.add_message(request, level, prediction.message)
+        if prediction.status == prediction.Status.DONE:  # the outcome and the next step, as the page says them
+            messages.success(request, f"Assessed: {prediction.get_outcome_display()}. Next step: {prediction.next_step}")
+        else:
+            messages.warning(request, prediction.message)
     return redirect("diagnosis:result", pk=prediction.pk)
 
 
@@ -86,11 +108,9 @@ def review(request, pk: int):
     form = ReviewForm(request.POST)
     from_queue = request.POST.get("from") == "queue"
     if not form.is_valid():
-        for errors in form.errors.values():
-            for error in errors:
-                messages.error(request, f"The review was not recorded: {error}")
-        url = reverse("diagnosis:result", args=[pk]) + ("?from=queue" if from_queue else "")
-        return redirect(url)
+        # The page again, with what the reviewer typed and why it was refused: nothing typed is lost.
+        messages.error(request, "The review was not recorded: see below.")
+        return _render_result(request, prediction, review_form=form, status=400)
     services.record_review(
         prediction, reviewer=request.user, decision=form.cleaned_data["decision"],
         comment=form.cleaned_data["comment"], via=Via.PAGE,
@@ -139,14 +159,22 @@ def queue(request):
 
 
 def lesion_list(request):
+    """All lesions, or one patient's, with that patient's pins on the body map (each linking to its timeline)."""
     patient = request.GET.get("patient", "").strip()
     page = Paginator(selectors.lesions(request.user, patient=patient), settings.SKINCARE_HISTORY_PAGE_SIZE).get_page(
         request.GET.get("page")
     )
-    return render(request, "diagnosis/lesion_list.html", {"page": page, "patient": patient})
+    body_map = None
+    if patient:
+        pins = [
+            (lesion.map_view, lesion.map_x, lesion.map_y, lesion.name, reverse("diagnosis:lesion", args=[lesion.pk]))
+            for lesion in selectors.lesions(request.user, patient=patient) if lesion.has_pin
+        ]
+        body_map = bodymap.figures(pins=pins)
+    return render(request, "diagnosis/lesion_list.html", {"page": page, "patient": patient, "body_map": body_map})
 
 
-def lesion_detail(request, pk: int):
+def lesion_detail(request, pk: int, pin_form=None, status=200):
     """A lesion's photos side by side, oldest first, and whether it has changed markedly."""
     lesion = get_object_or_404(selectors.visible_lesions(request.user), pk=pk)
     rule = evolution.Rule.from_settings()
@@ -162,8 +190,44 @@ def lesion_detail(request, pk: int):
             "rule": rule,
             "change": evolution.latest_change(visits),
             "model_versions": versions,
+            "pin_form": pin_form or PinForm(initial={"view": lesion.map_view, "x": lesion.map_x, "y": lesion.map_y}),
+            "body_map": bodymap.figures(pins=[(lesion.map_view, lesion.map_x, lesion.map_y, lesion.name, "")]
+                                        if lesion.has_pin else []),
         },
+        status=status,
     )
+
+
+@require_POST
+def place_pin(request, pk: int):
+    """Mark (or move) the lesion's pin on the body map, from its page."""
+    lesion = get_object_or_404(selectors.visible_lesions(request.user), pk=pk)
+    form = PinForm(request.POST)
+    if form.is_valid():
+        try:
+            services.place_pin(lesion, user=request.user, via=Via.PAGE, **form.cleaned_data)
+        except ValidationError as exc:
+            form.add_error(None, exc)
+    if not form.is_valid():
+        return lesion_detail(request, pk, pin_form=form, status=400)
+    messages.success(request, f"Pinned on the body map: {lesion.pin_description}.")
+    return redirect("diagnosis:lesion", pk=pk)
+
+
+def lesion_letter(request, pk: int):
+    """The referral letter for one lesion, as a PDF (the page's link; the API has the same at
+    /api/lesions/<id>/letter.pdf)."""
+    lesion = get_object_or_404(selectors.visible_lesions(request.user), pk=pk)
+    return letter_response(request, lesion, via=Via.PAGE)
+
+
+def letter_response(request, lesion, *, via: str) -> HttpResponse:
+    content = letter.render(lesion, list(selectors.lesion_visits(request.user, lesion)))
+    services.note_letter(request.user, lesion, via=via)
+    response = HttpResponse(content, content_type="application/pdf")
+    response["Content-Disposition"] = f'attachment; filename="referral-lesion-{lesion.pk}.pdf"'
+    response["Cache-Control"] = "private, no-store"
+    return response
 
 
 @api_view(["GET"])

@@ -110,17 +110,24 @@ def test_clinician_journey(browser, live_server, serving_model, datasets_root, d
     assert prediction.status == Prediction.Status.DONE, prediction.reason
     verdict = browser.find_element(By.CSS_SELECTOR, ".verdict").text
     assert verdict == prediction.get_outcome_display()
-    # A result close to an outcome boundary says so where the verdict is; any other says nothing of it.
+    # A result close to the boundary that decides whether a doctor looks says so where the verdict is;
+    # any other says nothing of it.
     notes = [note.text for note in browser.find_elements(By.CSS_SELECTOR, ".boundary-note")]
-    assert notes == ([prediction.boundary_note] if prediction.near_boundary else []), notes
+    assert notes == ([prediction.boundary_note] if prediction.boundary_note else []), notes
+    assert browser.find_element(By.CSS_SELECTOR, ".next-step").text == f"Next step: {prediction.next_step}"
     assert "E2E-0001" in browser.find_element(By.TAG_NAME, "body").text
     wait.until(lambda d: all(image["ok"] for image in loaded_images(d)))
     images = loaded_images(browser)
     assert any(f"Uploaded photo {pk}" == image["alt"] for image in images), images
-    # The heat map, where the result page shows one, is an image that loaded too.
+    # The heat map, where the result page offers one (a result that asks for a doctor), is behind its
+    # toggle, and an image that loaded too; on a low-risk result it is not on the page at all.
     heat_maps = [image for image in images if "heat" in " ".join([image["src"], image["alt"], image["cls"], image["id"]]).lower()]
-    if getattr(prediction, "heatmap", None):  # the model gave one: the page must show it
+    if prediction.shows_heatmap:
         assert heat_maps and all(image["ok"] for image in heat_maps), images
+        browser.find_element(By.CSS_SELECTOR, ".heatmap-toggle summary").click()
+        assert browser.find_element(By.CSS_SELECTOR, "img.heatmap").is_displayed()
+    else:
+        assert heat_maps == [], images
     save_page(browser, artifacts_dir / "3-result.png")
     (artifacts_dir / "heat-map.txt").write_text(
         f"{len(heat_maps)} heat map image(s) on the result page: {heat_maps}\n" if heat_maps

@@ -168,3 +168,26 @@ def test_retry_action(reviewer_client, no_model, clinician, settings, standin_mo
 def test_clinician_without_staff_cannot_reach_the_admin(logged_in):
     response = logged_in.get(CHANGELIST)
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+def test_the_change_form_is_for_people_rounded_numbers_a_measures_table_the_heat_map_beside_the_photo(
+        admin_client, clinician, gated_model):
+    """Issue 32: no 0.23825723194660747 and no raw JSON."""
+    import re
+
+    from diagnosis.models import Prediction
+    from diagnosis.tests.helpers import lesion_on_skin_png
+
+    prediction = services.submit_upload(
+        uploaded_by=clinician, image=check_image(upload_file(lesion_on_skin_png(), "m.png", "image/png")))
+    assert prediction.status == "done" and prediction.heatmap and prediction.gate_measures
+    Prediction.objects.filter(pk=prediction.pk).update(probability_malignant=0.23825723194660747, elapsed_ms=12.3456789)
+    page = admin_client.get(reverse("admin:diagnosis_prediction_change", args=[prediction.pk])).content.decode()
+    assert "0.238" in page and "0.23825" not in page and "12 ms" in page and "12.345" not in page
+    table = re.search(r'<table class="measures">.*?</table>', page, re.S).group(0)
+    for name, value in prediction.gate_measures.items():
+        assert f"<td>{name.capitalize()}</td><td>{value:.3f}</td>" in table
+    assert '{"' not in page.split('id="prediction_form"')[1]  # no raw JSON
+    # the heat map is in the same block as the photo, right after it
+    block = re.search(r'<div style="display:flex;gap:1rem;flex-wrap:wrap">(.*?)</div>', page, re.S).group(1)
+    assert block.index(prediction.upload.image.url) < block.index(prediction.heatmap.url)

@@ -152,7 +152,9 @@ def test_no_model_keeps_the_upload_shows_it_and_retry_assesses_it(logged_in, no_
     response = logged_in.post(reverse("diagnosis:retry", args=[prediction.pk]), follow=True)
     prediction.refresh_from_db()
     assert prediction.status == "done" and prediction.outcome == "needs_doctor" and prediction.attempts == 2
-    assert "Needs a doctor" in response.content.decode()
+    page = response.content.decode()
+    assert f"Assessed: Needs a doctor. Next step: {prediction.next_step}" in page  # no thresholds in the message
+    assert "threshold" not in page.split('<ul class="messages">')[1].split("</ul>")[0]
 
 
 def test_failed_prediction_is_kept_with_the_reason(logged_in, settings, tmp_path, standin_model_dir):
