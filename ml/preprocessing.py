@@ -34,14 +34,12 @@ def open_image(source: ImageSource) -> Image.Image:
 
 
 def load_rgb(source: ImageSource, draft_size: int | None = None) -> Image.Image:
-    """Decode any Pillow-readable image into an upright 8-bit RGB image.
+    """Decode any Pillow-readable image, every pixel, into an upright 8-bit RGB image.
 
-    With draft_size, a large JPEG is decoded directly at a reduced scale (1/2, 1/4, 1/8)
-    that still covers draft_size x draft_size: several times faster than decoding every
-    pixel only to throw most of them away in the resize."""
+    Always at full scale: a JPEG decoded at reduced scale (Pillow's draft mode) gives other
+    pixels than the same photo uploaded, which is decoded fully, so evaluation would measure a
+    model the clinic does not get. `draft_size` is ignored (kept until its last callers drop it)."""
     image = open_image(source)
-    if draft_size and image.format == "JPEG" and min(image.size) >= 2 * draft_size:
-        image.draft("RGB", (draft_size, draft_size))
     image = ImageOps.exif_transpose(image)
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         # 16-bit greyscale: scale down to 8 bits instead of clipping.
@@ -133,7 +131,7 @@ def preprocess(source: ImageSource, size: int = IMAGE_SIZE) -> np.ndarray:
 
     Decode, squash to size x size, and paint a dermoscope's dark corners with skin colour
     (:func:`fill_outside_field_of_view`)."""
-    image = load_rgb(source, draft_size=size)
+    image = load_rgb(source)
     pixels = np.asarray(resize_rgb(image, size), dtype=np.float32)
     return fill_outside_field_of_view(pixels, image.size)
 
