@@ -19,6 +19,7 @@ from django.utils import timezone
 from PIL import Image
 
 from ml import classifier, heatmap
+from ml.preprocessing import load_rgb
 
 from . import audit
 from .images import CheckedImage, encode_png, encode_thumbnail
@@ -94,19 +95,27 @@ def store_upload(
     return upload
 
 
-def heatmap_png(upload: Upload, cam) -> bytes:
-    """The Grad-CAM map drawn over the stored photo, as PNG."""
+def stored_photo(upload: Upload) -> Image.Image:
+    """The stored photo, decoded: what a retry scores (a fresh upload is scored from memory)."""
     with upload.image.open("rb") as stored:
         with Image.open(stored) as photo:
-            drawn = heatmap.overlay(photo, cam)
+            return load_rgb(photo)
+
+
+def heatmap_png(photo: Image.Image, cam) -> bytes:
+    """The Grad-CAM map drawn over the photo, as PNG."""
+    drawn = heatmap.overlay(photo, cam)
     buffer = io.BytesIO()
     # Fast compression: optimize=True tripled the request time under load for ~10% smaller files.
     drawn.save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
 
 
-def run_prediction(prediction: Prediction) -> Prediction:
-    """Ask the model about the stored image and record what happened.
+def run_prediction(prediction: Prediction, image: Image.Image | None = None) -> Prediction:
+    """Ask the model about the upload's image and record what happened.
+
+    `image` is the upload decoded by check_image, for a fresh upload: it is scored and the
+    heat map drawn from it in memory. Without it (a retry) the stored file is read back.
 
     Whatever the model does, the prediction row says so afterwards: done (needs a
     doctor, uncertain or low risk, with its heat map), refused by the image check,
@@ -118,8 +127,8 @@ def run_prediction(prediction: Prediction) -> Prediction:
     fields: dict = {"attempts": F("attempts") + 1}
     stored_heatmap = ""
     try:
-        with prediction.upload.image.open("rb") as stored:
-            result = classifier.predict(stored.read())
+        photo = image if image is not None else stored_photo(prediction.upload)
+        result = classifier.predict(photo)
     except classifier.ModelUnavailable as exc:
         fields.update(status=Prediction.Status.NO_MODEL, reason=str(exc))
         logger.warning("Prediction %s not assessed: %s", prediction.pk, exc)
@@ -149,7 +158,7 @@ def run_prediction(prediction: Prediction) -> Prediction:
                 views_averaged=result.views_averaged,
             )
             if result.heatmap is not None:
-                stored_heatmap = store_heatmap(prediction, result.heatmap)
+                stored_heatmap = store_heatmap(prediction, result.heatmap, photo)
                 fields["heatmap"] = stored_heatmap
         else:
             fields.update(status=Prediction.Status.REFUSED, reason=result.reason, outcome=Prediction.Outcome.NOT_ASSESSED)
@@ -161,11 +170,11 @@ def run_prediction(prediction: Prediction) -> Prediction:
     return prediction
 
 
-def store_heatmap(prediction: Prediction, cam) -> str:
-    """Save the heat map under a random name; returns the name, or "" if it could not be
-    drawn (the prediction itself is kept either way)."""
+def store_heatmap(prediction: Prediction, cam, photo: Image.Image) -> str:
+    """Save the heat map drawn over `photo` (the upload's image) under a random name; returns
+    the name, or "" if it could not be drawn (the prediction itself is kept either way)."""
     try:
-        content = ContentFile(heatmap_png(prediction.upload, cam))
+        content = ContentFile(heatmap_png(photo, cam))
         field = prediction.heatmap
         return field.storage.save(field.field.generate_filename(prediction, "heatmap.png"), content)
     except Exception:
@@ -174,9 +183,10 @@ def store_heatmap(prediction: Prediction, cam) -> str:
 
 
 def submit_upload(*, uploaded_by, image: CheckedImage, via: str = audit.Via.PAGE, **fields) -> Prediction:
-    """What the upload page and the API do: store, then predict."""
+    """What the upload page and the API do: store, then predict from the image already decoded
+    (the stored file is not read back)."""
     upload = store_upload(uploaded_by=uploaded_by, image=image, via=via, **fields)
-    return run_prediction(upload.prediction)
+    return run_prediction(upload.prediction, image=image.image)
 
 
 def retry_prediction(prediction: Prediction, *, user=None, via: str = audit.Via.PAGE) -> Prediction:
