@@ -6,7 +6,6 @@ them writes an Upload or a Prediction itself. The model is reached only through
 """
 from __future__ import annotations
 
-import io
 import logging
 from collections import Counter
 from collections.abc import Iterable
@@ -102,13 +101,18 @@ def stored_photo(upload: Upload) -> Image.Image:
             return load_rgb(photo)
 
 
+HEATMAP_MAX_SIDE = 640
+
+
 def heatmap_png(photo: Image.Image, cam) -> bytes:
-    """The Grad-CAM map drawn over the photo, as PNG."""
-    drawn = heatmap.overlay(photo, cam)
-    buffer = io.BytesIO()
-    # Fast compression: optimize=True tripled the request time under load for ~10% smaller files.
-    drawn.save(buffer, format="PNG", compress_level=1)
-    return buffer.getvalue()
+    """The Grad-CAM map drawn over the photo (at most HEATMAP_MAX_SIDE pixels a side), as PNG."""
+    # A large photo is first shrunk by a whole factor (a box filter, fast), as Pillow's reducing_gap
+    # does: the overlay's bilinear resize then reads about a ninth of a 12-megapixel photo's pixels.
+    factor = int(max(photo.size) / (2 * HEATMAP_MAX_SIDE))
+    if factor >= 2:
+        photo = photo.reduce(factor)
+    # encode_png: fast and lossless (Pillow's own encoder took longer than drawing the map).
+    return encode_png(heatmap.overlay(photo, cam, max_side=HEATMAP_MAX_SIDE))
 
 
 def run_prediction(prediction: Prediction, image: Image.Image | None = None) -> Prediction:
