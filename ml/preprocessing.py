@@ -51,7 +51,8 @@ def load_rgb(source: ImageSource, draft_size: int | None = None) -> Image.Image:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, rgba)
-    return image.convert("RGB")
+    # exif_transpose returned a copy already: an RGB image needs no second one (12 MP: 36 MB).
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def resize_rgb(image: Image.Image, size: int = IMAGE_SIZE) -> Image.Image:
