@@ -2,6 +2,7 @@
 #   make run    virtualenv + requirements, database, a clinician login, the dev server
 #   make test   virtualenv + requirements, the whole pytest suite (PYTEST_ARGS="..." to narrow it)
 #   make bench  the load test against gunicorn, on SQLite then PostgreSQL (DURATION=60)
+#   make bench-upload  one clinician's upload latency, PH2-sized and 12-megapixel photos (REQUESTS=20)
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -11,8 +12,9 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 DURATION ?= 60
+REQUESTS ?= 20
 
-.PHONY: run test venv migrate accounts check bench train evaluate evaluate-close-calls gpu-bundle
+.PHONY: run test venv migrate accounts check bench bench-upload train evaluate evaluate-close-calls gpu-bundle
 
 venv: $(STAMP)
 
@@ -47,6 +49,11 @@ check: venv
 bench: venv
 	$(BIN)/python bench/load.py --duration $(DURATION)
 	$(BIN)/python bench/load.py --duration $(DURATION) --database postgres
+
+# Upload latency (bench/upload.py, docs/benchmarks.md): one client posting real photos through the API,
+# p50/p95 end to end for PH2-sized photos and for 12-megapixel JPEGs made by upscaling PH2 photos.
+bench-upload: venv
+	$(BIN)/python bench/upload.py --requests $(REQUESTS)
 
 # The model: train it (about an hour on 2 CPU cores), then every figure in its model card.
 DATASETS ?= ../shared/datasets
