@@ -8,12 +8,10 @@ that a decompression bomb is refused without being decoded.
 from __future__ import annotations
 
 import io
-import os
 import re
 import struct
 import warnings
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -163,10 +161,9 @@ def encode_png(image: Image.Image) -> bytes:
     Pillow's PNG encoder tries all five PNG filters on every row, in one thread: for a 12-megapixel
     photo about 0.8 s even at zlib level 1, and 4.9 s at its default level 6, against a budget of 1 s
     for the whole request. Here every row takes the "Up" filter (the difference from the row above,
-    computed by numpy at once) and zlib level 1 compresses it (:func:`deflate`): about 0.3 s for
-    12 megapixels in one thread, and a file no larger than Pillow's level 1 (9 MB for an upscaled
-    PH2 photo). Any PNG reader decodes it; RGB is all check_image produces (other modes go
-    through Pillow)."""
+    computed by numpy at once) and zlib level 1 compresses it, which releases the GIL: about 0.3 s
+    for 12 megapixels and a file no larger than Pillow's level 1 (9 MB for an upscaled PH2 photo).
+    Any PNG reader decodes it; RGB is all check_image produces (other modes go through Pillow)."""
     if image.mode != "RGB":
         buffer = io.BytesIO()
         image.save(buffer, format="PNG", compress_level=1)
@@ -176,39 +173,13 @@ def encode_png(image: Image.Image) -> bytes:
     filtered[:, 0] = 2  # filter type "Up"; the first row's "row above" is zeros
     filtered[0, 1:] = rows[0]
     np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])  # wraps modulo 256, as PNG's filter does
-    pixels = deflate(filtered.reshape(-1))
+    compressor = zlib.compressobj(1)
+    pixels = compressor.compress(filtered) + compressor.flush()
     header = struct.pack(">IIBBBBB", image.width, image.height, 8, 2, 0, 0, 0)  # 8-bit RGB, not interlaced
     return PNG_SIGNATURE + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", pixels) + _png_chunk(b"IEND", b"")
 
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-# Below this many bytes one thread compresses faster than starting more.
-PARALLEL_DEFLATE_MIN_BYTES = 4 * 1024 * 1024
-
-
-def deflate(data, parts: int | None = None) -> bytes:
-    """A zlib stream (level 1) of `data`, compressed in `parts` pieces at once, as pigz does.
-
-    zlib releases the GIL, so a 12-megapixel photo's 36 MB compress on every core: each piece is
-    a raw deflate stream of its own, ended on a byte boundary (a sync flush) except the last, so
-    the pieces joined are one valid stream; the zlib header and the Adler-32 of all the data
-    frame it. A piece never refers back into the one before it, which costs about 0.1% in size."""
-    if parts is None:
-        parts = min(os.cpu_count() or 1, 4) if len(data) >= PARALLEL_DEFLATE_MIN_BYTES else 1
-    if parts <= 1:
-        return zlib.compress(data, 1)
-    bounds = [len(data) * i // parts for i in range(parts + 1)]
-
-    def piece(i: int) -> bytes:
-        compressor = zlib.compressobj(1, zlib.DEFLATED, -15)  # raw deflate: no header, no checksum
-        out = compressor.compress(data[bounds[i]:bounds[i + 1]])
-        return out + compressor.flush(zlib.Z_FINISH if i == parts - 1 else zlib.Z_SYNC_FLUSH)
-
-    with ThreadPoolExecutor(max_workers=parts) as pool:
-        checksum = pool.submit(zlib.adler32, data)
-        pieces = list(pool.map(piece, range(parts)))
-    # 0x78 0x01: deflate with a 32 KB window, "fastest" level; the header's check bits make it a multiple of 31.
-    return b"\x78\x01" + b"".join(pieces) + struct.pack(">I", checksum.result())
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:

@@ -155,15 +155,3 @@ def test_stored_png_holds_exactly_the_decoded_pixels(size):
     grey = Image.fromarray(pixels[..., 0], "L")  # not what check_image makes, but still lossless
     with Image.open(io.BytesIO(encode_png(grey))) as stored:
         assert np.array_equal(np.asarray(stored), pixels[..., 0])
-
-
-@pytest.mark.parametrize("parts", [1, 2, 3, 4])
-def test_deflate_in_pieces_is_one_zlib_stream(parts):
-    """Compressed in pieces at once (a 12 MP photo's 36 MB on every core), read back as one stream."""
-    import os
-    import zlib
-
-    from diagnosis.images import deflate
-
-    for data in (b"", b"x", os.urandom(1000), bytes(range(256)) * 5000):
-        assert zlib.decompress(deflate(data, parts)) == data
