@@ -106,6 +106,7 @@ def measure(url: str, token: str, photos: list[tuple[str, bytes]], requests: int
         "p95_ms": round(percentile(latencies, 0.95), 1),
         "min_ms": round(min(latencies), 1) if latencies else None,
         "max_ms": round(max(latencies), 1) if latencies else None,
+        "latencies_ms": [round(ms, 1) for ms in latencies],  # in order sent: shows what the noise did
     }
 
 
@@ -148,7 +149,7 @@ def run(args) -> dict:
         results = {}
         for kind, photos in kinds.items():
             results[kind] = {"photo": sizes[kind], **measure(server.url, token, photos, args.requests, args.warmup)}
-            print(f"bench: {kind}: {json.dumps(results[kind])}", flush=True)
+            print(f"bench: {kind}: {json.dumps({k: v for k, v in results[kind].items() if k != 'latencies_ms'})}", flush=True)
     return {"model": model, "workers": args.workers, "load_average": os.getloadavg(), **results}
 
 
