@@ -3,6 +3,7 @@
 #   make test   virtualenv + requirements, the whole pytest suite (PYTEST_ARGS="..." to narrow it)
 #   make lint   ruff (lint and format check) and the import contracts (pyproject.toml)
 #   make bench  the load test against gunicorn, on SQLite then PostgreSQL (DURATION=60)
+#   make bench-upload  one clinician's upload latency, PH2-sized and 12-megapixel photos (REQUESTS=20)
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -12,6 +13,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 DURATION ?= 60
+REQUESTS ?= 20
 
 .PHONY: run test lint lock venv migrate accounts check bench bench-upload train evaluate evaluate-close-calls gpu-bundle
 
@@ -57,6 +59,11 @@ check: venv
 bench: venv
 	$(BIN)/python bench/load.py --duration $(DURATION)
 	$(BIN)/python bench/load.py --duration $(DURATION) --database postgres
+
+# Upload latency (bench/upload.py, docs/benchmarks.md): one client posting real photos through the API,
+# p50/p95 end to end for PH2-sized photos and for 12-megapixel JPEGs made by upscaling PH2 photos.
+bench-upload: venv
+	$(BIN)/python bench/upload.py --requests $(REQUESTS)
 
 # The model: train it (about an hour on 2 CPU cores; the defaults are the shipped recipe), then every
 # figure in its model card.

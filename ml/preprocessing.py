@@ -14,8 +14,10 @@ from typing import Union
 
 import numpy as np
 from PIL import Image, ImageOps
+from scipy import ndimage
 
-IMAGE_SIZE = 224
+from ml.artifact import IMAGE_SIZE
+
 # Squash rather than crop: HAM10000 ships as 600x450 originals squashed to a
 # square, so squashing everything else keeps the aspect distortion identical.
 RESAMPLE = Image.Resampling.BILINEAR
@@ -33,15 +35,13 @@ def open_image(source: ImageSource) -> Image.Image:
     return Image.open(source)
 
 
-def load_rgb(source: ImageSource, draft_size: int | None = None) -> Image.Image:
-    """Decode any Pillow-readable image into an upright 8-bit RGB image.
+def load_rgb(source: ImageSource) -> Image.Image:
+    """Decode any Pillow-readable image, every pixel, into an upright 8-bit RGB image.
 
-    With draft_size, a large JPEG is decoded directly at a reduced scale (1/2, 1/4, 1/8)
-    that still covers draft_size x draft_size: several times faster than decoding every
-    pixel only to throw most of them away in the resize."""
+    Always at full scale: a JPEG decoded at reduced scale (Pillow's draft mode) gives other
+    pixels than the same photo uploaded, which is decoded fully, so evaluation would measure a
+    model the clinic does not get."""
     image = open_image(source)
-    if draft_size and image.format == "JPEG" and min(image.size) >= 2 * draft_size:
-        image.draft("RGB", (draft_size, draft_size))
     image = ImageOps.exif_transpose(image)
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         # 16-bit greyscale: scale down to 8 bits instead of clipping.
@@ -53,7 +53,8 @@ def load_rgb(source: ImageSource, draft_size: int | None = None) -> Image.Image:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, rgba)
-    return image.convert("RGB")
+    # exif_transpose returned a copy already: an RGB image needs no second one (12 MP: 36 MB).
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def resize_rgb(image: Image.Image, size: int = IMAGE_SIZE) -> Image.Image:
@@ -104,8 +105,6 @@ def fill_outside_field_of_view(pixels: np.ndarray, original_size: tuple[int, int
                                          luminance[-cy:, -cx:])]
     if np.mean(corners) >= dark_ratio * skin_level or max(corners) >= max_corner_ratio * skin_level:
         return pixels
-    from scipy import ndimage
-
     edge = 0.5
     for r0 in np.arange(0.5, float(radius.max()) + ring, ring):
         in_ring = (radius >= r0) & (radius < r0 + ring)
@@ -133,7 +132,7 @@ def preprocess(source: ImageSource, size: int = IMAGE_SIZE) -> np.ndarray:
 
     Decode, squash to size x size, and paint a dermoscope's dark corners with skin colour
     (:func:`fill_outside_field_of_view`)."""
-    image = load_rgb(source, draft_size=size)
+    image = load_rgb(source)
     pixels = np.asarray(resize_rgb(image, size), dtype=np.float32)
     return fill_outside_field_of_view(pixels, image.size)
 

@@ -51,6 +51,18 @@ def test_heat_lands_where_the_image_is_red(logged_in, standin_model, media_root)
     assert max(abs(a - b) for a, b in zip(cold_before, cold_after)) <= 2  # left as it was
 
 
+def test_a_large_photo_gets_a_heatmap_of_its_shape_with_the_heat_in_place(logged_in, standin_model, media_root):
+    # 2600 x 1950: shrunk by a whole factor before the overlay is drawn (services.heatmap_png).
+    post_upload(logged_in, lesion_on_skin_png(size=(2600, 1950), patch=(0, 0, 1040, 1040), background=GREY, lesion=(200, 40, 40)))
+    prediction = Prediction.objects.get()
+    with Image.open(media_root / prediction.heatmap.name) as stored:
+        assert stored.size == (640, 480)
+        overlay = stored.convert("RGB")
+    hot, cold = overlay.getpixel((100, 100)), overlay.getpixel((600, 440))  # inside the red square, far from it
+    assert max(abs(a - b) for a, b in zip(hot, (200, 40, 40))) > 10
+    assert max(abs(a - b) for a, b in zip(cold, GREY)) <= 2
+
+
 def test_result_page_shows_the_heatmap(logged_in, standin_model):
     response = post_upload(logged_in, lesion_on_skin_png())
     prediction = Prediction.objects.get()

@@ -137,3 +137,21 @@ def test_exif_orientation_is_applied_and_metadata_dropped():
     checked = form.cleaned_data["image"].image
     assert checked.size == (48, 64)  # rotated upright
     assert checked.info == {}
+
+
+@pytest.mark.parametrize("size", [(1, 1), (1, 7), (9, 1), (64, 48), (301, 203)])
+def test_stored_png_holds_exactly_the_decoded_pixels(size):
+    """encode_png writes the PNG itself (Pillow's encoder is too slow for a 12 MP photo): any PNG
+    reader must get every pixel back, whatever the row-to-row differences (noise wraps around 0/255)."""
+    import numpy as np
+
+    from diagnosis.images import encode_png
+
+    pixels = np.random.default_rng(sum(size)).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    pixels[0, 0], pixels[-1, -1] = (255, 255, 255), (0, 0, 0)
+    with Image.open(io.BytesIO(encode_png(Image.fromarray(pixels, "RGB")))) as stored:
+        assert stored.format == "PNG" and stored.mode == "RGB" and stored.size == size
+        assert np.array_equal(np.asarray(stored), pixels)
+    grey = Image.fromarray(pixels[..., 0], "L")  # not what check_image makes, but still lossless
+    with Image.open(io.BytesIO(encode_png(grey))) as stored:
+        assert np.array_equal(np.asarray(stored), pixels[..., 0])

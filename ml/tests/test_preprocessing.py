@@ -85,7 +85,7 @@ def test_ph2_corners_are_painted_and_its_lesions_left_alone(ph2_root):
     images = sorted((ph2_root / "images").glob("IMD*.jpg"))
     for image_path in images:
         mask_path = ph2_root / "lesion_masks" / f"{image_path.stem}_lesion.png"
-        raw = np.asarray(preprocessing.resize_rgb(preprocessing.load_rgb(image_path, draft_size=224)), dtype=np.float32)
+        raw = np.asarray(preprocessing.resize_rgb(preprocessing.load_rgb(image_path)), dtype=np.float32)
         filled = preprocessing.preprocess(image_path)
         lesion = np.asarray(Image.open(mask_path).convert("L").resize((224, 224), Image.Resampling.NEAREST)) > 127
         changed = np.abs(filled - raw).max(axis=-1) > 3
