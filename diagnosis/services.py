@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 from collections import Counter
 from collections.abc import Iterable
 
 from django.core.exceptions import ValidationError
-from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
@@ -20,9 +20,10 @@ from PIL import Image
 
 from ml import classifier, heatmap
 
-from . import audit
+from . import audit, storage
 from .images import CheckedImage, encode_png, encode_thumbnail
 from .models import Lesion, Prediction, Upload
+from .validators import no_bidi_controls
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ def find_or_create_lesion(*, patient_ref: str, name: str, created_by) -> Lesion:
     patient_ref, name = patient_ref.strip(), " ".join(name.split())
     if not patient_ref or not name:
         raise ValidationError("A lesion needs both the patient reference and a name.")
+    no_bidi_controls(name)
     existing = Lesion.objects.filter(patient_ref=patient_ref, name__iexact=name).first()
     if existing is not None:
         return existing
@@ -60,6 +62,7 @@ def store_upload(
     existing lesion of this patient) the photo is a visit of that lesion.
     """
     patient_ref = patient_ref.strip()
+    no_bidi_controls(note)
     if lesion is not None and patient_ref and lesion.patient_ref != patient_ref:
         raise ValidationError(f"Lesion {lesion} belongs to patient {lesion.patient_ref}, not {patient_ref}.")
     upload = Upload(
@@ -72,9 +75,10 @@ def store_upload(
         body_site=body_site,
         note=note.strip(),
     )
-    upload.image.save("image.png", ContentFile(encode_png(image.image)), save=False)
-    try:
-        upload.thumbnail.save("thumbnail.jpg", ContentFile(encode_thumbnail(image.image)), save=False)
+    # A failure anywhere below (the storage, the database) removes the files written here.
+    with storage.removed_on_failure() as written:
+        written.save(upload.image, "image.png", encode_png(image.image))
+        written.save(upload.thumbnail, "thumbnail.jpg", encode_thumbnail(image.image))
         with transaction.atomic():
             if lesion is None and lesion_name.strip():
                 lesion = find_or_create_lesion(patient_ref=upload.patient_ref, name=lesion_name, created_by=uploaded_by)
@@ -85,12 +89,6 @@ def store_upload(
                 uploaded_by, audit.Action.UPLOAD, prediction, via=via,
                 upload=upload.pk, patient_ref=upload.patient_ref, lesion=lesion.pk if lesion else None,
             )
-    except BaseException:
-        # No row points at the files: remove them rather than leave orphans.
-        for field in (upload.image, upload.thumbnail):
-            if field.name:
-                field.storage.delete(field.name)
-        raise
     return upload
 
 
@@ -120,14 +118,15 @@ def run_prediction(prediction: Prediction) -> Prediction:
     try:
         with prediction.upload.image.open("rb") as stored:
             result = classifier.predict(stored.read())
+    # The reason is shown to clinicians and API clients: no server path in it (the log has the whole message).
     except classifier.ModelUnavailable as exc:
-        fields.update(status=Prediction.Status.NO_MODEL, reason=str(exc))
+        fields.update(status=Prediction.Status.NO_MODEL, reason=public_reason(str(exc)))
         logger.warning("Prediction %s not assessed: %s", prediction.pk, exc)
     except classifier.PredictionFailed as exc:  # its message names the cause already
-        fields.update(status=Prediction.Status.FAILED, reason=str(exc))
+        fields.update(status=Prediction.Status.FAILED, reason=public_reason(str(exc)))
         logger.exception("Prediction %s failed", prediction.pk)
     except Exception as exc:  # anything unforeseen: the upload stays
-        fields.update(status=Prediction.Status.FAILED, reason=f"{type(exc).__name__}: {exc}")
+        fields.update(status=Prediction.Status.FAILED, reason=public_reason(f"{type(exc).__name__}: {exc}"))
         logger.exception("Prediction %s failed", prediction.pk)
     else:
         fields.update(
@@ -152,11 +151,16 @@ def run_prediction(prediction: Prediction) -> Prediction:
                 stored_heatmap = store_heatmap(prediction, result.heatmap)
                 fields["heatmap"] = stored_heatmap
         else:
-            fields.update(status=Prediction.Status.REFUSED, reason=result.reason, outcome=Prediction.Outcome.NOT_ASSESSED)
+            fields.update(status=Prediction.Status.REFUSED, reason=public_reason(result.reason),
+                          outcome=Prediction.Outcome.NOT_ASSESSED)
     # Conditional update: a concurrent retry that finished first is not overwritten.
-    updated = Prediction.objects.filter(pk=prediction.pk).exclude(status__in=Prediction.FINAL).update(**fields)
+    try:
+        updated = Prediction.objects.filter(pk=prediction.pk).exclude(status__in=Prediction.FINAL).update(**fields)
+    except BaseException:
+        storage.delete(stored_heatmap)  # no row points at it
+        raise
     if not updated and stored_heatmap:
-        prediction.heatmap.storage.delete(stored_heatmap)
+        storage.delete(stored_heatmap)
     prediction.refresh_from_db()
     return prediction
 
@@ -165,12 +169,25 @@ def store_heatmap(prediction: Prediction, cam) -> str:
     """Save the heat map under a random name; returns the name, or "" if it could not be
     drawn (the prediction itself is kept either way)."""
     try:
-        content = ContentFile(heatmap_png(prediction.upload, cam))
-        field = prediction.heatmap
-        return field.storage.save(field.field.generate_filename(prediction, "heatmap.png"), content)
+        return storage.save(prediction.heatmap, "heatmap.png", heatmap_png(prediction.upload, cam))
     except Exception:
         logger.exception("Prediction %s: the heat map could not be drawn", prediction.pk)
         return ""
+
+
+# An absolute path (POSIX or Windows), as in "... in /srv/skincare/ml/artifacts/model".
+_SERVER_PATH = re.compile(r"""(?<![\w.])(?:[A-Za-z]:)?[/\\](?:[^\s'"(),;:/\\]+[/\\]?)+""")
+
+
+def public_reason(text: str) -> str:
+    """A reason as users see it: every server path replaced by its last part when that is a
+    file name ("model.keras"), else by "the server's folder" (the log keeps the whole text)."""
+
+    def hide(match: re.Match) -> str:
+        last = match.group(0).rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1]
+        return last if "." in last.strip(".") else "the server's folder"
+
+    return _SERVER_PATH.sub(hide, text)
 
 
 def submit_upload(*, uploaded_by, image: CheckedImage, via: str = audit.Via.PAGE, **fields) -> Prediction:
@@ -216,6 +233,7 @@ def check_review(decision: str, comment: str) -> None:
         raise ValidationError(f"Unknown review decision {decision!r}.")
     if decision == Prediction.Decision.OTHER and not comment.strip():
         raise ValidationError("Say in the comment what the other decision is.")
+    no_bidi_controls(comment)
 
 
 def record_review(prediction: Prediction, *, reviewer, decision: str, comment: str = "", via: str = audit.Via.PAGE) -> Prediction:

@@ -1,7 +1,9 @@
-from django.urls import path
+from django.urls import path, register_converter
 from django.views.generic import RedirectView
 
-from . import views
+from . import converters, views
+
+register_converter(converters.IdConverter, "id")
 
 app_name = "diagnosis"
 
@@ -11,8 +13,8 @@ urlpatterns = [
     path("history/", views.history, name="history"),
     path("queue/", views.queue, name="queue"),
     path("lesions/", views.lesion_list, name="lesions"),
-    path("lesions/<int:pk>/", views.lesion_detail, name="lesion"),
-    path("predictions/<int:pk>/", views.result, name="result"),
-    path("predictions/<int:pk>/retry/", views.retry, name="retry"),
-    path("predictions/<int:pk>/review/", views.review, name="review"),
+    path("lesions/<id:pk>/", views.lesion_detail, name="lesion"),
+    path("predictions/<id:pk>/", views.result, name="result"),
+    path("predictions/<id:pk>/retry/", views.retry, name="retry"),
+    path("predictions/<id:pk>/review/", views.review, name="review"),
 ]
