@@ -64,6 +64,7 @@ class UploadForm(forms.Form):
         label="…or name a new lesion",
         required=False,
         max_length=100,
+        validators=[no_bidi_controls],
         help_text='Optional. Where it is, e.g. "left shoulder, upper". Needs the patient reference; '
         "an existing name of this patient picks that lesion.",
     )

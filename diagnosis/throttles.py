@@ -26,3 +26,19 @@ class UserThrottle(UserRateThrottle):
 
     def get_rate(self):
         return getattr(settings, self.setting, "") or None
+
+
+class AnonymousCallsThrottledFirst:
+    """A permission listed before IsAuthenticated: DRF checks throttles only after the
+    permissions, so an anonymous call would get its 401 however often it came. This
+    counts anonymous calls first (the user throttles still run once, after the permissions)."""
+
+    def has_permission(self, request, view) -> bool:
+        if not (request.user and request.user.is_authenticated):
+            for throttle in view.get_throttles():
+                if isinstance(throttle, AnonymousThrottle) and not throttle.allow_request(request, view):
+                    view.throttled(request, throttle.wait())
+        return True
+
+    def has_object_permission(self, request, view, obj) -> bool:
+        return True
