@@ -24,7 +24,7 @@ from .audit import Via
 from .forms import UploadForm
 from .models import BodySite, Prediction
 from .storage import StorageUnavailable
-from .validators import parse_id
+from .validators import MAX_ID, parse_id
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +149,8 @@ class UploadRequestSerializer(serializers.Serializer):
     )
     body_site = serializers.ChoiceField(choices=BodySite.choices, required=False)
     note = serializers.CharField(max_length=2000, required=False)
-    lesion = serializers.IntegerField(required=False, help_text="Id of a lesion followed over time.")
+    lesion = serializers.IntegerField(min_value=1, max_value=MAX_ID, required=False,
+                                      help_text="Id of a lesion followed over time.")
     lesion_name = serializers.CharField(max_length=100, required=False, help_text="Name a new (or existing) lesion.")
 
 
@@ -185,7 +186,8 @@ class PredictionViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.R
         summary="The clinic's predictions, newest first",
         parameters=[
             OpenApiParameter("patient_ref", str, description="Exactly this patient reference."),
-            OpenApiParameter("lesion", OpenApiTypes.INT, description="Only this lesion's photos (a lesion id)."),
+            OpenApiParameter("lesion", {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+                             description="Only this lesion's photos (a lesion id)."),
             OpenApiParameter(
                 "outcome", str, enum=["attention", *Prediction.Outcome.values],
                 description="Only this outcome; 'attention': needs a doctor or uncertain.",
@@ -204,6 +206,9 @@ class PredictionViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.R
     def get_queryset(self):
         """Filters for the list: ?patient_ref= (exactly), ?lesion=<id>, ?outcome=."""
         params = self.request.query_params
+        repeated = sorted(name for name in ("patient_ref", "lesion", "outcome") if len(params.getlist(name)) > 1)
+        if repeated:  # which of the values would count? Neither: say so
+            raise serializers.ValidationError({name: ["Give this filter once."] for name in repeated})
         lesion = params.get("lesion", "")
         outcome = params.get("outcome", "")
         if outcome and outcome != "attention" and outcome not in Prediction.Outcome.values:
@@ -237,7 +242,7 @@ class PredictionViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.R
 
     @extend_schema(
         summary="Upload a photo and get the model's answer",
-        request={"multipart/form-data": UploadRequestSerializer, "application/x-www-form-urlencoded": UploadRequestSerializer},
+        request={"multipart/form-data": UploadRequestSerializer},
         responses={
             201: OpenApiResponse(PredictionSerializer, description="Stored; `outcome` and `reason` say whether the "
                                  "model assessed it (201 even when it could not: the upload is kept)."),
