@@ -215,6 +215,9 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     # Requests per user (token or session) and per address for anonymous callers.
     # Rates: SKINCARE_API_THROTTLE_ANON and SKINCARE_API_THROTTLE_USER below.
+    # Anonymous calls are counted per address: REMOTE_ADDR, or behind the TLS proxy the address it
+    # appends to X-Forwarded-For (never one a client sent itself).
+    "NUM_PROXIES": 1 if BEHIND_TLS_PROXY else 0,
     "DEFAULT_THROTTLE_CLASSES": [
         "diagnosis.throttles.AnonymousThrottle",
         "diagnosis.throttles.UserThrottle",

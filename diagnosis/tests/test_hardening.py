@@ -263,3 +263,25 @@ class TestNoServerPathInReasons:
     )
     def test_public_reason(self, raw, shown):
         assert services.public_reason(raw) == shown
+
+
+def test_the_new_settings_follow_the_environment():
+    import json
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
+    env = {
+        **os.environ, "DJANGO_SETTINGS_MODULE": "skincare_site.settings",
+        "SKINCARE_API_THROTTLE_USER": "7/minute", "SKINCARE_API_THROTTLE_ANON": "",
+        "SKINCARE_LOGIN_FAILURE_LIMIT": "9", "SKINCARE_LOGIN_COOLOFF_HOURS": "0.5",
+        "SKINCARE_MEDIA_ORPHAN_MIN_AGE": "60", "SKINCARE_AXES_ENABLED": "0",
+    }
+    code = (
+        "import json; from django.conf import settings as s; print(json.dumps([s.SKINCARE_API_THROTTLE_USER,"
+        " s.SKINCARE_API_THROTTLE_ANON, s.AXES_FAILURE_LIMIT, s.AXES_COOLOFF_TIME, s.SKINCARE_MEDIA_ORPHAN_MIN_AGE,"
+        " s.AXES_ENABLED]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == ["7/minute", "", 9, 0.5, 60, False], out.stderr
