@@ -23,6 +23,7 @@ from . import selectors, services
 from .audit import Via
 from .forms import UploadForm
 from .models import BodySite, Prediction
+from .reasons import public_reason
 from .storage import StorageUnavailable
 from .validators import MAX_ID, parse_id
 
@@ -100,7 +101,8 @@ class PredictionSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(serializers.CharField(allow_null=True))
     def get_reason(self, prediction: Prediction) -> str | None:
-        return None if prediction.is_assessed else (prediction.reason or prediction.message)
+        # public_reason again: rows written before reasons were cleaned of server paths
+        return None if prediction.is_assessed else (public_reason(prediction.reason) or prediction.message)
 
     @extend_schema_field(serializers.URLField(allow_null=True))
     def get_heatmap_url(self, prediction: Prediction) -> str | None:

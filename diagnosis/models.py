@@ -19,6 +19,7 @@ from django.db.models import Q
 from django.db.models.functions import Lower
 from django.utils import timezone
 
+from .reasons import public_reason
 from .validators import no_bidi_controls
 
 
@@ -248,11 +249,11 @@ class Prediction(models.Model):
                 relation = f"is below the threshold {self.threshold:.3f}"
             return f"{self.get_outcome_display()}: the probability of malignancy {p:.3f} {relation}."
         if self.status == self.Status.REFUSED:
-            return f"Not assessed: {self.reason} The upload is saved; the model gives no probability for it."
+            return f"Not assessed: {public_reason(self.reason)} The upload is saved; the model gives no probability for it."
         if self.status == self.Status.NO_MODEL:
             return "Not assessed: no model available. The upload is saved and can be assessed later with a retry."
         if self.status == self.Status.FAILED:
-            return f"Not assessed: the prediction failed ({self.reason}). The upload is saved; retry it."
+            return f"Not assessed: the prediction failed ({public_reason(self.reason)}). The upload is saved; retry it."
         return "Not assessed yet: the prediction has not run. The upload is saved; retry it."
 
     @property

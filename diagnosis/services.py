@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import logging
-import re
 from collections import Counter
 from collections.abc import Iterable
 
@@ -23,6 +22,7 @@ from ml import classifier, heatmap
 from . import audit, storage
 from .images import CheckedImage, encode_png, encode_thumbnail
 from .models import Lesion, Prediction, Upload
+from .reasons import public_reason
 from .validators import no_bidi_controls
 
 logger = logging.getLogger(__name__)
@@ -173,21 +173,6 @@ def store_heatmap(prediction: Prediction, cam) -> str:
     except Exception:
         logger.exception("Prediction %s: the heat map could not be drawn", prediction.pk)
         return ""
-
-
-# An absolute path (POSIX or Windows), as in "... in /srv/skincare/ml/artifacts/model".
-_SERVER_PATH = re.compile(r"""(?<![\w.])(?:[A-Za-z]:)?[/\\](?:[^\s'"(),;:/\\]+[/\\]?)+""")
-
-
-def public_reason(text: str) -> str:
-    """A reason as users see it: every server path replaced by its last part when that is a
-    file name ("model.keras"), else by "the server's folder" (the log keeps the whole text)."""
-
-    def hide(match: re.Match) -> str:
-        last = match.group(0).rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1]
-        return last if "." in last.strip(".") else "the server's folder"
-
-    return _SERVER_PATH.sub(hide, text)
 
 
 def submit_upload(*, uploaded_by, image: CheckedImage, via: str = audit.Via.PAGE, **fields) -> Prediction:

@@ -79,6 +79,7 @@ def test_kill_at_the_moment_the_file_appears_leaves_nothing_check_media_cannot_c
             if uploads.is_dir() and any(entry.is_file() for entry in os.scandir(uploads)):
                 os.killpg(server.process.pid, signal.SIGKILL)
                 break
+            time.sleep(0.001)  # the thumbnail takes tens of milliseconds after the photo's file appears
         else:
             raise AssertionError("the upload's file never appeared:\n" + (tmp_path / "gunicorn.log").read_text()[-3000:])
         server.process.wait(timeout=30)

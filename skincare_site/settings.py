@@ -165,8 +165,8 @@ MEDIA_URL = "/media/"
 MEDIA_ROOT = Path(os.environ.get("DJANGO_MEDIA_ROOT", BASE_DIR / "media"))
 
 # Django's own request limits. Files in a multipart body do not count towards
-# DATA_UPLOAD_MAX_MEMORY_SIZE (they stream to a temporary file above
-# FILE_UPLOAD_MAX_MEMORY_SIZE), so a 12 MB photo reaches the form and gets the
+# DATA_UPLOAD_MAX_MEMORY_SIZE (FILE_UPLOAD_HANDLERS below holds them, bounded by
+# SKINCARE_MAX_UPLOAD_SIZE), so a 12 MB photo reaches the form and gets the
 # form's message; other oversized bodies get a 400 (API: a JSON 413).
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440

@@ -19,7 +19,7 @@ from django.core.files.storage import FileSystemStorage
 from django.test import RequestFactory
 from django.urls import reverse
 
-from diagnosis import errors, selectors, services
+from diagnosis import errors, reasons, selectors, services
 from diagnosis.models import AuditEvent, Lesion, Prediction, Upload
 from diagnosis.tests.helpers import image_bytes, jpeg_with_exif, noise_bytes, upload_file
 
@@ -262,7 +262,7 @@ class TestNoServerPathInReasons:
         ],
     )
     def test_public_reason(self, raw, shown):
-        assert services.public_reason(raw) == shown
+        assert reasons.public_reason(raw) == shown
 
 
 def test_the_new_settings_follow_the_environment():
@@ -285,3 +285,12 @@ def test_the_new_settings_follow_the_environment():
     )
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == ["7/minute", "", 9, 0.5, 60, False], out.stderr
+
+
+def test_a_reason_stored_before_the_fix_is_shown_without_its_path(client, token_headers, no_model):
+    post_image(client, headers=token_headers)
+    Prediction.objects.update(status="failed", reason="OSError: cannot read /srv/skincare/media/uploads/x.png")
+    prediction = Prediction.objects.get()
+    body = client.get(f"{API}{prediction.pk}/", **token_headers).json()
+    assert body["reason"] == "OSError: cannot read x.png"
+    assert "/srv" not in prediction.message and "/srv" not in body["message"]
