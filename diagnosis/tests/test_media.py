@@ -15,7 +15,7 @@ from django.core.management import call_command
 from diagnosis import audit, erasure, media, services
 from diagnosis.images import check_image
 from diagnosis.models import AuditEvent, Lesion, Prediction, Upload
-from diagnosis.tests.helpers import RED, lesion_on_skin_png, redness_png, upload_file
+from diagnosis.tests.helpers import lesion_on_skin_png, redness_png, upload_file
 
 pytestmark = pytest.mark.django_db
 
@@ -35,11 +35,10 @@ def every_file_counts(settings):
 @pytest.fixture(params=list(BACKENDS))
 def storage_backend(request, settings):
     settings.STORAGES = {**settings.STORAGES, "default": {"BACKEND": BACKENDS[request.param]}}
-    assert type(default_storage._wrapped if default_storage._wrapped else default_storage).__name__  # set up anew
     return request.param
 
 
-def stored(name: str = "") -> list[str]:
+def stored() -> list[str]:
     return media.stored_names()
 
 
