@@ -48,7 +48,7 @@ lint: venv
 
 # Re-pin requirements.txt from requirements.in (the readable list).
 lock: venv
-	$(BIN)/pip-compile --quiet --strip-extras --no-emit-index-url --output-file requirements.txt requirements.in
+	$(BIN)/pip-compile --quiet --strip-extras --no-emit-index-url --no-emit-find-links --output-file requirements.txt requirements.in
 
 check: venv
 	$(BIN)/python manage.py check

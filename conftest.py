@@ -35,6 +35,16 @@ def media_root(settings, tmp_path) -> Path:
     return settings.MEDIA_ROOT
 
 
+@pytest.fixture(autouse=True)
+def fresh_rate_limits():
+    """The API's throttles count in Django's cache: every test starts with none used."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
 @pytest.fixture
 def no_model(settings, tmp_path):
     """No model artifact at all: the state of a fresh clone before the model ships."""

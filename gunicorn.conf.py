@@ -15,7 +15,7 @@ timeout = int(os.environ.get("GUNICORN_TIMEOUT", "120"))
 graceful_timeout = 30
 accesslog = "-"
 errorlog = "-"
-# Uploads are written to temporary files; /dev/shm keeps the worker heartbeat off the disk.
+# /dev/shm keeps the worker heartbeat off the disk (uploads are held in memory: diagnosis/uploadhandler.py).
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 # No gunicornc control socket: several servers (tests, the load test) may run side by side.
 control_socket_disable = True

@@ -11,12 +11,13 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db.models import Count
+from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html, format_html_join
 from django.template.loader import render_to_string
 from django.utils.safestring import mark_safe
 
-from . import services
+from . import erasure, services
 from .audit import Via, events_for
 from .models import AuditEvent, Lesion, Prediction, Upload
 
@@ -139,7 +140,7 @@ class PredictionAdmin(NoAddOrDeleteAdmin):
     date_hierarchy = "created_at"
     list_select_related = ["upload", "upload__uploaded_by", "upload__lesion", "reviewed_by"]
     list_per_page = 50
-    actions = ["mark_confirmed", "mark_dismissed", "retry"]
+    actions = ["mark_confirmed", "mark_dismissed", "retry", "erase_patients"]
     fieldsets = [
         ("Upload", {"fields": ["photo_and_heatmap", "upload_link", "patient_ref", "lesion", "body_site", "note", "uploaded_by"]}),
         ("What the model said (read-only)", {"fields": PREDICTION_FIELDS}),
@@ -287,6 +288,29 @@ class PredictionAdmin(NoAddOrDeleteAdmin):
         summary = services.retry_predictions(queryset, user=request.user, via=Via.ADMIN)
         text = ", ".join(f"{count} {state}" for state, count in sorted(summary.items())) or "nothing to retry"
         self.message_user(request, f"Retried: {text}.", messages.INFO)
+
+
+    @admin.action(description="Erase these patients' data (on request; cannot be undone)", permissions=["change"])
+    def erase_patients(self, request, queryset):
+        """A patient's right to erasure: after a confirmation page, every prediction, upload,
+        lesion and file of the selected predictions' patients is deleted (diagnosis/erasure.py)."""
+        if request.POST.get("confirm") != "yes":
+            refs = sorted({p.upload.patient_ref for p in queryset.select_related("upload")} - {""})
+            return TemplateResponse(request, "admin/diagnosis/erase_confirmation.html", {
+                **self.admin_site.each_context(request),
+                "title": "Erase patients' data",
+                "patient_refs": refs,
+                "without_ref": queryset.filter(upload__patient_ref="").count(),
+                "selected": queryset.values_list("pk", flat=True),
+                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+                "opts": self.model._meta,
+            })
+        results = erasure.erase_predictions(queryset, user=request.user, via=Via.ADMIN)
+        predictions = sum(r.predictions for r in results)
+        files = sum(r.files for r in results)
+        self.message_user(request, f"Erased: {predictions} prediction(s) and {files} file(s). The audit trail "
+                          "records the erasure without the deleted content.", messages.SUCCESS)
+        return None
 
 
 class PredictionInline(admin.StackedInline):

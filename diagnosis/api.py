@@ -7,9 +7,15 @@ to the audit trail.
 """
 from __future__ import annotations
 
+import logging
+
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import api_view
 from rest_framework.parsers import FormParser, MultiPartParser
@@ -19,7 +25,26 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from . import selectors, services
 from .audit import Via
 from .forms import UploadForm
-from .models import Prediction
+from .models import BodySite, Prediction
+from .reasons import public_reason
+from .storage import StorageUnavailable
+from .validators import MAX_ID, parse_id
+
+logger = logging.getLogger(__name__)
+
+
+class LesionSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    patient_ref = serializers.CharField()
+
+
+class ReviewSerializer(serializers.Serializer):
+    reviewed = serializers.BooleanField()
+    decision = serializers.ChoiceField(choices=Prediction.Decision.choices, allow_null=True)
+    comment = serializers.CharField(allow_blank=True)
+    reviewed_by = serializers.CharField(allow_null=True)
+    reviewed_at = serializers.DateTimeField(allow_null=True)
 
 
 class PredictionSerializer(serializers.ModelSerializer):
@@ -77,15 +102,20 @@ class PredictionSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
+    @extend_schema_field(serializers.ChoiceField(choices=Prediction.Label.choices, allow_null=True))
     def get_label(self, prediction: Prediction) -> str | None:
         return prediction.label or None
 
+    @extend_schema_field(serializers.CharField(allow_null=True))
     def get_reason(self, prediction: Prediction) -> str | None:
-        return None if prediction.is_assessed else (prediction.reason or prediction.message)
+        # public_reason again: rows written before reasons were cleaned of server paths
+        return None if prediction.is_assessed else (public_reason(prediction.reason) or prediction.message)
 
+    @extend_schema_field(serializers.URLField(allow_null=True))
     def get_heatmap_url(self, prediction: Prediction) -> str | None:
         return self.absolute(prediction.heatmap.url) if prediction.heatmap else None
 
+    @extend_schema_field(LesionSerializer(allow_null=True))
     def get_lesion(self, prediction: Prediction) -> dict | None:
         lesion = prediction.upload.lesion
         if lesion is None:
@@ -99,9 +129,11 @@ class PredictionSerializer(serializers.ModelSerializer):
         request = self.context.get("request")
         return request.build_absolute_uri(url) if request else url
 
+    @extend_schema_field(serializers.URLField())
     def get_image_url(self, prediction: Prediction) -> str:
         return self.absolute(prediction.upload.image.url)
 
+    @extend_schema_field(serializers.URLField(allow_null=True))
     def get_thumbnail_url(self, prediction: Prediction) -> str | None:
         thumbnail = prediction.upload.thumbnail
         return self.absolute(thumbnail.url) if thumbnail else None
@@ -112,6 +144,7 @@ class PredictionSerializer(serializers.ModelSerializer):
         lesion = prediction.upload.lesion
         return final_diagnosis_json(getattr(lesion, "final_diagnosis", None)) if lesion is not None else None
 
+    @extend_schema_field(ReviewSerializer())
     def get_review(self, prediction: Prediction) -> dict:
         return {
             "reviewed": prediction.is_reviewed,
@@ -124,33 +157,120 @@ class PredictionSerializer(serializers.ModelSerializer):
         }
 
 
+class UploadRequestSerializer(serializers.Serializer):
+    """The upload's fields, for the schema: UploadForm checks them (the same words as the page)."""
+
+    image = serializers.FileField(help_text="The photo: JPEG, PNG, BMP or WebP (the bytes decide, not the name).")
+    patient_ref = serializers.RegexField(
+        r"^[A-Za-z0-9][A-Za-z0-9._/-]*$", max_length=64, required=False,
+        help_text="The pseudonymous patient reference, never the patient's name.",
+    )
+    body_site = serializers.ChoiceField(choices=BodySite.choices, required=False)
+    note = serializers.CharField(max_length=2000, required=False)
+    lesion = serializers.IntegerField(min_value=1, max_value=MAX_ID, required=False,
+                                      help_text="Id of a lesion followed over time.")
+    lesion_name = serializers.CharField(max_length=100, required=False, help_text="Name a new (or existing) lesion.")
+
+
+# Every error is JSON: {"detail": "..."} or, for refused input, {"field": ["message", ...]}.
+DETAIL = {
+    "type": "object",
+    "properties": {"detail": {"type": "string"}},
+    "required": ["detail"],
+}
+FIELD_ERRORS = {
+    "type": "object",
+    "description": "Each refused field (or 'non_field_errors') with its messages.",
+    "additionalProperties": {"type": "array", "items": {"type": "string"}},
+}
+COMMON_ERRORS = {
+    401: OpenApiResponse(DETAIL, description="No or bad credentials (WWW-Authenticate: Token)."),
+    403: OpenApiResponse(DETAIL, description="Signed in, but not allowed (e.g. a session call without a CSRF token)."),
+    429: OpenApiResponse(DETAIL, description="Too many calls (SKINCARE_API_THROTTLE_*); Retry-After says when to retry."),
+    500: OpenApiResponse(DETAIL, description="An unexpected server error (logged); still JSON."),
+}
+ID_PARAMETER = OpenApiParameter(
+    "id", OpenApiTypes.INT, OpenApiParameter.PATH, description="The prediction's id (a larger number than the "
+    "database holds answers 404 like any id that names nothing)."
+)
+
+
 class PredictionViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     serializer_class = PredictionSerializer
     parser_classes = [MultiPartParser, FormParser]
+    lookup_value_regex = "[^/]+"  # checked by get_object: anything but a database id is a JSON 404
+
+    @extend_schema(
+        summary="The clinic's predictions, newest first",
+        parameters=[
+            OpenApiParameter("patient_ref", str, description="Exactly this patient reference."),
+            OpenApiParameter("lesion", {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+                             description="Only this lesion's photos (a lesion id)."),
+            OpenApiParameter(
+                "outcome", str, enum=["attention", *Prediction.Outcome.values],
+                description="Only this outcome; 'attention': needs a doctor or uncertain.",
+            ),
+        ],
+        responses={
+            200: PredictionSerializer(many=True),
+            400: OpenApiResponse(FIELD_ERRORS, description="A filter that is not valid (named in the answer)."),
+            404: OpenApiResponse(DETAIL, description="A page number past the last page."),
+            **COMMON_ERRORS,
+        },
+    )
+    def list(self, request, *args, **kwargs):
+        return super().list(request, *args, **kwargs)
 
     def get_queryset(self):
         """Filters for the list: ?patient_ref= (exactly), ?lesion=<id>, ?outcome=."""
         params = self.request.query_params
+        repeated = sorted(name for name in ("patient_ref", "lesion", "outcome") if len(params.getlist(name)) > 1)
+        if repeated:  # which of the values would count? Neither: say so
+            raise serializers.ValidationError({name: ["Give this filter once."] for name in repeated})
         lesion = params.get("lesion", "")
         outcome = params.get("outcome", "")
         if outcome and outcome != "attention" and outcome not in Prediction.Outcome.values:
             # An unknown filter value must not quietly return everything.
             raise serializers.ValidationError(
                 {"outcome": [f"Unknown outcome {outcome!r}: use one of {', '.join(Prediction.Outcome.values)}."]})
-        if lesion and not lesion.isdigit():
-            raise serializers.ValidationError({"lesion": ["The lesion filter takes a lesion id (a number)."]})
+        if lesion and parse_id(lesion) is None:
+            raise serializers.ValidationError(
+                {"lesion": ["The lesion filter takes a lesion id (a whole number from 1 to 9223372036854775807)."]})
         return selectors.history(
             self.request.user,
             patient=params.get("patient_ref", ""),
-            lesion=int(lesion) if lesion.isdigit() else None,
+            lesion=parse_id(lesion) if lesion else None,
             outcome=outcome,
         )
 
+    def get_object(self):
+        if parse_id(self.kwargs.get(self.lookup_field, "")) is None:
+            raise Http404("No such prediction.")
+        return super().get_object()
+
+    @extend_schema(
+        summary="One prediction (the view is written to the audit trail)",
+        parameters=[ID_PARAMETER],
+        responses={200: PredictionSerializer, 404: OpenApiResponse(DETAIL, description="No such prediction."), **COMMON_ERRORS},
+    )
     def retrieve(self, request, *args, **kwargs):
         prediction = self.get_object()
         services.note_viewed(request.user, prediction, via=Via.API)
         return Response(self.get_serializer(prediction).data)
 
+    @extend_schema(
+        summary="Upload a photo and get the model's answer",
+        request={"multipart/form-data": UploadRequestSerializer},
+        responses={
+            201: OpenApiResponse(PredictionSerializer, description="Stored; `outcome` and `reason` say whether the "
+                                 "model assessed it (201 even when it could not: the upload is kept)."),
+            400: OpenApiResponse(FIELD_ERRORS, description="A field refused, with a message for the uploader."),
+            413: OpenApiResponse(DETAIL, description="The request body is too large."),
+            415: OpenApiResponse(DETAIL, description="Not multipart or form data."),
+            503: OpenApiResponse(DETAIL, description="The image storage is not writable or is full: nothing was stored."),
+            **COMMON_ERRORS,
+        },
+    )
     def create(self, request, *args, **kwargs):
         form = UploadForm(request.data, request.FILES)
         if not form.is_valid():
@@ -171,7 +291,8 @@ def lesion_letter(request, pk: int):
 
 
 def exception_handler(exc, context):
-    """DRF's handler, plus JSON (not an HTML 400 or a 500) for bodies Django refuses."""
+    """DRF's handler, plus JSON for everything else: bodies Django refuses (400, 413), a
+    storage that cannot be written (503), and anything unforeseen (500, logged)."""
     response = drf_exception_handler(exc, context)
     if response is not None:
         return response
@@ -182,4 +303,14 @@ def exception_handler(exc, context):
         )
     if isinstance(exc, SuspiciousOperation):
         return Response({"detail": f"The request was refused: {exc}"}, status=status.HTTP_400_BAD_REQUEST)
-    return None
+    if isinstance(exc, DjangoValidationError):  # a service refused the input: say why
+        return Response({"non_field_errors": list(exc.messages)}, status=status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, StorageUnavailable):
+        return Response({"detail": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": "60"})
+    view = context.get("view")
+    logger.error("Unexpected error in %s", type(view).__name__ if view else "the API", exc_info=exc)
+    return Response(
+        {"detail": "An unexpected error occurred on the server; it has been logged. Try again, and tell the "
+                   "site's administrator if it persists."},
+        status=status.HTTP_500_INTERNAL_SERVER_ERROR,
+    )

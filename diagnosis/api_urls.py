@@ -1,6 +1,7 @@
 from django.urls import path
 from rest_framework.routers import DefaultRouter
 
+from . import converters  # noqa: F401 (registers <id:...>)
 from .api import PredictionViewSet, lesion_letter
 from .performance_api import LesionOutcomeView, PerformanceView, PredictionFhirView
 
@@ -8,9 +9,9 @@ router = DefaultRouter(trailing_slash=True)
 router.register("predictions", PredictionViewSet, basename="prediction")
 
 urlpatterns = [
-    path("lesions/<int:pk>/outcome/", LesionOutcomeView.as_view(), name="lesion-outcome"),
+    path("lesions/<id:pk>/outcome/", LesionOutcomeView.as_view(), name="lesion-outcome"),
     path("performance/", PerformanceView.as_view(), name="performance"),
-    path("predictions/<int:pk>/fhir/", PredictionFhirView.as_view(), name="prediction-fhir"),
-    path("lesions/<int:pk>/letter.pdf", lesion_letter, name="api-lesion-letter"),
+    path("predictions/<id:pk>/fhir/", PredictionFhirView.as_view(), name="prediction-fhir"),
+    path("lesions/<id:pk>/letter.pdf", lesion_letter, name="api-lesion-letter"),
     *router.urls,
 ]

@@ -9,4 +9,8 @@ class DiagnosisConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        from . import checks  # noqa: F401  (registers the system checks)
+        from axes.signals import user_locked_out
+
+        from . import audit, checks  # noqa: F401  (registers the system checks)
+
+        user_locked_out.connect(audit.record_lockout, dispatch_uid="diagnosis.audit.record_lockout")

@@ -44,3 +44,15 @@ def events_for(target: models.Model):
     return AuditEvent.objects.filter(
         content_type=ContentType.objects.get_for_model(target), object_id=target.pk
     ).select_related("user").order_by("at", "id")
+
+
+def record_lockout(sender, request=None, username=None, ip_address=None, **kwargs) -> None:
+    """django-axes' `user_locked_out` signal: a login refused after too many failed tries.
+    Kept with the username tried and the address (never the password), against the user
+    when that username exists."""
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model().objects.filter(username=username).first() if username else None
+    path = getattr(request, "path", "") or ""
+    record(None, Action.LOCKOUT, user, via=Via.ADMIN if path.startswith("/admin/") else Via.PAGE,
+           username=(username or "")[:150], ip_address=ip_address, path=path[:200])

@@ -11,6 +11,19 @@ from django.core.validators import RegexValidator
 from . import services
 from .images import accepted_mime_types, check_image
 from .models import BodySite, Lesion, MapView, Prediction
+from .validators import no_bidi_controls, parse_id
+
+
+class LesionChoiceField(forms.ModelChoiceField):
+    """A lesion by id: anything that cannot be a database id (too large, negative, text)
+    is "no such lesion", never a database error."""
+
+    def to_python(self, value):
+        if value in self.empty_values:
+            return None
+        if parse_id(value) is None:
+            raise forms.ValidationError(self.error_messages["invalid_choice"], code="invalid_choice")
+        return super().to_python(value)
 
 # Pseudonymous: letters, digits and a few separators. A space, as in a name, is refused.
 patient_ref_validator = RegexValidator(
@@ -35,8 +48,11 @@ class UploadForm(forms.Form):
         help_text="Optional. The pseudonymous reference, not the patient's name.",
     )
     body_site = forms.ChoiceField(label="Body site", required=False, choices=[("", "Not given")] + BodySite.choices)
-    note = forms.CharField(label="Note", required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 3}))
-    lesion = forms.ModelChoiceField(
+    note = forms.CharField(
+        label="Note", required=False, max_length=2000, validators=[no_bidi_controls],
+        widget=forms.Textarea(attrs={"rows": 3}),
+    )
+    lesion = LesionChoiceField(
         label="Lesion followed over time",
         queryset=Lesion.objects.all(),
         required=False,
@@ -48,6 +64,7 @@ class UploadForm(forms.Form):
         label="…or name a new lesion",
         required=False,
         max_length=100,
+        validators=[no_bidi_controls],
         help_text='Optional. Where it is, e.g. "left shoulder, upper". Needs the patient reference; '
         "an existing name of this patient picks that lesion.",
     )
@@ -133,7 +150,10 @@ class ReviewForm(forms.Form):
         label="Decision", choices=Prediction.Decision.choices, widget=forms.RadioSelect,
         error_messages={"required": "Choose a decision."},
     )
-    comment = forms.CharField(label="Comment", required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 2}))
+    comment = forms.CharField(
+        label="Comment", required=False, max_length=2000, validators=[no_bidi_controls],
+        widget=forms.Textarea(attrs={"rows": 2}),
+    )
 
     def clean(self):
         cleaned = super().clean()

@@ -19,6 +19,9 @@ from django.db.models import Q
 from django.db.models.functions import Lower
 from django.utils import timezone
 
+from .reasons import public_reason
+from .validators import no_bidi_controls
+
 
 def random_image_name(instance, filename: str) -> str:
     """Stored images get a random name; the uploader's file name is never kept
@@ -67,7 +70,9 @@ class Lesion(models.Model):
     the capitals."""
 
     patient_ref = models.CharField("patient reference", max_length=64, db_index=True)
-    name = models.CharField(max_length=100, help_text='Where it is, e.g. "left shoulder, upper".')
+    name = models.CharField(
+        max_length=100, validators=[no_bidi_controls], help_text='Where it is, e.g. "left shoulder, upper".'
+    )
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="skin_lesions")
     created_at = models.DateTimeField(auto_now_add=True)
     # Its pin on the body map (diagnosis/bodymap.py): the side of the outline and the point on it,
@@ -122,7 +127,7 @@ class Upload(models.Model):
     original_size = models.PositiveBigIntegerField(help_text="Size of the uploaded file in bytes.")
     patient_ref = models.CharField("patient reference", max_length=64, blank=True, db_index=True)
     body_site = models.CharField(max_length=32, choices=BodySite.choices, blank=True)
-    note = models.TextField(blank=True)
+    note = models.TextField(blank=True, validators=[no_bidi_controls])
     lesion = models.ForeignKey(
         Lesion, on_delete=models.PROTECT, null=True, blank=True, related_name="uploads",
         help_text="The lesion this photo shows, when it is followed over time.",
@@ -211,7 +216,7 @@ class Prediction(models.Model):
 
     # What the reviewer decided: written by services.record_review only.
     review_decision = models.CharField(max_length=16, choices=Decision.choices, blank=True)
-    review_comment = models.TextField(blank=True)
+    review_comment = models.TextField(blank=True, validators=[no_bidi_controls])
     reviewed_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="skin_reviews"
     )
@@ -277,11 +282,11 @@ class Prediction(models.Model):
                 relation = f"is below the threshold {self.threshold:.3f}"
             return f"{self.get_outcome_display()}: the probability of malignancy {p:.3f} {relation}."
         if self.status == self.Status.REFUSED:
-            return f"Not assessed: {self.reason} The upload is saved; the model gives no probability for it."
+            return f"Not assessed: {public_reason(self.reason)} The upload is saved; the model gives no probability for it."
         if self.status == self.Status.NO_MODEL:
             return "Not assessed: no model available. The upload is saved and can be assessed later with a retry."
         if self.status == self.Status.FAILED:
-            return f"Not assessed: the prediction failed ({self.reason}). The upload is saved; retry it."
+            return f"Not assessed: the prediction failed ({public_reason(self.reason)}). The upload is saved; retry it."
         return "Not assessed yet: the prediction has not run. The upload is saved; retry it."
 
     @property
@@ -353,6 +358,10 @@ class AuditEvent(models.Model):
         EXPORT = "export", "Exported"
         PIN = "pin", "Marked on the body map"
         LETTER = "letter", "Downloaded the referral letter"
+        # A patient's data erased on request: who and when, never what (diagnosis/erasure.py).
+        ERASE = "erase", "Erased a patient's data"
+        # Too many failed logins (django-axes): the username tried, never the password.
+        LOCKOUT = "lockout", "Locked out after failed logins"
 
     class Via(models.TextChoices):
         PAGE = "page", "Site"

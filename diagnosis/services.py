@@ -11,7 +11,6 @@ from collections import Counter
 from collections.abc import Iterable
 
 from django.core.exceptions import ValidationError
-from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
@@ -20,9 +19,11 @@ from PIL import Image
 from ml.preprocessing import load_rgb
 from ml.serving import classifier, heatmap
 
-from . import audit, bodymap
+from . import audit, bodymap, storage
 from .images import CheckedImage, encode_png, encode_thumbnail
 from .models import BodySite, Lesion, MapView, Prediction, Upload
+from .reasons import public_reason
+from .validators import no_bidi_controls
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ def find_or_create_lesion(*, patient_ref: str, name: str, created_by) -> Lesion:
     patient_ref, name = patient_ref.strip(), " ".join(name.split())
     if not patient_ref or not name:
         raise ValidationError("A lesion needs both the patient reference and a name.")
+    no_bidi_controls(name)
     existing = Lesion.objects.filter(patient_ref=patient_ref, name__iexact=name).first()
     if existing is not None:
         return existing
@@ -102,6 +104,7 @@ def store_upload(
     photo's body site is the pin's wherever the lesion has one.
     """
     patient_ref = patient_ref.strip()
+    no_bidi_controls(note)
     if lesion is not None and patient_ref and lesion.patient_ref != patient_ref:
         raise ValidationError(f"Lesion {lesion} belongs to patient {lesion.patient_ref}, not {patient_ref}.")
     pinned = bool(map_view or map_x is not None or map_y is not None)
@@ -121,9 +124,10 @@ def store_upload(
         body_site=body_site,
         note=note.strip(),
     )
-    upload.image.save("image.png", ContentFile(encode_png(image.image)), save=False)
-    try:
-        upload.thumbnail.save("thumbnail.jpg", ContentFile(encode_thumbnail(image.image)), save=False)
+    # A failure anywhere below (the storage, the database) removes the files written here.
+    with storage.removed_on_failure() as written:
+        written.save(upload.image, "image.png", encode_png(image.image))
+        written.save(upload.thumbnail, "thumbnail.jpg", encode_thumbnail(image.image))
         with transaction.atomic():
             if lesion is None and lesion_name.strip():
                 lesion = find_or_create_lesion(patient_ref=upload.patient_ref, name=lesion_name, created_by=uploaded_by)
@@ -138,12 +142,6 @@ def store_upload(
                 uploaded_by, audit.Action.UPLOAD, prediction, via=via,
                 upload=upload.pk, patient_ref=upload.patient_ref, lesion=lesion.pk if lesion else None,
             )
-    except BaseException:
-        # No row points at the files: remove them rather than leave orphans.
-        for field in (upload.image, upload.thumbnail):
-            if field.name:
-                field.storage.delete(field.name)
-        raise
     return upload
 
 
@@ -186,14 +184,15 @@ def run_prediction(prediction: Prediction, image: Image.Image | None = None) -> 
     try:
         photo = image if image is not None else stored_photo(prediction.upload)
         result = classifier.predict(photo)
+    # The reason is shown to clinicians and API clients: no server path in it (the log has the whole message).
     except classifier.ModelUnavailable as exc:
-        fields.update(status=Prediction.Status.NO_MODEL, reason=str(exc))
+        fields.update(status=Prediction.Status.NO_MODEL, reason=public_reason(str(exc)))
         logger.warning("Prediction %s not assessed: %s", prediction.pk, exc)
     except classifier.PredictionFailed as exc:  # its message names the cause already
-        fields.update(status=Prediction.Status.FAILED, reason=str(exc))
+        fields.update(status=Prediction.Status.FAILED, reason=public_reason(str(exc)))
         logger.exception("Prediction %s failed", prediction.pk)
     except Exception as exc:  # anything unforeseen: the upload stays
-        fields.update(status=Prediction.Status.FAILED, reason=f"{type(exc).__name__}: {exc}")
+        fields.update(status=Prediction.Status.FAILED, reason=public_reason(f"{type(exc).__name__}: {exc}"))
         logger.exception("Prediction %s failed", prediction.pk)
     else:
         fields.update(
@@ -218,11 +217,16 @@ def run_prediction(prediction: Prediction, image: Image.Image | None = None) -> 
                 stored_heatmap = store_heatmap(prediction, result.heatmap, photo)
                 fields["heatmap"] = stored_heatmap
         else:
-            fields.update(status=Prediction.Status.REFUSED, reason=result.reason, outcome=Prediction.Outcome.NOT_ASSESSED)
+            fields.update(status=Prediction.Status.REFUSED, reason=public_reason(result.reason),
+                          outcome=Prediction.Outcome.NOT_ASSESSED)
     # Conditional update: a concurrent retry that finished first is not overwritten.
-    updated = Prediction.objects.filter(pk=prediction.pk).exclude(status__in=Prediction.FINAL).update(**fields)
+    try:
+        updated = Prediction.objects.filter(pk=prediction.pk).exclude(status__in=Prediction.FINAL).update(**fields)
+    except BaseException:
+        storage.delete(stored_heatmap)  # no row points at it
+        raise
     if not updated and stored_heatmap:
-        prediction.heatmap.storage.delete(stored_heatmap)
+        storage.delete(stored_heatmap)
     prediction.refresh_from_db()
     return prediction
 
@@ -231,9 +235,7 @@ def store_heatmap(prediction: Prediction, cam, photo: Image.Image) -> str:
     """Save the heat map drawn over `photo` (the upload's image) under a random name; returns
     the name, or "" if it could not be drawn (the prediction itself is kept either way)."""
     try:
-        content = ContentFile(heatmap_png(photo, cam))
-        field = prediction.heatmap
-        return field.storage.save(field.field.generate_filename(prediction, "heatmap.png"), content)
+        return storage.save(prediction.heatmap, "heatmap.png", heatmap_png(photo, cam))
     except Exception:
         logger.exception("Prediction %s: the heat map could not be drawn", prediction.pk)
         return ""
@@ -288,6 +290,7 @@ def check_review(decision: str, comment: str) -> None:
         raise ValidationError(f"Unknown review decision {decision!r}.")
     if decision == Prediction.Decision.OTHER and not comment.strip():
         raise ValidationError("Say in the comment what the other decision is.")
+    no_bidi_controls(comment)
 
 
 def record_review(prediction: Prediction, *, reviewer, decision: str, comment: str = "", via: str = audit.Via.PAGE) -> Prediction:

@@ -15,6 +15,8 @@ from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
 from rest_framework.decorators import api_view
 
 from ml.serving import classifier
@@ -23,15 +25,15 @@ from . import bodymap, evolution, letter, selectors, services
 from .audit import Via
 from .forms import PinForm, ReviewForm, UploadForm
 from .models import Prediction
+from .storage import StorageUnavailable
+from .validators import parse_id
 
 REVIEW_PERMISSION = "diagnosis.change_prediction"
 
 
 def _int_or_none(value) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
+    """An id from the query string; None for anything that cannot be one (text, too large)."""
+    return parse_id(value)
 
 
 @require_http_methods(["GET", "POST"])
@@ -39,7 +41,12 @@ def upload(request):
     if request.method == "POST":
         form = UploadForm(request.POST, request.FILES, lesions_of=request.POST.get("patient_ref", "").strip())
         if form.is_valid():
-            prediction = services.submit_upload(uploaded_by=request.user, via=Via.PAGE, **form.cleaned_data)
+            try:
+                prediction = services.submit_upload(uploaded_by=request.user, via=Via.PAGE, **form.cleaned_data)
+            except StorageUnavailable as exc:
+                form.add_error(None, str(exc))
+                context = {"form": form, "model_info": classifier.model_info()}
+                return render(request, "diagnosis/upload.html", context, status=503)
             return redirect("diagnosis:result", pk=prediction.pk)
     else:
         # "Add a photo of this lesion" (?lesion=<id>) and "of this patient" (?patient_ref=) links.
@@ -230,6 +237,17 @@ def letter_response(request, lesion, *, via: str) -> HttpResponse:
     return response
 
 
+@extend_schema(
+    summary="A stored photo, thumbnail or heat map (the URLs in a prediction)",
+    responses={
+        (200, "image/png"): OpenApiTypes.BINARY,
+        (200, "image/jpeg"): OpenApiTypes.BINARY,
+        (401, "application/json"): {"type": "object", "properties": {"detail": {"type": "string"}}},
+        (403, "application/json"): {"type": "object", "properties": {"detail": {"type": "string"}}},
+        (404, "application/json"): {"type": "object", "properties": {"detail": {"type": "string"}}},
+        (429, "application/json"): {"type": "object", "properties": {"detail": {"type": "string"}}},
+    },
+)
 @api_view(["GET"])
 def media(request, path: str):
     """Serve a stored photo, thumbnail or heat map to a signed-in user (session or API
@@ -237,6 +255,10 @@ def media(request, path: str):
     stored = selectors.media_file(request.user, path)
     if stored is None:
         raise Http404("No such image.")
-    response = FileResponse(stored.open("rb"))
+    try:
+        opened = stored.open("rb")
+    except FileNotFoundError:  # a row whose file is gone (manage.py check_media lists them)
+        raise Http404("No such image.")
+    response = FileResponse(opened)
     response["Cache-Control"] = "private, max-age=3600"
     return response

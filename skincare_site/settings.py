@@ -64,6 +64,9 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework.authtoken",
+    "drf_spectacular",
+    # Locks out an account (or address) after too many failed logins (AXES_* below).
+    "axes",
     "ml",
     "diagnosis",
 ]
@@ -81,6 +84,14 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: turns a locked-out login into its 429 answer.
+    "axes.middleware.AxesMiddleware",
+]
+
+# django-axes first: it refuses a locked-out login before the password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 ROOT_URLCONF = "skincare_site.urls"
@@ -155,12 +166,16 @@ MEDIA_URL = "/media/"
 MEDIA_ROOT = Path(os.environ.get("DJANGO_MEDIA_ROOT", BASE_DIR / "media"))
 
 # Django's own request limits. Files in a multipart body do not count towards
-# DATA_UPLOAD_MAX_MEMORY_SIZE (they stream to a temporary file above
-# FILE_UPLOAD_MAX_MEMORY_SIZE), so a 12 MB photo reaches the form and gets the
+# DATA_UPLOAD_MAX_MEMORY_SIZE (FILE_UPLOAD_HANDLERS below holds them, bounded by
+# SKINCARE_MAX_UPLOAD_SIZE), so a 12 MB photo reaches the form and gets the
 # form's message; other oversized bodies get a 400 (API: a JSON 413).
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 FILE_UPLOAD_PERMISSIONS = 0o640
+# Uploaded files are held in memory, never in a temporary file (a copy with the photo's
+# EXIF and GPS would be left in the temp folder if the process were killed); the memory
+# held is bounded by SKINCARE_MAX_UPLOAD_SIZE (diagnosis.uploadhandler).
+FILE_UPLOAD_HANDLERS = ["diagnosis.uploadhandler.BoundedMemoryUploadHandler"]
 
 # With DEBUG off the site is HTTPS-only unless told otherwise: secure cookies, a
 # redirect from http to https, HSTS (`check --deploy --fail-level WARNING` clean).
@@ -190,12 +205,47 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PERMISSION_CLASSES": [
+        "diagnosis.throttles.AnonymousCallsThrottledFirst",
+        "rest_framework.permissions.IsAuthenticated",
+    ],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 25,
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "EXCEPTION_HANDLER": "diagnosis.api.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # Requests per user (token or session) and per address for anonymous callers.
+    # Rates: SKINCARE_API_THROTTLE_ANON and SKINCARE_API_THROTTLE_USER below.
+    # Anonymous calls are counted per address: REMOTE_ADDR, or behind the TLS proxy the address it
+    # appends to X-Forwarded-For (never one a client sent itself).
+    "NUM_PROXIES": 1 if BEHIND_TLS_PROXY else 0,
+    "DEFAULT_THROTTLE_CLASSES": [
+        "diagnosis.throttles.AnonymousThrottle",
+        "diagnosis.throttles.UserThrottle",
+    ],
 }
+
+# The OpenAPI 3 schema at /api/schema/ (signed-in users only), drf-spectacular.
+SPECTACULAR_SETTINGS = {
+    "TITLE": "skinCare API",
+    "DESCRIPTION": "Upload a dermoscopic photo and read the model's answer. Every error is JSON.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# Failed logins (django-axes): after AXES_FAILURE_LIMIT wrong passwords for one username
+# from one address, that login is refused for AXES_COOLOFF_TIME hours (the attempts are
+# counted in the database, so every gunicorn worker sees them). A lockout is written to
+# the audit trail (diagnosis.audit). `manage.py axes_reset` lifts every lockout.
+AXES_ENABLED = env_bool("SKINCARE_AXES_ENABLED", True)
+AXES_FAILURE_LIMIT = env_int("SKINCARE_LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = env_float("SKINCARE_LOGIN_COOLOFF_HOURS", 1.0)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_VERBOSE = False
 
 # --- skinCare ---------------------------------------------------------------
 # Where the shipped model (model.keras + metadata.json) lives; see ml/serving/classifier.py.
@@ -221,6 +271,14 @@ SKINCARE_HISTORY_PAGE_SIZE = env_int("SKINCARE_HISTORY_PAGE_SIZE", 25)
 # or (when SKINCARE_EVOLUTION_HIGHER_OUTCOME) it moved into a higher outcome. See diagnosis/evolution.py.
 SKINCARE_EVOLUTION_MIN_RISE = env_float("SKINCARE_EVOLUTION_MIN_RISE", 0.15)
 SKINCARE_EVOLUTION_HIGHER_OUTCOME = env_bool("SKINCARE_EVOLUTION_HIGHER_OUTCOME", True)
+# API rate limits, "N/second", "N/minute", "N/hour" or "N/day"; empty: no limit. Anonymous
+# calls are counted per address, signed-in ones per user (token or session). Counted in
+# Django's cache: per gunicorn worker with the default local-memory cache (CACHES).
+SKINCARE_API_THROTTLE_ANON = os.environ.get("SKINCARE_API_THROTTLE_ANON", "30/minute")
+SKINCARE_API_THROTTLE_USER = os.environ.get("SKINCARE_API_THROTTLE_USER", "30/second")
+# check_media leaves alone stored files younger than this (seconds): an upload still being
+# written has its file before its row. `check_media --min-age 0` looks at every file.
+SKINCARE_MEDIA_ORPHAN_MIN_AGE = env_int("SKINCARE_MEDIA_ORPHAN_MIN_AGE", 3600)
 
 LOGGING = {
     "version": 1,
