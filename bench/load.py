@@ -147,7 +147,9 @@ def run(args) -> dict:
         else:
             database_url, database = f"sqlite:///{workdir / 'db.sqlite3'}", "SQLite (the default, WAL)"
 
-        env = production_env(workdir, database_url, model_dir, **BEHIND_PROXY_ENV)
+        env = production_env(workdir, database_url, model_dir, **BEHIND_PROXY_ENV,
+                             # the server's capacity, not the per-user throttle (docs/operations.md)
+                             SKINCARE_API_THROTTLE_USER="")
         print(f"bench: {database}; model: {model}; {args.workers} gunicorn workers; {args.clients} clients; "
               f"{args.duration:.0f} s; work folder {workdir}", flush=True)
         manage(env, "migrate", "--noinput")

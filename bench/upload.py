@@ -138,7 +138,9 @@ def run(args) -> dict:
             with Image.open(io.BytesIO(photos[0][1])) as first:
                 sizes[kind] = f"{first.width}x{first.height} JPEG, {sum(len(c) for _, c in photos) / len(photos) / 1e6:.2f} MB on average"
 
-        env = production_env(workdir, f"sqlite:///{workdir / 'db.sqlite3'}", model_dir, **BEHIND_PROXY_ENV)
+        env = production_env(workdir, f"sqlite:///{workdir / 'db.sqlite3'}", model_dir, **BEHIND_PROXY_ENV,
+                             # the server's capacity, not the per-user throttle (docs/operations.md)
+                             SKINCARE_API_THROTTLE_USER="")
         print(f"bench: SQLite; model: {model}; {args.workers} gunicorn workers; one client, one request at a time; "
               f"{args.requests} requests per kind after {args.warmup} warm-up; work folder {workdir}", flush=True)
         manage(env, "migrate", "--noinput")

@@ -281,6 +281,12 @@ class PredictionViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.R
         return Response(self.get_serializer(prediction).data, status=status.HTTP_201_CREATED)
 
 
+@extend_schema(
+    summary="A lesion's referral letter (PDF; audited)",
+    parameters=[OpenApiParameter("id", OpenApiTypes.INT, OpenApiParameter.PATH, description="The lesion's id.")],
+    responses={(200, "application/pdf"): OpenApiTypes.BINARY,
+               404: OpenApiResponse(DETAIL, description="No such lesion (or not yours to see)."), **COMMON_ERRORS},
+)
 @api_view(["GET"])
 def lesion_letter(request, pk: int):
     """GET /api/lesions/<id>/letter.pdf: the lesion's referral letter (the same PDF as its page's link)."""

@@ -70,7 +70,7 @@ class TestEveryStorageBackend:
 
     def test_retry_reads_the_photo_back_from_storage(self, client, token_headers, no_model, settings,
                                                     standin_model_dir, storage_backend):
-        from ml import classifier
+        from ml.serving import classifier
 
         post(client, token_headers)
         settings.SKINCARE_MODEL_DIR = standin_model_dir

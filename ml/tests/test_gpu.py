@@ -207,7 +207,7 @@ def test_import_model_refuses_a_run_from_another_split(bundle, tiny_run, tmp_pat
     other.mkdir()
     (other / "run.json").write_text(json.dumps(summary))
     (other / "weights.npz").write_bytes((run_dir / "weights.npz").read_bytes())
-    with pytest.raises(CommandError, match="does not split into the run's"):
+    with pytest.raises(CommandError, match="do not split into the run's"):
         call_command("import_model", str(other), "--dataset", str(ham), "--output", str(tmp_path / "m"))
     with pytest.raises(CommandError, match="no run.json"):
         call_command("import_model", str(tmp_path), "--dataset", str(ham), "--output", str(tmp_path / "m"))
