@@ -105,7 +105,7 @@ class Postgres:
     port: int = field(default_factory=free_port)
     url: str = ""
 
-    def __enter__(self) -> "Postgres":
+    def __enter__(self) -> Postgres:
         completed = subprocess.run(
             ["bash", str(POSTGRES_SCRIPT), "start", str(self.directory), str(self.port)],
             capture_output=True, text=True, timeout=120,
@@ -133,7 +133,7 @@ class Gunicorn:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def __enter__(self) -> "Gunicorn":
+    def __enter__(self) -> Gunicorn:
         self.log = open(self.log_path, "w")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "skincare_site.wsgi", "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers)],

@@ -11,10 +11,10 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db.models import Count
+from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html, format_html_join
-from django.template.loader import render_to_string
 from django.utils.safestring import mark_safe
 
 from . import erasure, services

@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
-from django.shortcuts import get_object_or_404
-from django.urls import reverse
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
+from django.shortcuts import get_object_or_404
+from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import mixins, serializers, status, viewsets

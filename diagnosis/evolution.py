@@ -23,7 +23,7 @@ class Rule:
     higher_outcome: bool
 
     @classmethod
-    def from_settings(cls) -> "Rule":
+    def from_settings(cls) -> Rule:
         return cls(float(settings.SKINCARE_EVOLUTION_MIN_RISE), bool(settings.SKINCARE_EVOLUTION_HIGHER_OUTCOME))
 
     def __str__(self) -> str:

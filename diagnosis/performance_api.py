@@ -10,10 +10,10 @@ page, the same services; exports are written to the audit trail.
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
@@ -21,9 +21,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from . import audit, performance, selectors
+from .api import COMMON_ERRORS, DETAIL, FIELD_ERRORS
 from .final_diagnoses import may_record, record_final_diagnosis
 from .final_diagnosis_forms import FinalDiagnosisForm
-from .api import COMMON_ERRORS, DETAIL, FIELD_ERRORS
 from .models import FinalDiagnosis
 
 LESION_ID = OpenApiParameter("id", OpenApiTypes.INT, OpenApiParameter.PATH,

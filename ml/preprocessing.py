@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -22,7 +21,7 @@ from ml.artifact import IMAGE_SIZE
 # square, so squashing everything else keeps the aspect distortion identical.
 RESAMPLE = Image.Resampling.BILINEAR
 
-ImageSource = Union[bytes, bytearray, str, os.PathLike, Image.Image, io.IOBase]
+ImageSource = bytes | bytearray | str | os.PathLike | Image.Image | io.IOBase
 
 
 def open_image(source: ImageSource) -> Image.Image:

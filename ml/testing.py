@@ -11,7 +11,6 @@ from pathlib import Path
 
 from ml.serving.classifier import METADATA_FILENAME, MODEL_FILENAME
 
-
 QUALITY_ONLY_GATE = {
     # Image-quality limits only (no feature reference): enough for tests of the "not assessed" path.
     "min_brightness": 40.0, "max_brightness": 215.0, "min_contrast": 4.0, "max_dark_share": 0.85,

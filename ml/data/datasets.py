@@ -28,9 +28,9 @@ import io
 import os
 import re
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from ml.artifact import CLASS_NAMES
 
@@ -348,7 +348,7 @@ def _read_table(path: Path, first_column: str) -> _Table:
     """
     rows = _read_rows(path)
     wanted = _normalise_header(first_column)
-    for index, (_, row) in enumerate(rows[:HEADER_SEARCH_ROWS]):
+    for index, (_, row) in enumerate(rows[:HEADER_SEARCH_ROWS]):  # noqa: B007 (index is read after the loop)
         if any(_normalise_header(cell) == wanted for cell in row):
             header = row
             break

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import random
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ml.artifact import SPLITS_FILENAME
 from ml.data.datasets import Sample

@@ -125,7 +125,7 @@ class _HeaderUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a file header")
 
 
-def read_legacy_torch_state_dict(path) -> "collections.OrderedDict[str, np.ndarray]":
+def read_legacy_torch_state_dict(path) -> collections.OrderedDict[str, np.ndarray]:
     """Read a PyTorch legacy-format state dict into numpy arrays, without torch."""
     path = Path(path)
     try:
@@ -275,7 +275,7 @@ class Lite0Layers:
         """Shape of the feature map after `block` (exclusive end of the lower part)."""
         stride = 2  # the stem
         channels = STEM_CHANNELS
-        for i, _k, s, _e, _in, out in self.blocks[:block]:
+        for _i, _k, s, _e, _in, out in self.blocks[:block]:
             stride *= s
             channels = out
         return (image_size // stride, image_size // stride, channels)
@@ -340,7 +340,7 @@ def load_lite0_weights(model, path=None, include_top: bool | None = None, varian
             raise WeightsError(f"{prefix}: shapes {[w.shape for w in weights]} do not fit layer {layer_name} {expected}")
         layer.set_weights(weights)
     if include_top is None:
-        include_top = any(l.name == "predictions" for l in model.layers)
+        include_top = any(layer.name == "predictions" for layer in model.layers)
     if include_top:
         model.get_layer("predictions").set_weights([take("_fc.weight").T, take("_fc.bias")])
     else:

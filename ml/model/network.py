@@ -17,7 +17,6 @@ from ml.artifact import CLASS_NAMES, IMAGE_SIZE
 from ml.model.backbone import LITE_BACKBONES, PADDINGS, Lite0Layers, load_lite0_weights
 
 
-
 @dataclass(frozen=True)
 class NetworkSpec:
     """What the network's shape depends on (a TrainConfig has all of these)."""

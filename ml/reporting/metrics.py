@@ -255,7 +255,7 @@ def boundary_notes(y, p, threshold: float, uncertain_threshold: float | None, bo
 
 
 def orientation_consistency(y, p_views, threshold: float, uncertain_threshold: float | None = None,
-                             views: "list[str] | tuple[str, ...]" = (), boundary_margin: float | None = None,
+                             views: list[str] | tuple[str, ...] = (), boundary_margin: float | None = None,
                              noted=None) -> dict[str, Any]:
     """How much the outcome depends on how the photo was turned: the same images scored in several
     orientations (`p_views`, N x V calibrated probabilities, column 0 the image as it is; ml/serving/tta.py's

@@ -21,9 +21,8 @@ from ml.artifact import IMAGE_SIZE, METADATA_FILENAME, MODEL_FILENAME, ModelUnav
 from ml.artifact import read_metadata as read_folder_metadata
 from ml.serving import tta
 from ml.serving.gate import Gate, feature_statistics
-from ml.serving.scores import logit, near_boundary
 from ml.serving.heatmap import normalise_cam  # noqa: F401 (part of this module's interface)
-
+from ml.serving.scores import logit, near_boundary
 
 
 class PredictionFailed(Exception):
@@ -91,7 +90,7 @@ def inference_threads() -> int:
 
 
 def model_dir() -> Path:
-    return Path(getattr(settings, "SKINCARE_MODEL_DIR"))
+    return Path(settings.SKINCARE_MODEL_DIR)
 
 
 def read_metadata(directory: Path | None = None) -> dict[str, Any]:
@@ -293,7 +292,7 @@ class LoadedModel:
         with self.lock:  # one inference at a time per process: neither runtime is re-entrant
             return self.runtime.analyse(batch, views)
 
-    def settle(self, x, raw: float, cam=None) -> "tuple[float, bool, int, Any]":
+    def settle(self, x, raw: float, cam=None) -> tuple[float, bool, int, Any]:
         """From the first look at one preprocessed image x (its raw score and Grad-CAM map, from
         analyse): (calibrated probability, near a boundary, views averaged, map), as served.
 
@@ -368,7 +367,7 @@ def predict_many(sources, directory: Path | None = None, batch_size: int = 32, r
 
 
 def predict_orientations(sources, directory: Path | None = None, batch_size: int = 32, runtime: str | None = None,
-                         orientations: "tuple[str, ...]" = tta.ALL_VIEWS):
+                         orientations: tuple[str, ...] = tta.ALL_VIEWS):
     """(N, len(orientations)) calibrated probabilities: each image turned or flipped as each of
     ml.serving.tta's view names says before the model sees it, as if the photo had been taken that way
     (a model with test-time views of its own still averages them on top). Column "id" is
@@ -378,7 +377,7 @@ def predict_orientations(sources, directory: Path | None = None, batch_size: int
 
 
 def served_scores(sources, directory: Path | None = None, batch_size: int = 32, runtime: str | None = None,
-                  orientations: "tuple[str, ...]" = tta.ALL_VIEWS):
+                  orientations: tuple[str, ...] = tta.ALL_VIEWS):
     """:func:`predict_orientations`, with whether each result was close to a boundary at first look
     (the "close to a boundary" note; where the model checks close calls, the ones it checked):
     (probabilities (N, V), close (N, V), metadata, whether close calls were checked)."""
@@ -388,7 +387,7 @@ def served_scores(sources, directory: Path | None = None, batch_size: int = 32, 
 
 
 def served_orientations(loaded: LoadedModel, sources, batch_size: int = 32,
-                        orientations: "tuple[str, ...]" = tta.ALL_VIEWS) -> "tuple[np.ndarray, np.ndarray]":
+                        orientations: tuple[str, ...] = tta.ALL_VIEWS) -> tuple[np.ndarray, np.ndarray]:
     """((N, V) calibrated probabilities as served, (N, V) whether each was close to a boundary at
     first look) of `loaded` on each image turned as each view name says: :meth:`LoadedModel.settle`
     on arrays. Where the model checks close calls, the images that need it are scored again in all
@@ -412,7 +411,7 @@ def served_orientations(loaded: LoadedModel, sources, batch_size: int = 32,
 
 
 def raw_orientations(loaded: LoadedModel, sources, batch_size: int = 32,
-                     orientations: "tuple[str, ...]" = tta.ALL_VIEWS, views=None) -> np.ndarray:
+                     orientations: tuple[str, ...] = tta.ALL_VIEWS, views=None) -> np.ndarray:
     """(N, len(orientations)) raw malignant probabilities, before calibration, of `loaded` on each image
     turned or flipped as each view name says. sources: image sources ml.preprocessing reads, or
     preprocessed (N, size, size, 3) arrays. Column "id" is what serving computes for the image at first
@@ -448,7 +447,8 @@ def predict(image: preprocessing.ImageSource, *, use_gate: bool = True) -> Resul
         raw, features, cam = loaded.analyse(x[None, ...])
     except Exception as exc:
         raise PredictionFailed(f"{type(exc).__name__}: {exc}") from exc
-    elapsed = lambda: (time.perf_counter() - started) * 1000.0
+    def elapsed():
+        return (time.perf_counter() - started) * 1000.0
     measures = {}
     if use_gate and loaded.gate is not None:
         decision = loaded.gate.decide(x, None if features is None else features[0])

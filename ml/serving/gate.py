@@ -82,9 +82,10 @@ class Gate:
     # ------------------------------------------------------------ fitting
     @classmethod
     def fit(cls, reference_features: np.ndarray, reference_quality: list[dict[str, float]],
-            val_features: np.ndarray) -> "Gate":
+            val_features: np.ndarray) -> Gate:
         q = {k: np.array([m[k] for m in reference_quality]) for k in reference_quality[0]}
-        quantile = lambda k, at: float(np.quantile(q[k], at))
+        def quantile(k, at):
+            return float(np.quantile(q[k], at))
         limits = {
             "min_brightness": min(quantile("brightness", QUALITY_QUANTILE) * 0.6, 40.0),
             "max_brightness": max((quantile("brightness", 1 - QUALITY_QUANTILE) + 255) / 2, 215.0),
@@ -141,7 +142,7 @@ class Gate:
         return self.limits
 
     @classmethod
-    def load(cls, directory: Path, metadata: dict[str, Any]) -> "Gate | None":
+    def load(cls, directory: Path, metadata: dict[str, Any]) -> Gate | None:
         limits = metadata.get("gate")
         if not limits:
             return None

@@ -16,7 +16,7 @@ without the key uses the image as it is.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

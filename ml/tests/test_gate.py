@@ -1,8 +1,8 @@
 """The image gate's own pieces. (The gate on real images and junk: ml/tests/test_shipped_model.py.)"""
 import numpy as np
 
-from ml.training.gate_fitting import random_sharpness
 from ml.serving.gate import quality_measures
+from ml.training.gate_fitting import random_sharpness
 
 
 def _lesion_like(seed=0):

@@ -80,7 +80,8 @@ def test_images_without_dark_corners_are_left_alone():
 def test_ph2_corners_are_painted_and_its_lesions_left_alone(ph2_root):
     """Over all 200 PH2 images (the dermatologists' lesion outlines say where the lesion is):
     most get their dark corners painted, and hardly any lesion pixel changes."""
-    luminance = lambda a: (a * (0.299, 0.587, 0.114)).sum(axis=-1)
+    def luminance(a):
+        return (a * (0.299, 0.587, 0.114)).sum(axis=-1)
     painted, lesion_changed = 0, []
     images = sorted((ph2_root / "images").glob("IMD*.jpg"))
     for image_path in images:

@@ -14,8 +14,8 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import override_settings
 
-from ml.serving import classifier
 from ml import preprocessing
+from ml.serving import classifier
 
 SHIPPED = Path(settings.BASE_DIR) / "ml" / "artifacts" / "model"
 pytestmark = pytest.mark.skipif(not (SHIPPED / "model.keras").is_file(), reason=f"no shipped model at {SHIPPED}")
@@ -430,7 +430,7 @@ def test_model_card_of_a_model_that_averages_the_views_says_its_answer_does_not_
         r = result["orientations"]
         r.update(outcome_changes=0.0, flag_changes=0.0, auc_by_view=[result["auc"]] * 8)
         path.write_text(json.dumps(result))
-    line = next(l for l in model_card.render(card_dir).splitlines() if "photo is turned" in l)
+    line = next(text for text in model_card.render(card_dir).splitlines() if "photo is turned" in text)
     assert "0.000 (HAM10000 test) and 0.000 (PH2) of the images" in line
     assert "its answer does not depend on them" in line and "equally valid draws" not in line
     assert "calibrate_model" not in line

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from django.core.management import call_command
 
+from ml.model.network import Network
 from ml.reporting import metrics
 from ml.training.config import TrainConfig
 from ml.training.loop import AveragedWeights, fit_network, malignant_scores, network_spec, onehot
-from ml.model.network import Network
 
 pytestmark = pytest.mark.django_db
 
@@ -56,10 +56,10 @@ def test_train_model_fits_the_boundary_margin_on_the_validation_images_turned(sm
     images, scored again through the serving path in the eight orientations, give."""
     import numpy as np
 
-    from ml.serving import classifier
-    from ml.reporting import metrics as evaluation
     from ml.data.datasets import read_dataset
     from ml.data.splits import held_out, recorded_splits
+    from ml.reporting import metrics as evaluation
+    from ml.serving import classifier
 
     datasets, out = small_model
     meta = json.loads((out / "metadata.json").read_text())

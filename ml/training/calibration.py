@@ -13,8 +13,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +24,6 @@ from ml.reporting import metrics as evaluation
 from ml.reporting import plots
 from ml.serving import tta
 from ml.serving.classifier import LoadedModel, raw_orientations, served_orientations
-
 
 
 def fit_calibration(y_val: np.ndarray, raw_val: np.ndarray, train_prior: float) -> dict[str, float]:
@@ -107,7 +107,7 @@ def calibrate_and_report(model_dir, y_val: np.ndarray, val_images, train_prior: 
                     "their average, calibrated on the validation split, is the answer, at the model's thresholds",
         }
     meta["calibration_fit"] = {
-        "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": fitted_by, "runtime": runtime, "views": list(meta.get("tta_views") or ["id"]),
         "validation_n": int(len(y_val)), "validation_auc": evaluation.roc_auc(y_val, raw_val),
     }

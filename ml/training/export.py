@@ -13,9 +13,8 @@ import json
 import zipfile
 from pathlib import Path
 
-import numpy as np
-
 import keras
+import numpy as np
 import tensorflow as tf
 
 from ml.artifact import HEAD_FILENAME, IMAGE_SIZE, LITERT_FILENAME, METADATA_FILENAME, MODEL_FILENAME

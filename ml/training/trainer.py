@@ -20,9 +20,10 @@ import platform
 import random
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import keras
 import numpy as np
@@ -132,7 +133,7 @@ def source_of(sample) -> str:
 
 def new_model_metadata(backbone: str) -> dict[str, Any]:
     """What every new model folder's metadata.json starts with (train_model, import_model)."""
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     name = backbone.removeprefix("efficientnet-")
     return {"model_version": now.strftime(f"{name}-%Y%m%d-%H%M"), "created_at": now.isoformat(timespec="seconds"),
             "backbone": backbone, "class_names": list(CLASS_NAMES), "image_size": IMAGE_SIZE,

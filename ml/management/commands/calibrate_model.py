@@ -3,18 +3,17 @@ and thresholds on its own validation split, scored exactly as serving scores it.
 import json
 from pathlib import Path
 
+import numpy as np
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
-import numpy as np
-from ml.artifact import METADATA_FILENAME
-from ml.artifact import METRICS_FILENAME
-from ml.data.datasets import DatasetError, read_dataset
-from ml.data.datasets import FORMATS
+
+from ml.artifact import METADATA_FILENAME, METRICS_FILENAME
+from ml.data.datasets import FORMATS, DatasetError, read_dataset
 from ml.data.splits import held_out, recorded_splits
 from ml.serving import tta
 from ml.serving.classifier import ModelUnavailable, reset
-from ml.training.trainer import source_of
 from ml.training.calibration import calibrate_and_report, training_prior
+from ml.training.trainer import source_of
 
 
 class Command(BaseCommand):

@@ -4,9 +4,10 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from .evaluate_model import add_dataset_arguments, samples_to_score
 from ml.reporting import metrics as evaluation
 from ml.serving.classifier import ModelUnavailable, predict_many
+
+from .evaluate_model import add_dataset_arguments, samples_to_score
 
 
 class Command(BaseCommand):

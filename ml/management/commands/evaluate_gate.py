@@ -3,12 +3,11 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from ml.data.datasets import shared_datasets_root
-import numpy as np
-from ml.data.datasets import read_dataset
+from ml.data.datasets import read_dataset, shared_datasets_root
 from ml.data.splits import recorded_splits
 from ml.reporting.junk import junk_images
 from ml.serving import classifier

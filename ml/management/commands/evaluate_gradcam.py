@@ -2,12 +2,11 @@
 import json
 from pathlib import Path
 
+import numpy as np
 from django.core.management.base import BaseCommand, CommandError
 
-from ml.data.datasets import shared_datasets_root
-import numpy as np
 from ml import preprocessing
-from ml.data.datasets import read_dataset
+from ml.data.datasets import read_dataset, shared_datasets_root
 from ml.serving.classifier import get_model, outcome_for
 from ml.serving.heatmap import heat_inside_mask
 

@@ -2,11 +2,11 @@
 import json
 from pathlib import Path
 
+import numpy as np
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
-import numpy as np
-from ml.data.datasets import DatasetError, read_dataset
-from ml.data.datasets import FORMATS
+
+from ml.data.datasets import FORMATS, DatasetError, read_dataset
 from ml.data.splits import recorded_splits
 from ml.reporting import metrics as evaluation
 from ml.serving import tta

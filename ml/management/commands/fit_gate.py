@@ -4,6 +4,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+
 from ml.data.datasets import DatasetError, read_dataset
 from ml.data.splits import held_out, recorded_splits
 from ml.training.gate_fitting import fit_for_model
