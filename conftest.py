@@ -4,6 +4,7 @@ Every test gets its own MEDIA_ROOT under pytest's tmp dir, so uploads never land
 in the project's media/ folder. The stand-in model (ml.testing) is written once
 per session; tests that use it point SKINCARE_MODEL_DIR at it.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -4,6 +4,7 @@
 
 Flags on the command line (or GUNICORN_CMD_ARGS) win over these.
 """
+
 import os
 
 # Loopback by default: a TLS proxy in front forwards to it (README, "Deploy").

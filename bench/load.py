@@ -15,6 +15,7 @@ and image file): nothing lost, nothing doubled.
 Only loopback addresses are used. Exit status 0 when there were no errors and nothing was
 lost or doubled (the p95 target is reported, and enforced with --max-p95-ms).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -75,7 +76,9 @@ def multipart(fields: dict[str, str], filename: str, content: bytes) -> tuple[by
         parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
     parts.append(
         f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{filename}"\r\n'
-        f"Content-Type: image/jpeg\r\n\r\n".encode() + content + b"\r\n"
+        f"Content-Type: image/jpeg\r\n\r\n".encode()
+        + content
+        + b"\r\n"
     )
     parts.append(f"--{boundary}--\r\n".encode())
     return b"".join(parts), f"multipart/form-data; boundary={boundary}"
@@ -94,9 +97,13 @@ class Client(threading.Thread):
         while time.monotonic() < self.deadline:
             name, content = self.photos[(self.number + sent * 7) % len(self.photos)]
             sent += 1
-            body, content_type = multipart({"patient_ref": f"BENCH-{self.number}-{sent}", "body_site": ""}, name, content)
+            body, content_type = multipart(
+                {"patient_ref": f"BENCH-{self.number}-{sent}", "body_site": ""}, name, content
+            )
             request = urllib.request.Request(
-                f"{self.url}/api/predictions/", data=body, method="POST",
+                f"{self.url}/api/predictions/",
+                data=body,
+                method="POST",
                 headers={"Authorization": f"Token {self.token}", "Content-Type": content_type, **PROXY_HEADERS},
             )
             started = time.perf_counter()
@@ -147,11 +154,19 @@ def run(args) -> dict:
         else:
             database_url, database = f"sqlite:///{workdir / 'db.sqlite3'}", "SQLite (the default, WAL)"
 
-        env = production_env(workdir, database_url, model_dir, **BEHIND_PROXY_ENV,
-                             # the server's capacity, not the per-user throttle (docs/operations.md)
-                             SKINCARE_API_THROTTLE_USER="")
-        print(f"bench: {database}; model: {model}; {args.workers} gunicorn workers; {args.clients} clients; "
-              f"{args.duration:.0f} s; work folder {workdir}", flush=True)
+        env = production_env(
+            workdir,
+            database_url,
+            model_dir,
+            **BEHIND_PROXY_ENV,
+            # the server's capacity, not the per-user throttle (docs/operations.md)
+            SKINCARE_API_THROTTLE_USER="",
+        )
+        print(
+            f"bench: {database}; model: {model}; {args.workers} gunicorn workers; {args.clients} clients; "
+            f"{args.duration:.0f} s; work folder {workdir}",
+            flush=True,
+        )
         manage(env, "migrate", "--noinput")
         manage(env, "collectstatic", "--noinput")
         token = create_token(env)
@@ -172,7 +187,11 @@ def run(args) -> dict:
         elapsed = time.monotonic() - started
         server.__exit__(None, None, None)  # stop serving before counting what was stored
         after = count_rows(env)
-        stored_images = len([p for p in (workdir / "media" / "uploads").glob("*") if p.is_file()]) if (workdir / "media" / "uploads").is_dir() else 0
+        stored_images = (
+            len([p for p in (workdir / "media" / "uploads").glob("*") if p.is_file()])
+            if (workdir / "media" / "uploads").is_dir()
+            else 0
+        )
 
     ok = [r for r in results if r["code"] == 201]
     errors = [r for r in results if r["code"] != 201]
@@ -211,14 +230,20 @@ def run(args) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--duration", type=float, default=60, help="seconds of load (default 60)")
     parser.add_argument("--clients", type=int, default=4, help="concurrent clients (default 4)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2)")
     parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
-    parser.add_argument("--database-url", help="an existing database instead (its predictions are counted before and after)")
+    parser.add_argument(
+        "--database-url", help="an existing database instead (its predictions are counted before and after)"
+    )
     parser.add_argument("--model-dir", help="model folder (default: the shipped model if present, else the stand-in)")
-    parser.add_argument("--standin", action="store_true", help="use the stand-in model even where the shipped one is present")
+    parser.add_argument(
+        "--standin", action="store_true", help="use the stand-in model even where the shipped one is present"
+    )
     parser.add_argument("--datasets", help="shared datasets folder (default $SKINCARE_DATASETS or ../shared/datasets)")
     parser.add_argument("--photos", type=int, default=200, help="distinct photos to cycle through (default 200)")
     parser.add_argument("--seed", type=int, default=0)

@@ -3,6 +3,7 @@ and the deployment tests: a fresh database and media folder, a user with an API 
 
 Nothing here imports Django or TensorFlow: every step is a subprocess, as in a deployment.
 """
+
 from __future__ import annotations
 
 import os
@@ -34,7 +35,9 @@ def shipped_model_present() -> bool:
 def write_standin(directory: Path) -> Path:
     """The stand-in model (ml.testing), written by a subprocess so this one stays free of TensorFlow."""
     code = "import sys; from ml.testing import write_standin_model; write_standin_model(sys.argv[1], threshold=0.5)"
-    subprocess.run([sys.executable, "-c", code, str(directory)], cwd=REPO_ROOT, check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-c", code, str(directory)], cwd=REPO_ROOT, check=True, capture_output=True, timeout=300
+    )
     return directory
 
 
@@ -72,7 +75,9 @@ def manage(env: dict[str, str], *args: str, timeout: float = 600) -> str:
         [sys.executable, "manage.py", *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout
     )
     if completed.returncode != 0:
-        raise RuntimeError(f"manage.py {' '.join(args)} failed ({completed.returncode}):\n{completed.stdout}\n{completed.stderr}")
+        raise RuntimeError(
+            f"manage.py {' '.join(args)} failed ({completed.returncode}):\n{completed.stdout}\n{completed.stderr}"
+        )
     return completed.stdout
 
 
@@ -108,7 +113,9 @@ class Postgres:
     def __enter__(self) -> Postgres:
         completed = subprocess.run(
             ["bash", str(POSTGRES_SCRIPT), "start", str(self.directory), str(self.port)],
-            capture_output=True, text=True, timeout=120,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         if completed.returncode != 0:
             raise RuntimeError(f"could not start PostgreSQL: {completed.stderr.strip()}")
@@ -136,8 +143,21 @@ class Gunicorn:
     def __enter__(self) -> Gunicorn:
         self.log = open(self.log_path, "w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "skincare_site.wsgi", "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers)],
-            cwd=REPO_ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "skincare_site.wsgi",
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "--workers",
+                str(self.workers),
+            ],
+            cwd=REPO_ROOT,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         return self
 

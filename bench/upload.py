@@ -17,6 +17,7 @@ checks, decode, storage, model, heat map, database) for two kinds of photo:
 Exit status 0 when every request succeeded and both p50 targets were met
 (--target-ph2-ms, --target-12mp-ms; 150 ms and 1000 ms by default).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -71,7 +72,9 @@ def make_large_jpeg(source: Path, target: Path) -> Path:
 def post(url: str, token: str, name: str, content: bytes) -> tuple[float, int | None, str]:
     body, content_type = multipart({"patient_ref": "BENCH-UPLOAD", "body_site": ""}, name, content)
     request = urllib.request.Request(
-        f"{url}/api/predictions/", data=body, method="POST",
+        f"{url}/api/predictions/",
+        data=body,
+        method="POST",
         headers={"Authorization": f"Token {token}", "Content-Type": content_type, **PROXY_HEADERS},
     )
     started = time.perf_counter()
@@ -126,9 +129,12 @@ def run(args) -> dict:
         sources = ph2_photos(root, args.photos)
         photo_dir = workdir / "photos"
         photo_dir.mkdir()
-        print(f"bench: making {args.large_photos} 12-megapixel JPEGs by upscaling PH2 photos to "
-              f"{LARGE_SIZE[0]}x{LARGE_SIZE[1]} (Pillow, bicubic; JPEG quality 90) in {photo_dir}", flush=True)
-        large = [make_large_jpeg(p, photo_dir / f"{p.stem}_12mp.jpg") for p in sources[:args.large_photos]]
+        print(
+            f"bench: making {args.large_photos} 12-megapixel JPEGs by upscaling PH2 photos to "
+            f"{LARGE_SIZE[0]}x{LARGE_SIZE[1]} (Pillow, bicubic; JPEG quality 90) in {photo_dir}",
+            flush=True,
+        )
+        large = [make_large_jpeg(p, photo_dir / f"{p.stem}_12mp.jpg") for p in sources[: args.large_photos]]
         kinds = {
             "ph2_sized": [(p.name, p.read_bytes()) for p in sources],
             "12_megapixel": [(p.name, p.read_bytes()) for p in large],
@@ -136,13 +142,23 @@ def run(args) -> dict:
         sizes = {}
         for kind, photos in kinds.items():
             with Image.open(io.BytesIO(photos[0][1])) as first:
-                sizes[kind] = f"{first.width}x{first.height} JPEG, {sum(len(c) for _, c in photos) / len(photos) / 1e6:.2f} MB on average"
+                sizes[kind] = (
+                    f"{first.width}x{first.height} JPEG, {sum(len(c) for _, c in photos) / len(photos) / 1e6:.2f} MB on average"
+                )
 
-        env = production_env(workdir, f"sqlite:///{workdir / 'db.sqlite3'}", model_dir, **BEHIND_PROXY_ENV,
-                             # the server's capacity, not the per-user throttle (docs/operations.md)
-                             SKINCARE_API_THROTTLE_USER="")
-        print(f"bench: SQLite; model: {model}; {args.workers} gunicorn workers; one client, one request at a time; "
-              f"{args.requests} requests per kind after {args.warmup} warm-up; work folder {workdir}", flush=True)
+        env = production_env(
+            workdir,
+            f"sqlite:///{workdir / 'db.sqlite3'}",
+            model_dir,
+            **BEHIND_PROXY_ENV,
+            # the server's capacity, not the per-user throttle (docs/operations.md)
+            SKINCARE_API_THROTTLE_USER="",
+        )
+        print(
+            f"bench: SQLite; model: {model}; {args.workers} gunicorn workers; one client, one request at a time; "
+            f"{args.requests} requests per kind after {args.warmup} warm-up; work folder {workdir}",
+            flush=True,
+        )
         manage(env, "migrate", "--noinput")
         manage(env, "collectstatic", "--noinput")
         token = create_token(env)
@@ -151,22 +167,33 @@ def run(args) -> dict:
         results = {}
         for kind, photos in kinds.items():
             results[kind] = {"photo": sizes[kind], **measure(server.url, token, photos, args.requests, args.warmup)}
-            print(f"bench: {kind}: {json.dumps({k: v for k, v in results[kind].items() if k != 'latencies_ms'})}", flush=True)
+            print(
+                f"bench: {kind}: {json.dumps({k: v for k, v in results[kind].items() if k != 'latencies_ms'})}",
+                flush=True,
+            )
     return {"model": model, "workers": args.workers, "load_average": os.getloadavg(), **results}
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--requests", type=int, default=20, help="measured requests per kind of photo (default 20)")
     parser.add_argument("--warmup", type=int, default=2, help="unmeasured requests first, per kind (default 2)")
     parser.add_argument("--photos", type=int, default=10, help="distinct PH2 photos to cycle through (default 10)")
     parser.add_argument("--large-photos", type=int, default=2, help="distinct 12 MP photos made (default 2)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2)")
     parser.add_argument("--model-dir", help="model folder (default: the shipped model if present, else the stand-in)")
-    parser.add_argument("--standin", action="store_true", help="use the stand-in model even where the shipped one is present")
+    parser.add_argument(
+        "--standin", action="store_true", help="use the stand-in model even where the shipped one is present"
+    )
     parser.add_argument("--datasets", help="shared datasets folder (default $SKINCARE_DATASETS or ../shared/datasets)")
-    parser.add_argument("--target-ph2-ms", type=float, default=150.0, help="p50 target for PH2-sized photos (default 150)")
-    parser.add_argument("--target-12mp-ms", type=float, default=1000.0, help="p50 target for 12 MP photos (default 1000)")
+    parser.add_argument(
+        "--target-ph2-ms", type=float, default=150.0, help="p50 target for PH2-sized photos (default 150)"
+    )
+    parser.add_argument(
+        "--target-12mp-ms", type=float, default=1000.0, help="p50 target for 12 MP photos (default 1000)"
+    )
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs, database, uploads, photos)")
     args = parser.parse_args(argv)
@@ -181,10 +208,14 @@ def main(argv=None) -> int:
         figures = report[kind]
         met = figures["errors"] == 0 and figures["p50_ms"] <= target
         failed |= not met
-        print(f"{kind} ({figures['photo']}): p50 {figures['p50_ms']} ms, p95 {figures['p95_ms']} ms, "
-              f"{figures['errors']} errors of {figures['requests']}; target p50 <= {target:.0f} ms: "
-              f"{'met' if met else 'NOT met'}")
-    print(f"(12 MP photos made by upscaling PH2 photos; {report['model']} model; load average {report['load_average']})")
+        print(
+            f"{kind} ({figures['photo']}): p50 {figures['p50_ms']} ms, p95 {figures['p95_ms']} ms, "
+            f"{figures['errors']} errors of {figures['requests']}; target p50 <= {target:.0f} ms: "
+            f"{'met' if met else 'NOT met'}"
+        )
+    print(
+        f"(12 MP photos made by upscaling PH2 photos; {report['model']} model; load average {report['load_average']})"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     return 1 if failed else 0

@@ -5,6 +5,7 @@ the decision and the comment, through services.record_review, which also records
 who and when. Nothing is added or deleted here: uploads come through the upload
 page or the API, and the history is kept. The audit trail is read-only.
 """
+
 from __future__ import annotations
 
 from django import forms
@@ -25,7 +26,9 @@ from .models import AuditEvent, Lesion, Prediction, Upload
 def thumbnail_tag(upload: Upload, size: int = 64):
     if not upload.thumbnail:
         return "-"
-    return format_html('<img src="{}" alt="" style="width:{}px;height:auto;border-radius:4px">', upload.thumbnail.url, size)
+    return format_html(
+        '<img src="{}" alt="" style="width:{}px;height:auto;border-radius:4px">', upload.thumbnail.url, size
+    )
 
 
 class ReviewedFilter(admin.SimpleListFilter):
@@ -135,14 +138,36 @@ class PredictionAdmin(NoAddOrDeleteAdmin):
         "created_at",
     ]
     list_display_links = ["id", "thumbnail_image"]
-    list_filter = [QueueFilter, "outcome", "near_boundary", ReviewedFilter, "review_decision", "status", "model_version", "created_at"]
+    list_filter = [
+        QueueFilter,
+        "outcome",
+        "near_boundary",
+        ReviewedFilter,
+        "review_decision",
+        "status",
+        "model_version",
+        "created_at",
+    ]
     search_fields = ["upload__patient_ref", "upload__note", "upload__lesion__name", "review_comment"]
     date_hierarchy = "created_at"
     list_select_related = ["upload", "upload__uploaded_by", "upload__lesion", "reviewed_by"]
     list_per_page = 50
     actions = ["mark_confirmed", "mark_dismissed", "retry", "erase_patients"]
     fieldsets = [
-        ("Upload", {"fields": ["photo_and_heatmap", "upload_link", "patient_ref", "lesion", "body_site", "note", "uploaded_by"]}),
+        (
+            "Upload",
+            {
+                "fields": [
+                    "photo_and_heatmap",
+                    "upload_link",
+                    "patient_ref",
+                    "lesion",
+                    "body_site",
+                    "note",
+                    "uploaded_by",
+                ]
+            },
+        ),
         ("What the model said (read-only)", {"fields": PREDICTION_FIELDS}),
         ("Review", {"fields": ["review_decision", "review_comment", "reviewed_by", "reviewed_at"]}),
         ("Audit trail (read-only)", {"fields": ["audit_trail"], "classes": ["collapse"]}),
@@ -171,7 +196,12 @@ class PredictionAdmin(NoAddOrDeleteAdmin):
         if not events:
             return "-"
         rows = (
-            (f"{e.at:%Y-%m-%d %H:%M:%S}", e.user.get_username() if e.user else "system", e.get_action_display(), e.get_via_display())
+            (
+                f"{e.at:%Y-%m-%d %H:%M:%S}",
+                e.user.get_username() if e.user else "system",
+                e.get_action_display(),
+                e.get_via_display(),
+            )
             for e in events
         )
         return format_html_join(mark_safe("<br>"), "{} · {} · {} ({})", rows)
@@ -195,8 +225,11 @@ class PredictionAdmin(NoAddOrDeleteAdmin):
         photo = image_tag(obj.upload.image.url, f"photo {obj.pk}")
         if not obj.heatmap:
             return photo
-        return format_html('<div style="display:flex;gap:1rem;flex-wrap:wrap">{}{}</div>',
-                           photo, image_tag(obj.heatmap.url, f"heat map (Grad-CAM) of photo {obj.pk}"))
+        return format_html(
+            '<div style="display:flex;gap:1rem;flex-wrap:wrap">{}{}</div>',
+            photo,
+            image_tag(obj.heatmap.url, f"heat map (Grad-CAM) of photo {obj.pk}"),
+        )
 
     @admin.display(description="score (probability of malignancy)")
     def score(self, obj):
@@ -229,7 +262,9 @@ class PredictionAdmin(NoAddOrDeleteAdmin):
 
     @admin.display(description="upload")
     def upload_link(self, obj):
-        return format_html('<a href="{}">{}</a>', reverse("admin:diagnosis_upload_change", args=[obj.upload_id]), obj.upload)
+        return format_html(
+            '<a href="{}">{}</a>', reverse("admin:diagnosis_upload_change", args=[obj.upload_id]), obj.upload
+        )
 
     @admin.display(description="verdict", ordering="outcome")
     def verdict(self, obj):
@@ -273,7 +308,9 @@ class PredictionAdmin(NoAddOrDeleteAdmin):
 
     def _review_selected(self, request, queryset, decision):
         count = services.review_many(queryset, reviewer=request.user, decision=decision, via=Via.ADMIN)
-        self.message_user(request, f"{count} prediction(s) marked '{Prediction.Decision(decision).label}'.", messages.SUCCESS)
+        self.message_user(
+            request, f"{count} prediction(s) marked '{Prediction.Decision(decision).label}'.", messages.SUCCESS
+        )
 
     @admin.action(description="Review: confirmed, needs a doctor", permissions=["change"])
     def mark_confirmed(self, request, queryset):
@@ -289,27 +326,34 @@ class PredictionAdmin(NoAddOrDeleteAdmin):
         text = ", ".join(f"{count} {state}" for state, count in sorted(summary.items())) or "nothing to retry"
         self.message_user(request, f"Retried: {text}.", messages.INFO)
 
-
     @admin.action(description="Erase these patients' data (on request; cannot be undone)", permissions=["change"])
     def erase_patients(self, request, queryset):
         """A patient's right to erasure: after a confirmation page, every prediction, upload,
         lesion and file of the selected predictions' patients is deleted (diagnosis/erasure.py)."""
         if request.POST.get("confirm") != "yes":
             refs = sorted({p.upload.patient_ref for p in queryset.select_related("upload")} - {""})
-            return TemplateResponse(request, "admin/diagnosis/erase_confirmation.html", {
-                **self.admin_site.each_context(request),
-                "title": "Erase patients' data",
-                "patient_refs": refs,
-                "without_ref": queryset.filter(upload__patient_ref="").count(),
-                "selected": queryset.values_list("pk", flat=True),
-                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
-                "opts": self.model._meta,
-            })
+            return TemplateResponse(
+                request,
+                "admin/diagnosis/erase_confirmation.html",
+                {
+                    **self.admin_site.each_context(request),
+                    "title": "Erase patients' data",
+                    "patient_refs": refs,
+                    "without_ref": queryset.filter(upload__patient_ref="").count(),
+                    "selected": queryset.values_list("pk", flat=True),
+                    "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+                    "opts": self.model._meta,
+                },
+            )
         results = erasure.erase_predictions(queryset, user=request.user, via=Via.ADMIN)
         predictions = sum(r.predictions for r in results)
         files = sum(r.files for r in results)
-        self.message_user(request, f"Erased: {predictions} prediction(s) and {files} file(s). The audit trail "
-                          "records the erasure without the deleted content.", messages.SUCCESS)
+        self.message_user(
+            request,
+            f"Erased: {predictions} prediction(s) and {files} file(s). The audit trail "
+            "records the erasure without the deleted content.",
+            messages.SUCCESS,
+        )
         return None
 
 
@@ -325,6 +369,7 @@ class PredictionInline(admin.StackedInline):
     @admin.display(description="needs a doctor from")
     def needs_doctor_from(self, obj):
         return rounded(obj.threshold)
+
     can_delete = False
     extra = 0
     max_num = 0
@@ -356,7 +401,16 @@ class UploadForm(forms.ModelForm):
 @admin.register(Upload)
 class UploadAdmin(NoAddOrDeleteAdmin):
     form = UploadForm
-    list_display = ["id", "thumbnail_image", "patient_ref", "lesion", "body_site", "verdict", "uploaded_by", "created_at"]
+    list_display = [
+        "id",
+        "thumbnail_image",
+        "patient_ref",
+        "lesion",
+        "body_site",
+        "verdict",
+        "uploaded_by",
+        "created_at",
+    ]
     list_display_links = ["id", "thumbnail_image"]
     list_filter = ["prediction__outcome", "body_site", "original_format", "created_at"]
     search_fields = ["patient_ref", "note", "lesion__name"]
@@ -378,7 +432,14 @@ class UploadAdmin(NoAddOrDeleteAdmin):
     ]
     # The clinician's description may be corrected; the image and its facts may not.
     readonly_fields = [
-        "image_preview", "lesion", "uploaded_by", "created_at", "width", "height", "original_format", "original_size"
+        "image_preview",
+        "lesion",
+        "uploaded_by",
+        "created_at",
+        "width",
+        "height",
+        "original_format",
+        "original_size",
     ]
 
     @admin.display(description="image")
@@ -449,7 +510,9 @@ class AuditEventAdmin(NoAddOrDeleteAdmin):
         def plain(value):
             return f"{value:.3f}" if isinstance(value, float) else value
 
-        return ", ".join(f"{key}: {plain(value)}" for key, value in obj.details.items() if value not in (None, "")) or "-"
+        return (
+            ", ".join(f"{key}: {plain(value)}" for key, value in obj.details.items() if value not in (None, "")) or "-"
+        )
 
 
 from . import admin_final_diagnosis  # noqa: E402,F401  (registers FinalDiagnosisAdmin)

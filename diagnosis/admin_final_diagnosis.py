@@ -1,6 +1,7 @@
 """Final diagnoses in the admin: a reviewer records or corrects one; the change goes
 through final_diagnoses.record_final_diagnosis (audited), never straight to the table.
 Nothing is deleted here. Imported by diagnosis/admin.py."""
+
 from __future__ import annotations
 
 from django import forms
@@ -23,8 +24,12 @@ class FinalDiagnosisAdminForm(forms.ModelForm):
         cleaned = super().clean()
         if {"diagnosis", "method", "diagnosed_on"} <= set(cleaned):
             try:
-                check_final_diagnosis(diagnosis=cleaned["diagnosis"], method=cleaned["method"],
-                                      diagnosed_on=cleaned["diagnosed_on"], comment=cleaned.get("comment", ""))
+                check_final_diagnosis(
+                    diagnosis=cleaned["diagnosis"],
+                    method=cleaned["method"],
+                    diagnosed_on=cleaned["diagnosed_on"],
+                    comment=cleaned.get("comment", ""),
+                )
             except ValidationError as exc:
                 raise forms.ValidationError(exc.messages) from exc
         return cleaned
@@ -66,7 +71,9 @@ class FinalDiagnosisAdmin(admin.ModelAdmin):
     def site_link(self, obj):
         if obj is None or obj.lesion_id is None:
             return "-"
-        return format_html('<a href="{}">final diagnosis page</a>', reverse("diagnosis:final_diagnosis", args=[obj.lesion_id]))
+        return format_html(
+            '<a href="{}">final diagnosis page</a>', reverse("diagnosis:final_diagnosis", args=[obj.lesion_id])
+        )
 
     @admin.display(description="earlier versions (audit trail)")
     def changes(self, obj):
@@ -82,7 +89,9 @@ class FinalDiagnosisAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         final = record_final_diagnosis(
-            obj.lesion, recorded_by=request.user, via=Via.ADMIN,
+            obj.lesion,
+            recorded_by=request.user,
+            via=Via.ADMIN,
             **{name: form.cleaned_data[name] for name in ("diagnosis", "method", "diagnosed_on", "comment")},
         )
         obj.pk, obj.recorded_by, obj.recorded_at = final.pk, final.recorded_by, final.recorded_at

@@ -5,6 +5,7 @@ or by the site's session. Input is checked by the same UploadForm as the upload
 page; the work is done by the same services. Uploads and detail reads are written
 to the audit trail.
 """
+
 from __future__ import annotations
 
 import logging
@@ -120,10 +121,18 @@ class PredictionSerializer(serializers.ModelSerializer):
         lesion = prediction.upload.lesion
         if lesion is None:
             return None
-        pin = ({"view": lesion.map_view, "x": lesion.map_x, "y": lesion.map_y, "site": lesion.pin_site}
-               if lesion.has_pin else None)
-        return {"id": lesion.pk, "name": lesion.name, "patient_ref": lesion.patient_ref, "pin": pin,
-                "letter_url": self.absolute(reverse("api-lesion-letter", args=[lesion.pk]))}
+        pin = (
+            {"view": lesion.map_view, "x": lesion.map_x, "y": lesion.map_y, "site": lesion.pin_site}
+            if lesion.has_pin
+            else None
+        )
+        return {
+            "id": lesion.pk,
+            "name": lesion.name,
+            "patient_ref": lesion.patient_ref,
+            "pin": pin,
+            "letter_url": self.absolute(reverse("api-lesion-letter", args=[lesion.pk])),
+        }
 
     def absolute(self, url: str) -> str:
         request = self.context.get("request")
@@ -162,13 +171,16 @@ class UploadRequestSerializer(serializers.Serializer):
 
     image = serializers.FileField(help_text="The photo: JPEG, PNG, BMP or WebP (the bytes decide, not the name).")
     patient_ref = serializers.RegexField(
-        r"^[A-Za-z0-9][A-Za-z0-9._/-]*$", max_length=64, required=False,
+        r"^[A-Za-z0-9][A-Za-z0-9._/-]*$",
+        max_length=64,
+        required=False,
         help_text="The pseudonymous patient reference, never the patient's name.",
     )
     body_site = serializers.ChoiceField(choices=BodySite.choices, required=False)
     note = serializers.CharField(max_length=2000, required=False)
-    lesion = serializers.IntegerField(min_value=1, max_value=MAX_ID, required=False,
-                                      help_text="Id of a lesion followed over time.")
+    lesion = serializers.IntegerField(
+        min_value=1, max_value=MAX_ID, required=False, help_text="Id of a lesion followed over time."
+    )
     lesion_name = serializers.CharField(max_length=100, required=False, help_text="Name a new (or existing) lesion.")
 
 
@@ -186,16 +198,23 @@ FIELD_ERRORS = {
 COMMON_ERRORS = {
     401: OpenApiResponse(DETAIL, description="No or bad credentials (WWW-Authenticate: Token)."),
     403: OpenApiResponse(DETAIL, description="Signed in, but not allowed (e.g. a session call without a CSRF token)."),
-    429: OpenApiResponse(DETAIL, description="Too many calls (SKINCARE_API_THROTTLE_*); Retry-After says when to retry."),
+    429: OpenApiResponse(
+        DETAIL, description="Too many calls (SKINCARE_API_THROTTLE_*); Retry-After says when to retry."
+    ),
     500: OpenApiResponse(DETAIL, description="An unexpected server error (logged); still JSON."),
 }
 ID_PARAMETER = OpenApiParameter(
-    "id", OpenApiTypes.INT, OpenApiParameter.PATH, description="The prediction's id (a larger number than the "
-    "database holds answers 404 like any id that names nothing)."
+    "id",
+    OpenApiTypes.INT,
+    OpenApiParameter.PATH,
+    description="The prediction's id (a larger number than the "
+    "database holds answers 404 like any id that names nothing).",
 )
 
 
-class PredictionViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class PredictionViewSet(
+    mixins.CreateModelMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
     serializer_class = PredictionSerializer
     parser_classes = [MultiPartParser, FormParser]
     lookup_value_regex = "[^/]+"  # checked by get_object: anything but a database id is a JSON 404
@@ -204,10 +223,15 @@ class PredictionViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.R
         summary="The clinic's predictions, newest first",
         parameters=[
             OpenApiParameter("patient_ref", str, description="Exactly this patient reference."),
-            OpenApiParameter("lesion", {"type": "integer", "minimum": 1, "maximum": MAX_ID},
-                             description="Only this lesion's photos (a lesion id)."),
             OpenApiParameter(
-                "outcome", str, enum=["attention", *Prediction.Outcome.values],
+                "lesion",
+                {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+                description="Only this lesion's photos (a lesion id).",
+            ),
+            OpenApiParameter(
+                "outcome",
+                str,
+                enum=["attention", *Prediction.Outcome.values],
                 description="Only this outcome; 'attention': needs a doctor or uncertain.",
             ),
         ],
@@ -232,10 +256,12 @@ class PredictionViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.R
         if outcome and outcome != "attention" and outcome not in Prediction.Outcome.values:
             # An unknown filter value must not quietly return everything.
             raise serializers.ValidationError(
-                {"outcome": [f"Unknown outcome {outcome!r}: use one of {', '.join(Prediction.Outcome.values)}."]})
+                {"outcome": [f"Unknown outcome {outcome!r}: use one of {', '.join(Prediction.Outcome.values)}."]}
+            )
         if lesion and parse_id(lesion) is None:
             raise serializers.ValidationError(
-                {"lesion": ["The lesion filter takes a lesion id (a whole number from 1 to 9223372036854775807)."]})
+                {"lesion": ["The lesion filter takes a lesion id (a whole number from 1 to 9223372036854775807)."]}
+            )
         return selectors.history(
             self.request.user,
             patient=params.get("patient_ref", ""),
@@ -251,7 +277,11 @@ class PredictionViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.R
     @extend_schema(
         summary="One prediction (the view is written to the audit trail)",
         parameters=[ID_PARAMETER],
-        responses={200: PredictionSerializer, 404: OpenApiResponse(DETAIL, description="No such prediction."), **COMMON_ERRORS},
+        responses={
+            200: PredictionSerializer,
+            404: OpenApiResponse(DETAIL, description="No such prediction."),
+            **COMMON_ERRORS,
+        },
     )
     def retrieve(self, request, *args, **kwargs):
         prediction = self.get_object()
@@ -262,12 +292,17 @@ class PredictionViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.R
         summary="Upload a photo and get the model's answer",
         request={"multipart/form-data": UploadRequestSerializer},
         responses={
-            201: OpenApiResponse(PredictionSerializer, description="Stored; `outcome` and `reason` say whether the "
-                                 "model assessed it (201 even when it could not: the upload is kept)."),
+            201: OpenApiResponse(
+                PredictionSerializer,
+                description="Stored; `outcome` and `reason` say whether the "
+                "model assessed it (201 even when it could not: the upload is kept).",
+            ),
             400: OpenApiResponse(FIELD_ERRORS, description="A field refused, with a message for the uploader."),
             413: OpenApiResponse(DETAIL, description="The request body is too large."),
             415: OpenApiResponse(DETAIL, description="Not multipart or form data."),
-            503: OpenApiResponse(DETAIL, description="The image storage is not writable or is full: nothing was stored."),
+            503: OpenApiResponse(
+                DETAIL, description="The image storage is not writable or is full: nothing was stored."
+            ),
             **COMMON_ERRORS,
         },
     )
@@ -284,8 +319,11 @@ class PredictionViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.R
 @extend_schema(
     summary="A lesion's referral letter (PDF; audited)",
     parameters=[OpenApiParameter("id", OpenApiTypes.INT, OpenApiParameter.PATH, description="The lesion's id.")],
-    responses={(200, "application/pdf"): OpenApiTypes.BINARY,
-               404: OpenApiResponse(DETAIL, description="No such lesion (or not yours to see)."), **COMMON_ERRORS},
+    responses={
+        (200, "application/pdf"): OpenApiTypes.BINARY,
+        404: OpenApiResponse(DETAIL, description="No such lesion (or not yours to see)."),
+        **COMMON_ERRORS,
+    },
 )
 @api_view(["GET"])
 def lesion_letter(request, pk: int):
@@ -316,7 +354,9 @@ def exception_handler(exc, context):
     view = context.get("view")
     logger.error("Unexpected error in %s", type(view).__name__ if view else "the API", exc_info=exc)
     return Response(
-        {"detail": "An unexpected error occurred on the server; it has been logged. Try again, and tell the "
-                   "site's administrator if it persists."},
+        {
+            "detail": "An unexpected error occurred on the server; it has been logged. Try again, and tell the "
+            "site's administrator if it persists."
+        },
         status=status.HTTP_500_INTERNAL_SERVER_ERROR,
     )

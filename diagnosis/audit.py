@@ -4,6 +4,7 @@ Services and views call `record`; nothing updates or deletes an event (the admin
 shows them read-only). An event is written in the same transaction as what it
 records, so a trail never claims something that was rolled back.
 """
+
 from __future__ import annotations
 
 from django.contrib.contenttypes.models import ContentType
@@ -41,9 +42,11 @@ def describe(target: models.Model) -> str:
 
 def events_for(target: models.Model):
     """The trail of one object, oldest first."""
-    return AuditEvent.objects.filter(
-        content_type=ContentType.objects.get_for_model(target), object_id=target.pk
-    ).select_related("user").order_by("at", "id")
+    return (
+        AuditEvent.objects.filter(content_type=ContentType.objects.get_for_model(target), object_id=target.pk)
+        .select_related("user")
+        .order_by("at", "id")
+    )
 
 
 def record_lockout(sender, request=None, username=None, ip_address=None, **kwargs) -> None:
@@ -54,5 +57,12 @@ def record_lockout(sender, request=None, username=None, ip_address=None, **kwarg
 
     user = get_user_model().objects.filter(username=username).first() if username else None
     path = getattr(request, "path", "") or ""
-    record(None, Action.LOCKOUT, user, via=Via.ADMIN if path.startswith("/admin/") else Via.PAGE,
-           username=(username or "")[:150], ip_address=ip_address, path=path[:200])
+    record(
+        None,
+        Action.LOCKOUT,
+        user,
+        via=Via.ADMIN if path.startswith("/admin/") else Via.PAGE,
+        username=(username or "")[:150],
+        ip_address=ip_address,
+        path=path[:200],
+    )

@@ -14,6 +14,7 @@ file the copied database does not know: `check_media --fix` removes it after a r
 `restore` goes into an empty install only (migrated, nothing uploaded yet): it checks
 every checksum before it touches anything, then brings back the database and the files.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -60,6 +61,7 @@ def _engine(connection) -> str:
 
 # --- PostgreSQL ---------------------------------------------------------------------------
 
+
 def _pg_major(version_text: str) -> int:
     found = re.search(r"(\d+)(?:\.\d+)?", version_text)
     if not found:
@@ -79,7 +81,9 @@ def pg_tool(name: str, connection) -> str:
             candidates.append((int(directory.parent.name), str(tool)))
     on_path = shutil.which(name)
     if on_path:
-        out = subprocess.run([on_path, "--version"], capture_output=True, text=True).stdout  # "pg_dump (PostgreSQL) 17.4"
+        out = subprocess.run(
+            [on_path, "--version"], capture_output=True, text=True
+        ).stdout  # "pg_dump (PostgreSQL) 17.4"
         candidates.append((_pg_major(out.split(")", 1)[-1]), on_path))
     usable = sorted((major, tool) for major, tool in candidates if major >= server)
     if not usable:
@@ -107,10 +111,13 @@ def _pg_args(connection) -> tuple[list[str], dict]:
 def _run(command: list[str], env: dict) -> None:
     completed = subprocess.run(command, env=env, capture_output=True, text=True)
     if completed.returncode != 0:
-        raise BackupError(f"{Path(command[0]).name} failed ({completed.returncode}): {completed.stderr.strip()[-2000:]}")
+        raise BackupError(
+            f"{Path(command[0]).name} failed ({completed.returncode}): {completed.stderr.strip()[-2000:]}"
+        )
 
 
 # --- backup -------------------------------------------------------------------------------
+
 
 def backup(destination: Path, *, using: str = DEFAULT_DB_ALIAS, storage=None) -> dict:
     """Write the backup folder (new, or empty); returns its manifest."""
@@ -133,8 +140,18 @@ def backup(destination: Path, *, using: str = DEFAULT_DB_ALIAS, storage=None) ->
     else:
         database_file = destination / POSTGRES_FILE
         args, env = _pg_args(connection)
-        _run([pg_tool("pg_dump", connection), "--format=custom", "--no-owner", "--no-privileges",
-              "--file", str(database_file), *args], env)
+        _run(
+            [
+                pg_tool("pg_dump", connection),
+                "--format=custom",
+                "--no-owner",
+                "--no-privileges",
+                "--file",
+                str(database_file),
+                *args,
+            ],
+            env,
+        )
 
     files = {}
     for name in media.stored_names(storage):
@@ -161,6 +178,7 @@ def backup(destination: Path, *, using: str = DEFAULT_DB_ALIAS, storage=None) ->
 
 
 # --- restore ------------------------------------------------------------------------------
+
 
 def verify(source: Path) -> dict:
     """The manifest, once every file in it has its recorded checksum."""
@@ -220,8 +238,20 @@ def restore(source: Path, *, using: str = DEFAULT_DB_ALIAS, storage=None) -> dic
     else:
         connection.close()  # pg_restore drops and recreates the tables
         args, env = _pg_args(connection)
-        _run([pg_tool("pg_restore", connection), "--clean", "--if-exists", "--no-owner", "--no-privileges",
-              "--single-transaction", "--exit-on-error", *args, str(database_file)], env)
+        _run(
+            [
+                pg_tool("pg_restore", connection),
+                "--clean",
+                "--if-exists",
+                "--no-owner",
+                "--no-privileges",
+                "--single-transaction",
+                "--exit-on-error",
+                *args,
+                str(database_file),
+            ],
+            env,
+        )
     ContentType.objects.clear_cache()
 
     for name in manifest["media"]:

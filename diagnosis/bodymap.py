@@ -6,6 +6,7 @@ is on, so that the body site stored with a photo always agrees with its lesion's
 Each part is a HAM10000 body site (models.BodySite), the vocabulary the model was
 trained with. Coordinates are the outline's own units: 100 wide, HEIGHT high.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -89,18 +90,21 @@ def figures(pins=()) -> list[dict]:
     `pins`: (view, x, y, label, url) tuples."""
     drawn = []
     for view in MapView:
-        drawn.append({
-            "view": view.value,
-            "label": view.label,
-            "width": WIDTH,
-            "height": HEIGHT,
-            "parts": [
-                {"part": part, "site": part.site, "label": part.label, "cx": part.centre[0], "cy": part.centre[1]}
-                for part in PARTS[view]
-            ],
-            "pins": [
-                {"x": x, "y": y, "label": label, "url": url}
-                for (pin_view, x, y, label, url) in pins if pin_view == view
-            ],
-        })
+        drawn.append(
+            {
+                "view": view.value,
+                "label": view.label,
+                "width": WIDTH,
+                "height": HEIGHT,
+                "parts": [
+                    {"part": part, "site": part.site, "label": part.label, "cx": part.centre[0], "cy": part.centre[1]}
+                    for part in PARTS[view]
+                ],
+                "pins": [
+                    {"x": x, "y": y, "label": label, "url": url}
+                    for (pin_view, x, y, label, url) in pins
+                    if pin_view == view
+                ],
+            }
+        )
     return drawn

@@ -1,4 +1,5 @@
 """System checks: misconfiguration shows up in `manage.py check`, not at the first upload."""
+
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 
@@ -31,7 +32,9 @@ def upload_limits_check(app_configs, **kwargs):
             errors.append(Error(f"{name} must be a positive whole number, not {value!r}.", id="diagnosis.E001"))
     allowed = set(getattr(settings, "SKINCARE_ALLOWED_IMAGE_FORMATS", []))
     if not allowed:
-        errors.append(Error("SKINCARE_ALLOWED_IMAGE_FORMATS is empty: no upload could be accepted.", id="diagnosis.E002"))
+        errors.append(
+            Error("SKINCARE_ALLOWED_IMAGE_FORMATS is empty: no upload could be accepted.", id="diagnosis.E002")
+        )
     return errors
 
 

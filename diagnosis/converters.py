@@ -1,5 +1,6 @@
 """URL converters. `id` is <int:...> bounded to what the database can hold: a larger
 number does not match (404), instead of reaching the database (a 500 on SQLite)."""
+
 from __future__ import annotations
 
 from django.urls import register_converter

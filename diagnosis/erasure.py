@@ -10,6 +10,7 @@ without the content: the new "erase" event names no patient, and the earlier
 events about the erased records keep who did what and when but lose what they
 described (the object's name, the patient reference, comments).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -92,8 +93,14 @@ def erase_patient(patient_ref: str, *, user=None, via: str = audit.Via.COMMAND) 
         lesions = Lesion.objects.filter(patient_ref=patient_ref)
         erased = delete_uploads(uploads, lesions=lesions, patient_ref=patient_ref)
         audit.record(
-            user, audit.Action.ERASE, None, via=via,
-            predictions=erased.predictions, uploads=erased.uploads, lesions=erased.lesions, files=erased.files,
+            user,
+            audit.Action.ERASE,
+            None,
+            via=via,
+            predictions=erased.predictions,
+            uploads=erased.uploads,
+            lesions=erased.lesions,
+            files=erased.files,
             audit_events_redacted=erased.audit_events_redacted,
         )
     return erased
@@ -111,9 +118,17 @@ def erase_predictions(predictions, *, user=None, via: str = audit.Via.ADMIN) -> 
         else:
             with transaction.atomic():
                 erased = delete_uploads([prediction.upload])
-                audit.record(user, audit.Action.ERASE, None, via=via, predictions=erased.predictions,
-                             uploads=erased.uploads, lesions=0, files=erased.files,
-                             audit_events_redacted=erased.audit_events_redacted)
+                audit.record(
+                    user,
+                    audit.Action.ERASE,
+                    None,
+                    via=via,
+                    predictions=erased.predictions,
+                    uploads=erased.uploads,
+                    lesions=0,
+                    files=erased.files,
+                    audit_events_redacted=erased.audit_events_redacted,
+                )
             results.append(erased)
     for ref in sorted(refs):
         results.append(erase_patient(ref, user=user, via=via))

@@ -5,6 +5,7 @@ the API's views; these catch the rest: a URL under /api/ that names no view, and
 error raised outside a view (a middleware, the URL resolver). The pages keep
 Django's HTML error pages.
 """
+
 from __future__ import annotations
 
 from django.http import JsonResponse
@@ -36,8 +37,10 @@ def page_not_found(request, exception=None):
 def server_error(request):
     if _is_api(request):
         return JsonResponse(
-            {"detail": "An unexpected error occurred on the server; it has been logged. Try again, and tell the "
-                       "site's administrator if it persists."},
+            {
+                "detail": "An unexpected error occurred on the server; it has been logged. Try again, and tell the "
+                "site's administrator if it persists."
+            },
             status=500,
         )
     return defaults.server_error(request)

@@ -7,6 +7,7 @@ with SKINCARE_EVOLUTION_HIGHER_OUTCOME, a move into a higher outcome (low risk -
 uncertain -> needs a doctor). Each assessed visit is compared with the assessed
 visit before it; visits the model did not assess are shown but skipped.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -27,7 +28,9 @@ class Rule:
         return cls(float(settings.SKINCARE_EVOLUTION_MIN_RISE), bool(settings.SKINCARE_EVOLUTION_HIGHER_OUTCOME))
 
     def __str__(self) -> str:
-        text = f"a rise of the probability of malignancy by {self.min_rise:.2f} or more since the previous assessed visit"
+        text = (
+            f"a rise of the probability of malignancy by {self.min_rise:.2f} or more since the previous assessed visit"
+        )
         if self.higher_outcome:
             text += ", or a move into a higher outcome (low risk → uncertain → needs a doctor)"
         return text

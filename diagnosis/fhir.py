@@ -25,6 +25,7 @@ points at an entry of the same bundle):
 The codes are this tool's own (CODE_SYSTEM + ":outcome", ...): it does not claim SNOMED
 CT or LOINC codes it has not been mapped to; a hospital maps them at its interface.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -85,10 +86,15 @@ def prediction_bundle(prediction: Prediction, *, request=None) -> Bundle:
 
     subject = None
     if upload.patient_ref:
-        subject = _ref(add(_urn("patient", upload.patient_ref), {
-            "resourceType": "Patient",
-            "identifier": [{"system": PATIENT_SYSTEM, "value": upload.patient_ref}],
-        }))
+        subject = _ref(
+            add(
+                _urn("patient", upload.patient_ref),
+                {
+                    "resourceType": "Patient",
+                    "identifier": [{"system": PATIENT_SYSTEM, "value": upload.patient_ref}],
+                },
+            )
+        )
 
     def about_patient(resource: dict) -> dict:
         if subject:
@@ -97,86 +103,165 @@ def prediction_bundle(prediction: Prediction, *, request=None) -> Bundle:
 
     body_site = {"text": upload.get_body_site_display()} if upload.body_site else None
     media_links = []
-    photo = add(_urn("prediction", prediction.pk, "photo"), about_patient({
-        "resourceType": "Media",
-        "status": "completed",
-        "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/media-type", "code": "image",
-                             "display": "Image"}]},
-        "createdDateTime": _when(upload.created_at),
-        "width": upload.width,
-        "height": upload.height,
-        **({"bodySite": body_site} if body_site else {}),
-        "content": {
-            "contentType": "image/png" if upload.image.name.endswith(".png") else "image/jpeg",
-            "url": _absolute(upload.image.url, request),
-            "title": "Dermoscopic photo as stored (re-encoded; EXIF and GPS removed)",
-            "creation": _when(upload.created_at),
-        },
-    }))
+    photo = add(
+        _urn("prediction", prediction.pk, "photo"),
+        about_patient(
+            {
+                "resourceType": "Media",
+                "status": "completed",
+                "type": {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/media-type",
+                            "code": "image",
+                            "display": "Image",
+                        }
+                    ]
+                },
+                "createdDateTime": _when(upload.created_at),
+                "width": upload.width,
+                "height": upload.height,
+                **({"bodySite": body_site} if body_site else {}),
+                "content": {
+                    "contentType": "image/png" if upload.image.name.endswith(".png") else "image/jpeg",
+                    "url": _absolute(upload.image.url, request),
+                    "title": "Dermoscopic photo as stored (re-encoded; EXIF and GPS removed)",
+                    "creation": _when(upload.created_at),
+                },
+            }
+        ),
+    )
     media_links.append({"comment": "The photo", "link": _ref(photo)})
     if prediction.heatmap:
-        heatmap = add(_urn("prediction", prediction.pk, "heatmap"), about_patient({
-            "resourceType": "Media",
-            "status": "completed",
-            "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/media-type", "code": "image",
-                                 "display": "Image"}]},
-            "content": {"contentType": "image/png", "url": _absolute(prediction.heatmap.url, request),
-                        "title": "Heat map (Grad-CAM): where in the photo the model's answer came from"},
-        }))
-        media_links.append({"comment": "Heat map (Grad-CAM): where the model looked, not where the lesion is malignant",
-                            "link": _ref(heatmap)})
+        heatmap = add(
+            _urn("prediction", prediction.pk, "heatmap"),
+            about_patient(
+                {
+                    "resourceType": "Media",
+                    "status": "completed",
+                    "type": {
+                        "coding": [
+                            {
+                                "system": "http://terminology.hl7.org/CodeSystem/media-type",
+                                "code": "image",
+                                "display": "Image",
+                            }
+                        ]
+                    },
+                    "content": {
+                        "contentType": "image/png",
+                        "url": _absolute(prediction.heatmap.url, request),
+                        "title": "Heat map (Grad-CAM): where in the photo the model's answer came from",
+                    },
+                }
+            ),
+        )
+        media_links.append(
+            {
+                "comment": "Heat map (Grad-CAM): where the model looked, not where the lesion is malignant",
+                "link": _ref(heatmap),
+            }
+        )
 
     results = []
     if prediction.is_assessed:
-        device = add(_urn("model", prediction.model_version or "unknown"), {
-            "resourceType": "Device",
-            "status": "active",
-            "deviceName": [{"name": "skinCare dermoscopic image classifier", "type": "model-name"}],
-            "version": [{"value": prediction.model_version or "unknown"}],
-        })
-        ranges = [{"high": {"value": prediction.threshold, "unit": "1", "system": "http://unitsofmeasure.org",
-                            "code": "1"},
-                   "text": f"Below the threshold {prediction.threshold:.3f}; at or above it: needs a doctor."}]
+        device = add(
+            _urn("model", prediction.model_version or "unknown"),
+            {
+                "resourceType": "Device",
+                "status": "active",
+                "deviceName": [{"name": "skinCare dermoscopic image classifier", "type": "model-name"}],
+                "version": [{"value": prediction.model_version or "unknown"}],
+            },
+        )
+        ranges = [
+            {
+                "high": {
+                    "value": prediction.threshold,
+                    "unit": "1",
+                    "system": "http://unitsofmeasure.org",
+                    "code": "1",
+                },
+                "text": f"Below the threshold {prediction.threshold:.3f}; at or above it: needs a doctor.",
+            }
+        ]
         if prediction.has_uncertain_band:
             ranges = [
-                {"high": {"value": prediction.uncertain_threshold, "unit": "1",
-                          "system": "http://unitsofmeasure.org", "code": "1"},
-                 "text": f"Low risk: below the uncertain threshold {prediction.uncertain_threshold:.3f}."},
-                {"low": {"value": prediction.uncertain_threshold, "unit": "1",
-                         "system": "http://unitsofmeasure.org", "code": "1"},
-                 "high": {"value": prediction.threshold, "unit": "1", "system": "http://unitsofmeasure.org",
-                          "code": "1"},
-                 "text": f"Uncertain, have a doctor look: from {prediction.uncertain_threshold:.3f} up to the "
-                         f"threshold {prediction.threshold:.3f} (at or above it: needs a doctor)."},
+                {
+                    "high": {
+                        "value": prediction.uncertain_threshold,
+                        "unit": "1",
+                        "system": "http://unitsofmeasure.org",
+                        "code": "1",
+                    },
+                    "text": f"Low risk: below the uncertain threshold {prediction.uncertain_threshold:.3f}.",
+                },
+                {
+                    "low": {
+                        "value": prediction.uncertain_threshold,
+                        "unit": "1",
+                        "system": "http://unitsofmeasure.org",
+                        "code": "1",
+                    },
+                    "high": {
+                        "value": prediction.threshold,
+                        "unit": "1",
+                        "system": "http://unitsofmeasure.org",
+                        "code": "1",
+                    },
+                    "text": f"Uncertain, have a doctor look: from {prediction.uncertain_threshold:.3f} up to the "
+                    f"threshold {prediction.threshold:.3f} (at or above it: needs a doctor).",
+                },
             ]
         code, display = INTERPRETATIONS[prediction.outcome]
-        probability = add(_urn("prediction", prediction.pk, "probability"), about_patient({
-            "resourceType": "Observation",
-            "status": "final",
-            "code": _coding("observation", "probability-malignant", "Probability of malignancy (statistical model)"),
-            "effectiveDateTime": _when(upload.created_at),
-            "issued": _when(prediction.predicted_at),
-            "valueQuantity": {"value": prediction.probability_malignant, "unit": "1",
-                              "system": "http://unitsofmeasure.org", "code": "1"},
-            "interpretation": [{"coding": [{"system": INTERPRETATION_SYSTEM, "code": code, "display": display}],
-                                "text": prediction.get_outcome_display()}],
-            "referenceRange": ranges,
-            "device": _ref(device),
-            "derivedFrom": [_ref(photo)],
-            **({"bodySite": body_site} if body_site else {}),
-        }))
+        probability = add(
+            _urn("prediction", prediction.pk, "probability"),
+            about_patient(
+                {
+                    "resourceType": "Observation",
+                    "status": "final",
+                    "code": _coding(
+                        "observation", "probability-malignant", "Probability of malignancy (statistical model)"
+                    ),
+                    "effectiveDateTime": _when(upload.created_at),
+                    "issued": _when(prediction.predicted_at),
+                    "valueQuantity": {
+                        "value": prediction.probability_malignant,
+                        "unit": "1",
+                        "system": "http://unitsofmeasure.org",
+                        "code": "1",
+                    },
+                    "interpretation": [
+                        {
+                            "coding": [{"system": INTERPRETATION_SYSTEM, "code": code, "display": display}],
+                            "text": prediction.get_outcome_display(),
+                        }
+                    ],
+                    "referenceRange": ranges,
+                    "device": _ref(device),
+                    "derivedFrom": [_ref(photo)],
+                    **({"bodySite": body_site} if body_site else {}),
+                }
+            ),
+        )
         results.append(_ref(probability))
     if prediction.is_reviewed:
-        review = add(_urn("prediction", prediction.pk, "review"), about_patient({
-            "resourceType": "Observation",
-            "status": "final",
-            "code": _coding("observation", "triage-review", "Reviewer's triage decision"),
-            "effectiveDateTime": _when(prediction.reviewed_at),
-            "valueCodeableConcept": _coding("review-decision", prediction.review_decision,
-                                            prediction.get_review_decision_display()),
-            **({"note": [{"text": prediction.review_comment}]} if prediction.review_comment else {}),
-            **({"derivedFrom": [results[0]]} if results else {}),
-        }))
+        review = add(
+            _urn("prediction", prediction.pk, "review"),
+            about_patient(
+                {
+                    "resourceType": "Observation",
+                    "status": "final",
+                    "code": _coding("observation", "triage-review", "Reviewer's triage decision"),
+                    "effectiveDateTime": _when(prediction.reviewed_at),
+                    "valueCodeableConcept": _coding(
+                        "review-decision", prediction.review_decision, prediction.get_review_decision_display()
+                    ),
+                    **({"note": [{"text": prediction.review_comment}]} if prediction.review_comment else {}),
+                    **({"derivedFrom": [results[0]]} if results else {}),
+                }
+            ),
+        )
         results.append(_ref(review))
 
     report = {
@@ -199,28 +284,46 @@ def prediction_bundle(prediction: Prediction, *, request=None) -> Bundle:
         note = f"Established by {final.get_method_display().lower()} on {final.diagnosed_on:%Y-%m-%d}."
         if final.comment:
             note += f" {final.comment}"
-        add(_urn("lesion", lesion.pk, "final-diagnosis"), {
-            "resourceType": "Condition",
-            "identifier": [{"system": f"{CODE_SYSTEM}:lesion", "value": str(lesion.pk)}],
-            "verificationStatus": {"coding": [{
-                "system": "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": "confirmed",
-                "display": "Confirmed"}]},
-            "category": [_coding("final-diagnosis-class", "malignant" if final.is_malignant else "benign",
-                                 "Malignant (the model's target)" if final.is_malignant else "Benign")],
-            "code": _coding("final-diagnosis", final.diagnosis, final.get_diagnosis_display()),
-            "bodySite": [{"text": lesion.name}],
-            "subject": subject,
-            "recordedDate": _when(final.recorded_at),
-            "note": [{"text": note}],
-        })
+        add(
+            _urn("lesion", lesion.pk, "final-diagnosis"),
+            {
+                "resourceType": "Condition",
+                "identifier": [{"system": f"{CODE_SYSTEM}:lesion", "value": str(lesion.pk)}],
+                "verificationStatus": {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
+                            "code": "confirmed",
+                            "display": "Confirmed",
+                        }
+                    ]
+                },
+                "category": [
+                    _coding(
+                        "final-diagnosis-class",
+                        "malignant" if final.is_malignant else "benign",
+                        "Malignant (the model's target)" if final.is_malignant else "Benign",
+                    )
+                ],
+                "code": _coding("final-diagnosis", final.diagnosis, final.get_diagnosis_display()),
+                "bodySite": [{"text": lesion.name}],
+                "subject": subject,
+                "recordedDate": _when(final.recorded_at),
+                "note": [{"text": note}],
+            },
+        )
 
-    return Bundle.model_validate({
-        "resourceType": "Bundle",
-        "id": f"skincare-prediction-{prediction.pk}",
-        "type": "collection",
-        "timestamp": _when(timezone.now()),
-        "entry": [{"fullUrl": urn, "resource": {"id": urn.rsplit(":", 1)[1], **resource}} for urn, resource in entries],
-    })
+    return Bundle.model_validate(
+        {
+            "resourceType": "Bundle",
+            "id": f"skincare-prediction-{prediction.pk}",
+            "type": "collection",
+            "timestamp": _when(timezone.now()),
+            "entry": [
+                {"fullUrl": urn, "resource": {"id": urn.rsplit(":", 1)[1], **resource}} for urn, resource in entries
+            ],
+        }
+    )
 
 
 def prediction_bundle_json(prediction: Prediction, *, request=None) -> str:

@@ -6,6 +6,7 @@ triage decision (record_review) and the final diagnosis each have one writer. A 
 diagnosis belongs to the lesion and so to every photo of it; changing one keeps the
 earlier version in the audit trail (who, when, what it was, what it became).
 """
+
 from __future__ import annotations
 
 import datetime
@@ -88,8 +89,12 @@ def record_final_diagnosis(
         final.recorded_at = timezone.now()
         final.save()
         audit.record(
-            recorded_by, audit.Action.FINAL_DIAGNOSIS, lesion, via=via,
-            **_as_details(final), previous=previous,
+            recorded_by,
+            audit.Action.FINAL_DIAGNOSIS,
+            lesion,
+            via=via,
+            **_as_details(final),
+            previous=previous,
         )
     lesion.final_diagnosis = final
     return final

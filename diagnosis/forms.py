@@ -3,6 +3,7 @@
 The upload page and the JSON API both use it, so a photo refused on one is
 refused on the other with the same words.
 """
+
 from __future__ import annotations
 
 from django import forms
@@ -24,6 +25,7 @@ class LesionChoiceField(forms.ModelChoiceField):
         if parse_id(value) is None:
             raise forms.ValidationError(self.error_messages["invalid_choice"], code="invalid_choice")
         return super().to_python(value)
+
 
 # Pseudonymous: letters, digits and a few separators. A space, as in a name, is refused.
 patient_ref_validator = RegexValidator(
@@ -49,7 +51,10 @@ class UploadForm(forms.Form):
     )
     body_site = forms.ChoiceField(label="Body site", required=False, choices=[("", "Not given")] + BodySite.choices)
     note = forms.CharField(
-        label="Note", required=False, max_length=2000, validators=[no_bidi_controls],
+        label="Note",
+        required=False,
+        max_length=2000,
+        validators=[no_bidi_controls],
         widget=forms.Textarea(attrs={"rows": 3}),
     )
     lesion = LesionChoiceField(
@@ -58,7 +63,9 @@ class UploadForm(forms.Form):
         required=False,
         empty_label="Not followed, or a new lesion (name it below)",
         help_text="Optional. A lesion of this patient photographed before: this photo becomes its next visit.",
-        error_messages={"invalid_choice": "There is no such lesion. Choose one of the patient's lesions, or name a new one."},
+        error_messages={
+            "invalid_choice": "There is no such lesion. Choose one of the patient's lesions, or name a new one."
+        },
     )
     lesion_name = forms.CharField(
         label="…or name a new lesion",
@@ -117,7 +124,9 @@ class UploadForm(forms.Form):
                 cleaned["patient_ref"] = lesion.patient_ref
                 cleaned["lesion_name"] = ""
         elif name and not patient_ref:
-            self.add_error("patient_ref", "A lesion followed over time belongs to a patient: give the patient reference.")
+            self.add_error(
+                "patient_ref", "A lesion followed over time belongs to a patient: give the patient reference."
+            )
         self.clean_pin(cleaned)
         return cleaned
 
@@ -127,12 +136,15 @@ class UploadForm(forms.Form):
         lesion = cleaned.get("lesion")
         if lesion is None and cleaned.get("lesion_name") and cleaned.get("patient_ref"):
             # an existing lesion named again: its pin counts as if it had been chosen
-            lesion = Lesion.objects.filter(patient_ref=cleaned["patient_ref"], name__iexact=cleaned["lesion_name"]).first()
+            lesion = Lesion.objects.filter(
+                patient_ref=cleaned["patient_ref"], name__iexact=cleaned["lesion_name"]
+            ).first()
         try:
             if view or x is not None or y is not None:
                 if lesion is None and not cleaned.get("lesion_name"):
                     raise forms.ValidationError(
-                        "A pin on the body map marks a lesion followed over time: name the lesion too.")
+                        "A pin on the body map marks a lesion followed over time: name the lesion too."
+                    )
                 pin_site = services.check_pin(view, x, y)
             elif lesion is not None and lesion.has_pin:
                 pin_site = lesion.pin_site
@@ -147,11 +159,16 @@ class ReviewForm(forms.Form):
     """A reviewer's decision on the site (the admin has its own form, same rules)."""
 
     decision = forms.ChoiceField(
-        label="Decision", choices=Prediction.Decision.choices, widget=forms.RadioSelect,
+        label="Decision",
+        choices=Prediction.Decision.choices,
+        widget=forms.RadioSelect,
         error_messages={"required": "Choose a decision."},
     )
     comment = forms.CharField(
-        label="Comment", required=False, max_length=2000, validators=[no_bidi_controls],
+        label="Comment",
+        required=False,
+        max_length=2000,
+        validators=[no_bidi_controls],
         widget=forms.Textarea(attrs={"rows": 2}),
     )
 
@@ -168,9 +185,20 @@ class ReviewForm(forms.Form):
 class PinForm(forms.Form):
     """Where a lesion is on the body map (the lesion page's form; the outline fills it in)."""
 
-    view = forms.ChoiceField(choices=MapView.choices, widget=forms.HiddenInput,
-                             error_messages={"required": "Click on the body map to place the pin."})
-    x = forms.FloatField(min_value=0, max_value=100, widget=forms.HiddenInput,
-                         error_messages={"required": "Click on the body map to place the pin."})
-    y = forms.FloatField(min_value=0, max_value=215, widget=forms.HiddenInput,
-                         error_messages={"required": "Click on the body map to place the pin."})
+    view = forms.ChoiceField(
+        choices=MapView.choices,
+        widget=forms.HiddenInput,
+        error_messages={"required": "Click on the body map to place the pin."},
+    )
+    x = forms.FloatField(
+        min_value=0,
+        max_value=100,
+        widget=forms.HiddenInput,
+        error_messages={"required": "Click on the body map to place the pin."},
+    )
+    y = forms.FloatField(
+        min_value=0,
+        max_value=215,
+        widget=forms.HiddenInput,
+        error_messages={"required": "Click on the body map to place the pin."},
+    )

@@ -5,6 +5,7 @@ content type are ignored. The checks run cheapest first and the expensive full
 decode runs last, after the header has shown the size is within the limits, so
 that a decompression bomb is refused without being decoded.
 """
+
 from __future__ import annotations
 
 import io

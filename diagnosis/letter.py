@@ -7,6 +7,7 @@ one, each reviewer's decision and comment, the model version(s), and the
 decision-support disclaimer. The words are the result page's (diagnosis/wording.py).
 Nothing here writes to the database; the view records the download.
 """
+
 from __future__ import annotations
 
 import io
@@ -70,12 +71,14 @@ def _body_map(lesion: Lesion) -> Drawing:
             else:
                 x, y = point(part.x, part.y + part.h)
                 drawing.add(Rect(x, y, part.w * scale, part.h * scale, **outline))
-        drawing.add(String((left + bodymap.WIDTH / 2) * scale, 2 * scale, MapView(view).label, fontSize=8,
-                           textAnchor="middle"))
+        drawing.add(
+            String((left + bodymap.WIDTH / 2) * scale, 2 * scale, MapView(view).label, fontSize=8, textAnchor="middle")
+        )
         if lesion.has_pin and lesion.map_view == view:
             x, y = point(lesion.map_x, lesion.map_y)
-            drawing.add(Circle(x, y, 5 * scale, fillColor=colors.HexColor("#a3231a"), strokeColor=colors.white,
-                               strokeWidth=0.8))
+            drawing.add(
+                Circle(x, y, 5 * scale, fillColor=colors.HexColor("#a3231a"), strokeColor=colors.white, strokeWidth=0.8)
+            )
     return drawing
 
 
@@ -100,16 +103,25 @@ def render(lesion: Lesion, predictions: list[Prediction]) -> bytes:
         story.append(_body_map(lesion))
     latest = next((p for p in reversed(predictions) if p.is_assessed), None)
     if latest is not None:
-        para(f"<b>Latest result:</b> {escape(latest.get_outcome_display())} "
-             f"({_when(latest.upload.created_at)}). <b>Next step:</b> {escape(latest.next_step)}")
+        para(
+            f"<b>Latest result:</b> {escape(latest.get_outcome_display())} "
+            f"({_when(latest.upload.created_at)}). <b>Next step:</b> {escape(latest.next_step)}"
+        )
     story.append(Spacer(1, 4 * mm))
 
     para(f"Photos, oldest first ({len(predictions)})", styles["Heading2"])
-    rows = [[Paragraph("<b>Photo</b>", small), Paragraph("<b>Date and outcome</b>", small),
-             Paragraph("<b>Review</b>", small)]]
+    rows = [
+        [
+            Paragraph("<b>Photo</b>", small),
+            Paragraph("<b>Date and outcome</b>", small),
+            Paragraph("<b>Review</b>", small),
+        ]
+    ]
     for number, prediction in enumerate(predictions, start=1):
-        outcome = [f"<b>Photo {number}</b>, {_when(prediction.upload.created_at)}",
-                   f"Outcome: {escape(prediction.get_outcome_display())}"]
+        outcome = [
+            f"<b>Photo {number}</b>, {_when(prediction.upload.created_at)}",
+            f"Outcome: {escape(prediction.get_outcome_display())}",
+        ]
         if prediction.is_assessed:
             outcome.append(f"Model score {prediction.score}")
         else:
@@ -121,13 +133,22 @@ def render(lesion: Lesion, predictions: list[Prediction]) -> bytes:
             review += f" by {escape(prediction.reviewed_by.get_username())}, {_when(prediction.reviewed_at)}"
         if prediction.review_comment:
             review += f"<br/>Comment: {escape(prediction.review_comment)}"
-        rows.append([_image(prediction.upload.image) or "(photo unreadable)",
-                     Paragraph("<br/>".join(outcome), small), Paragraph(review, small)])
+        rows.append(
+            [
+                _image(prediction.upload.image) or "(photo unreadable)",
+                Paragraph("<br/>".join(outcome), small),
+                Paragraph(review, small),
+            ]
+        )
     table = Table(rows, colWidths=[(PHOTO_MM + 4) * mm, 65 * mm, 55 * mm], repeatRows=1)
-    table.setStyle(TableStyle([
-        ("VALIGN", (0, 0), (-1, -1), "TOP"),
-        ("LINEBELOW", (0, 0), (-1, -1), 0.4, colors.HexColor("#dfe3ea")),
-    ]))
+    table.setStyle(
+        TableStyle(
+            [
+                ("VALIGN", (0, 0), (-1, -1), "TOP"),
+                ("LINEBELOW", (0, 0), (-1, -1), 0.4, colors.HexColor("#dfe3ea")),
+            ]
+        )
+    )
     story.append(table)
 
     shown = next((p for p in reversed(predictions) if p.shows_heatmap), None)
@@ -135,11 +156,18 @@ def render(lesion: Lesion, predictions: list[Prediction]) -> bytes:
         heat = _image(shown.heatmap, 60)
         if heat is not None:
             number = predictions.index(shown) + 1
-            story.append(KeepTogether([
-                Paragraph(f"Where the model looked: photo {number} ({_when(shown.upload.created_at)})", styles["Heading2"]),
-                heat,
-                Paragraph(escape(wording.HEATMAP_LIMITS), small),
-            ]))
+            story.append(
+                KeepTogether(
+                    [
+                        Paragraph(
+                            f"Where the model looked: photo {number} ({_when(shown.upload.created_at)})",
+                            styles["Heading2"],
+                        ),
+                        heat,
+                        Paragraph(escape(wording.HEATMAP_LIMITS), small),
+                    ]
+                )
+            )
 
     story.append(Spacer(1, 4 * mm))
     versions = sorted({p.model_version for p in predictions if p.model_version})
@@ -151,8 +179,15 @@ def render(lesion: Lesion, predictions: list[Prediction]) -> bytes:
 
     buffer = io.BytesIO()
     document = SimpleDocTemplate(
-        buffer, pagesize=A4, leftMargin=15 * mm, rightMargin=15 * mm, topMargin=15 * mm, bottomMargin=15 * mm,
-        title=f"Referral letter, lesion {lesion.pk}", author="skinCare", subject="Dermatology referral",
+        buffer,
+        pagesize=A4,
+        leftMargin=15 * mm,
+        rightMargin=15 * mm,
+        topMargin=15 * mm,
+        bottomMargin=15 * mm,
+        title=f"Referral letter, lesion {lesion.pk}",
+        author="skinCare",
+        subject="Dermatology referral",
     )
     document.build(story)
     return buffer.getvalue()

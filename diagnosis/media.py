@@ -6,6 +6,7 @@ app's back leaves a row whose file is missing. `check` finds both, through the
 storage API only (so it works the same on an object store); `fix` removes the
 orphans and repairs what can be repaired without losing anything stored.
 """
+
 from __future__ import annotations
 
 import logging
@@ -131,7 +132,13 @@ def fix(report: Report, *, delete_missing: bool = False, storage=None) -> list[s
         elif delete_missing:
             upload = Upload.objects.select_related("prediction").get(pk=row.pk)
             erasure.delete_uploads([upload])
-            audit.record(None, audit.Action.ERASE, None, via=audit.Via.COMMAND,
-                         reason="check_media --delete-missing: the photo was missing", uploads=1)
+            audit.record(
+                None,
+                audit.Action.ERASE,
+                None,
+                via=audit.Via.COMMAND,
+                reason="check_media --delete-missing: the photo was missing",
+                uploads=1,
+            )
             done.append(f"{row}: the upload and its prediction deleted")
     return done

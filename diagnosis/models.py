@@ -7,6 +7,7 @@ The model's output fields are written once, by `services.run_prediction`; the
 review fields are written by `services.record_review`. Neither writes the other's.
 Audit events are only ever added (`audit.record`), never changed.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -129,7 +130,11 @@ class Upload(models.Model):
     body_site = models.CharField(max_length=32, choices=BodySite.choices, blank=True)
     note = models.TextField(blank=True, validators=[no_bidi_controls])
     lesion = models.ForeignKey(
-        Lesion, on_delete=models.PROTECT, null=True, blank=True, related_name="uploads",
+        Lesion,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="uploads",
         help_text="The lesion this photo shows, when it is followed over time.",
     )
     uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="skin_uploads")
@@ -192,21 +197,28 @@ class Prediction(models.Model):
         null=True, blank=True, help_text="Lower edge of the uncertain band (up to the threshold)."
     )
     near_boundary = models.BooleanField(
-        "close to a boundary", default=False,
+        "close to a boundary",
+        default=False,
         help_text="The probability is so close to an outcome boundary that the same photo turned or flipped can "
-                  "get another outcome (the margin is the model's, fitted on its validation images).",
+        "get another outcome (the margin is the model's, fitted on its validation images).",
     )
     views_averaged = models.PositiveSmallIntegerField(
-        "views averaged", default=1,
+        "views averaged",
+        default=1,
         help_text="How many views of the photo the probability averages: 1, the photo as it is; 8 where the model "
-                  "checked a close call again with the photo flipped and turned in every way.",
+        "checked a close call again with the photo flipped and turned in every way.",
     )
     gate_measures = models.JSONField(
-        "image check measures", default=dict, blank=True,
+        "image check measures",
+        default=dict,
+        blank=True,
         help_text="What the model's image check measured (brightness, contrast, sharpness, familiarity...).",
     )
     heatmap = models.ImageField(
-        "heat map", upload_to=random_heatmap_name, blank=True, db_index=True,
+        "heat map",
+        upload_to=random_heatmap_name,
+        blank=True,
+        db_index=True,
         help_text="Grad-CAM: where in the image the model's answer came from, drawn over the photo.",
     )
     model_version = models.CharField(max_length=100, blank=True, db_index=True)
@@ -254,7 +266,11 @@ class Prediction(models.Model):
 
     @property
     def has_uncertain_band(self) -> bool:
-        return self.uncertain_threshold is not None and self.threshold is not None and self.uncertain_threshold < self.threshold
+        return (
+            self.uncertain_threshold is not None
+            and self.threshold is not None
+            and self.uncertain_threshold < self.threshold
+        )
 
     @property
     def is_reviewed(self) -> bool:
@@ -325,12 +341,16 @@ class Prediction(models.Model):
         if not (self.near_boundary and self.status == self.Status.DONE and wording.could_change_action(self)):
             return ""
         if self.views_averaged > 1:  # the model looked again with the photo turned every way (ml/serving/tta.py)
-            note = (f"Close to a boundary: checked again with the photo flipped and turned in all "
-                    f"{self.views_averaged} ways, and this is their average. Another photo of the lesion can still "
-                    f"get another outcome.")
+            note = (
+                f"Close to a boundary: checked again with the photo flipped and turned in all "
+                f"{self.views_averaged} ways, and this is their average. Another photo of the lesion can still "
+                f"get another outcome."
+            )
         else:
-            note = ("Close to a boundary: the same photo turned or flipped can get another outcome, and so can "
-                    "another photo of the lesion.")
+            note = (
+                "Close to a boundary: the same photo turned or flipped can get another outcome, and so can "
+                "another photo of the lesion."
+            )
         if self.outcome == self.Outcome.LOW_RISK:
             note += " Low risk here is a close call: when in doubt, have a doctor look."
         return note
@@ -371,7 +391,11 @@ class AuditEvent(models.Model):
 
     at = models.DateTimeField("when", default=timezone.now, db_index=True)
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="skin_audit_events",
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="skin_audit_events",
         help_text="Empty for a management command.",
     )
     action = models.CharField(max_length=16, choices=Action.choices, db_index=True)
@@ -420,10 +444,16 @@ class FinalDiagnosis(models.Model):
     # The model's "needs a doctor" class: what it was trained to call malignant (HAM10000's
     # mel, bcc and akiec, plus scc). Actinic keratosis is in it because the model's target
     # is (akiec), although it is premalignant rather than a cancer.
-    TARGET = frozenset({
-        Diagnosis.MELANOMA_IN_SITU, Diagnosis.MELANOMA_INVASIVE, Diagnosis.BASAL_CELL_CARCINOMA,
-        Diagnosis.SQUAMOUS_CELL_CARCINOMA, Diagnosis.ACTINIC_KERATOSIS, Diagnosis.OTHER_MALIGNANT,
-    })
+    TARGET = frozenset(
+        {
+            Diagnosis.MELANOMA_IN_SITU,
+            Diagnosis.MELANOMA_INVASIVE,
+            Diagnosis.BASAL_CELL_CARCINOMA,
+            Diagnosis.SQUAMOUS_CELL_CARCINOMA,
+            Diagnosis.ACTINIC_KERATOSIS,
+            Diagnosis.OTHER_MALIGNANT,
+        }
+    )
     NEEDS_COMMENT = frozenset({Diagnosis.OTHER_BENIGN, Diagnosis.OTHER_MALIGNANT})
 
     lesion = models.OneToOneField(Lesion, on_delete=models.PROTECT, related_name="final_diagnosis")

@@ -23,6 +23,7 @@ measured here is an upper estimate, and the low-risk side is under-counted. Phot
 one lesion share its diagnosis and are counted one by one, so they are not
 independent cases.
 """
+
 from __future__ import annotations
 
 import csv
@@ -242,13 +243,17 @@ def calibration_bins(cases: list[Case], bins: int = CALIBRATION_BINS) -> list[di
     for index in range(bins):
         members = grouped.get(index, [])
         observed = Rate.of(sum(case.malignant for case in members), len(members))
-        rows.append({
-            "low": index / bins,
-            "high": (index + 1) / bins,
-            "cases": len(members),
-            "mean_predicted": (sum(c.prediction.probability_malignant for c in members) / len(members)) if members else None,
-            "observed": observed,
-        })
+        rows.append(
+            {
+                "low": index / bins,
+                "high": (index + 1) / bins,
+                "cases": len(members),
+                "mean_predicted": (sum(c.prediction.probability_malignant for c in members) / len(members))
+                if members
+                else None,
+                "observed": observed,
+            }
+        )
     return rows
 
 
@@ -286,13 +291,15 @@ def counts_by_diagnosis(cases: list[Case]) -> list[dict]:
         per_outcome = {outcome: counts[(value, outcome)] for outcome in Prediction.Outcome.values}
         total = sum(per_outcome.values())
         if total:
-            rows.append({
-                "diagnosis": value,
-                "label": label,
-                "malignant": value in FinalDiagnosis.TARGET,
-                "outcomes": per_outcome,
-                "total": total,
-            })
+            rows.append(
+                {
+                    "diagnosis": value,
+                    "label": label,
+                    "malignant": value in FinalDiagnosis.TARGET,
+                    "outcomes": per_outcome,
+                    "total": total,
+                }
+            )
     return rows
 
 
@@ -377,8 +384,19 @@ def report_as_json(report: Report) -> dict:
 
 
 CSV_COLUMNS = [
-    "prediction", "uploaded_at", "patient_ref", "lesion", "model_version", "probability_malignant", "threshold",
-    "uncertain_threshold", "outcome", "final_diagnosis", "malignant", "established_by", "diagnosed_on",
+    "prediction",
+    "uploaded_at",
+    "patient_ref",
+    "lesion",
+    "model_version",
+    "probability_malignant",
+    "threshold",
+    "uncertain_threshold",
+    "outcome",
+    "final_diagnosis",
+    "malignant",
+    "established_by",
+    "diagnosed_on",
 ]
 
 

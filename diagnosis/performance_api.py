@@ -7,6 +7,7 @@
 Same authentication as the rest of the API (token or session), the same form as the
 page, the same services; exports are written to the audit trail.
 """
+
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError
@@ -26,10 +27,18 @@ from .final_diagnoses import may_record, record_final_diagnosis
 from .final_diagnosis_forms import FinalDiagnosisForm
 from .models import FinalDiagnosis
 
-LESION_ID = OpenApiParameter("id", OpenApiTypes.INT, OpenApiParameter.PATH,
-                             description="The lesion's id (a larger number than the database holds answers 404).")
-PREDICTION_ID = OpenApiParameter("id", OpenApiTypes.INT, OpenApiParameter.PATH,
-                                 description="The prediction's id (a larger number than the database holds answers 404).")
+LESION_ID = OpenApiParameter(
+    "id",
+    OpenApiTypes.INT,
+    OpenApiParameter.PATH,
+    description="The lesion's id (a larger number than the database holds answers 404).",
+)
+PREDICTION_ID = OpenApiParameter(
+    "id",
+    OpenApiTypes.INT,
+    OpenApiParameter.PATH,
+    description="The prediction's id (a larger number than the database holds answers 404).",
+)
 FINAL_DIAGNOSIS = {
     "type": "object",
     "properties": {
@@ -91,28 +100,40 @@ class LesionOutcomeView(APIView):
 
     parser_classes = [JSONParser, FormParser, MultiPartParser]
 
-    @extend_schema(summary="A lesion's final diagnosis (null where none is recorded)", parameters=[LESION_ID],
-                   responses={200: LESION_OUTCOME, 404: NOT_FOUND, **COMMON_ERRORS})
+    @extend_schema(
+        summary="A lesion's final diagnosis (null where none is recorded)",
+        parameters=[LESION_ID],
+        responses={200: LESION_OUTCOME, 404: NOT_FOUND, **COMMON_ERRORS},
+    )
     def get(self, request, pk: int):
         lesion = get_object_or_404(selectors.visible_lesions(request.user), pk=pk)
         final = FinalDiagnosis.objects.filter(lesion=lesion).select_related("recorded_by").first()
         return Response({"lesion": lesion.pk, "final_diagnosis": final_diagnosis_json(final)})
 
     @extend_schema(
-        summary="Record or change a lesion's final diagnosis (reviewers; audited)", parameters=[LESION_ID],
-        request={"application/json": OUTCOME_REQUEST, "application/x-www-form-urlencoded": OUTCOME_REQUEST,
-                 "multipart/form-data": OUTCOME_REQUEST},
-        responses={201: OpenApiResponse(LESION_OUTCOME, description="Recorded."),
-                   200: OpenApiResponse(LESION_OUTCOME, description="Changed (the audit trail keeps the previous)."),
-                   400: OpenApiResponse(FIELD_ERRORS, description="A field refused, with the reason in words."),
-                   404: NOT_FOUND, **COMMON_ERRORS},
+        summary="Record or change a lesion's final diagnosis (reviewers; audited)",
+        parameters=[LESION_ID],
+        request={
+            "application/json": OUTCOME_REQUEST,
+            "application/x-www-form-urlencoded": OUTCOME_REQUEST,
+            "multipart/form-data": OUTCOME_REQUEST,
+        },
+        responses={
+            201: OpenApiResponse(LESION_OUTCOME, description="Recorded."),
+            200: OpenApiResponse(LESION_OUTCOME, description="Changed (the audit trail keeps the previous)."),
+            400: OpenApiResponse(FIELD_ERRORS, description="A field refused, with the reason in words."),
+            404: NOT_FOUND,
+            **COMMON_ERRORS,
+        },
     )
     def post(self, request, pk: int):
         _require_reviewer(request.user)
         lesion = get_object_or_404(selectors.visible_lesions(request.user), pk=pk)
         if not isinstance(request.data, dict):
-            return Response({"detail": "Send the final diagnosis as an object: diagnosis, method, diagnosed_on, "
-                                       "comment."}, status=status.HTTP_400_BAD_REQUEST)
+            return Response(
+                {"detail": "Send the final diagnosis as an object: diagnosis, method, diagnosed_on, comment."},
+                status=status.HTTP_400_BAD_REQUEST,
+            )
         form = FinalDiagnosisForm(request.data)
         if not form.is_valid():
             errors = {field: [str(message) for message in messages] for field, messages in form.errors.items()}
@@ -130,19 +151,25 @@ class PerformanceView(APIView):
 
     @extend_schema(
         summary="The performance page's figures on confirmed cases (reviewers)",
-        parameters=[OpenApiParameter("start", OpenApiTypes.DATE, description="First upload date (YYYY-MM-DD)."),
-                    OpenApiParameter("end", OpenApiTypes.DATE, description="Last upload date (YYYY-MM-DD).")],
-        responses={200: OpenApiResponse({"type": "object"}, description="docs/performance.md says what each figure is."),
-                   400: OpenApiResponse(DETAIL, description="A date that cannot be read, or an end before the start."),
-                   **COMMON_ERRORS},
+        parameters=[
+            OpenApiParameter("start", OpenApiTypes.DATE, description="First upload date (YYYY-MM-DD)."),
+            OpenApiParameter("end", OpenApiTypes.DATE, description="Last upload date (YYYY-MM-DD)."),
+        ],
+        responses={
+            200: OpenApiResponse({"type": "object"}, description="docs/performance.md says what each figure is."),
+            400: OpenApiResponse(DETAIL, description="A date that cannot be read, or an end before the start."),
+            **COMMON_ERRORS,
+        },
     )
     def get(self, request):
         _require_reviewer(request.user)
         given = {name: request.query_params.get(name) for name in ("start", "end")}
         empty = [name for name, value in given.items() if value is not None and not value.strip()]
         if empty:  # the page's form sends empty fields; an API call leaves a filter out instead
-            return Response({"detail": f"Give {' and '.join(empty)} as a date (YYYY-MM-DD), or leave it out."},
-                            status=status.HTTP_400_BAD_REQUEST)
+            return Response(
+                {"detail": f"Give {' and '.join(empty)} as a date (YYYY-MM-DD), or leave it out."},
+                status=status.HTTP_400_BAD_REQUEST,
+            )
         try:
             start, end = performance.parse_period(given["start"] or "", given["end"] or "")
         except ValidationError as exc:
@@ -156,11 +183,20 @@ class PredictionFhirView(APIView):
     diagnosis) as a FHIR Bundle."""
 
     @extend_schema(
-        summary="One prediction as a FHIR R4 Bundle (audited)", parameters=[PREDICTION_ID],
-        responses={(200, "application/fhir+json"): OpenApiResponse(
-                       {"type": "object", "properties": {"resourceType": {"type": "string", "enum": ["Bundle"]}},
-                        "required": ["resourceType"]}, description="A Bundle of type collection."),
-                   404: NOT_FOUND, **COMMON_ERRORS},
+        summary="One prediction as a FHIR R4 Bundle (audited)",
+        parameters=[PREDICTION_ID],
+        responses={
+            (200, "application/fhir+json"): OpenApiResponse(
+                {
+                    "type": "object",
+                    "properties": {"resourceType": {"type": "string", "enum": ["Bundle"]}},
+                    "required": ["resourceType"],
+                },
+                description="A Bundle of type collection.",
+            ),
+            404: NOT_FOUND,
+            **COMMON_ERRORS,
+        },
     )
     def get(self, request, pk: int):
         # fhir.resources (pydantic): loaded by the first export, not by every worker.

@@ -4,6 +4,7 @@ matplotlib's object API (Figure + the Agg canvas), not pyplot: pyplot keeps glob
 state and is not safe in a threaded server. Each function returns PNG bytes, or None
 when there is nothing to draw.
 """
+
 from __future__ import annotations
 
 import io
@@ -34,16 +35,33 @@ def roc_png(overall: Summary, by_model_version: dict[str, Summary]) -> bytes | N
         curves.update({version: summary for version, summary in by_model_version.items() if summary.roc})
     for name, summary in curves.items():
         auc = f" (AUC {summary.auc:.2f})" if summary.auc is not None else ""
-        axes.step([p["fpr"] for p in summary.roc], [p["tpr"] for p in summary.roc], where="post",
-                  linewidth=2 if name == "all versions" else 1, label=f"{name}{auc}")
+        axes.step(
+            [p["fpr"] for p in summary.roc],
+            [p["tpr"] for p in summary.roc],
+            where="post",
+            linewidth=2 if name == "all versions" else 1,
+            label=f"{name}{auc}",
+        )
     for rule, marker in (("threshold", "o"), ("with_uncertain_band", "s")):
         figures = overall.rules[rule]
         sensitivity, specificity = figures.sensitivity.value, figures.specificity.value
         if sensitivity is not None and specificity is not None:
-            axes.plot([1 - specificity], [sensitivity], marker=marker, markersize=8, linestyle="none",
-                      color="#a3231a", label=figures.label.lower())
-    axes.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.02), xlabel="1 - specificity (benign referred)",
-             ylabel="sensitivity (malignant referred)", title="ROC, confirmed cases")
+            axes.plot(
+                [1 - specificity],
+                [sensitivity],
+                marker=marker,
+                markersize=8,
+                linestyle="none",
+                color="#a3231a",
+                label=figures.label.lower(),
+            )
+    axes.set(
+        xlim=(-0.02, 1.02),
+        ylim=(-0.02, 1.02),
+        xlabel="1 - specificity (benign referred)",
+        ylabel="sensitivity (malignant referred)",
+        title="ROC, confirmed cases",
+    )
     axes.legend(loc="lower right", fontsize=8)
     return _png(figure)
 
@@ -65,7 +83,12 @@ def calibration_png(overall: Summary) -> bytes | None:
     axes.errorbar(x, y, yerr=[below, above], marker="o", capsize=3, color="#24549c", label="confirmed cases (95% CI)")
     for row, px, py in zip(filled, x, y):
         axes.annotate(f"n={row['cases']}", (px, py), textcoords="offset points", xytext=(6, -12), fontsize=8)
-    axes.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.02), xlabel="predicted probability of malignancy",
-             ylabel="fraction malignant (final diagnosis)", title="Calibration, confirmed cases")
+    axes.set(
+        xlim=(-0.02, 1.02),
+        ylim=(-0.02, 1.02),
+        xlabel="predicted probability of malignancy",
+        ylabel="fraction malignant (final diagnosis)",
+        title="Calibration, confirmed cases",
+    )
     axes.legend(loc="upper left", fontsize=8)
     return _png(figure)

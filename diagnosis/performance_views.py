@@ -5,6 +5,7 @@ Thin, like views.py: they read through selectors and diagnosis/performance.py an
 write through diagnosis/final_diagnoses.py. Recording a final diagnosis and reading
 the performance figures take the reviewer's permission.
 """
+
 from __future__ import annotations
 
 import base64
@@ -37,25 +38,36 @@ def final_diagnosis(request, pk: int):
         form = FinalDiagnosisForm(request.POST)
         if form.is_valid():
             record_final_diagnosis(lesion, recorded_by=request.user, via=audit.Via.PAGE, **form.cleaned_data)
-            messages.success(request, f"Final diagnosis recorded for {lesion.name}: "
-                                      f"{FinalDiagnosis.Diagnosis(form.cleaned_data['diagnosis']).label}.")
+            messages.success(
+                request,
+                f"Final diagnosis recorded for {lesion.name}: "
+                f"{FinalDiagnosis.Diagnosis(form.cleaned_data['diagnosis']).label}.",
+            )
             return redirect("diagnosis:final_diagnosis", pk=lesion.pk)
     else:
         services.note_viewed(request.user, lesion, via=audit.Via.PAGE, page="final diagnosis")
         initial = {"diagnosed_on": timezone.localdate()}
         if current is not None:
-            initial = {"diagnosis": current.diagnosis, "method": current.method,
-                       "diagnosed_on": current.diagnosed_on, "comment": current.comment}
+            initial = {
+                "diagnosis": current.diagnosis,
+                "method": current.method,
+                "diagnosed_on": current.diagnosed_on,
+                "comment": current.comment,
+            }
         form = FinalDiagnosisForm(initial=initial)
     changes = audit.events_for(lesion).filter(action=AuditEvent.Action.FINAL_DIAGNOSIS).order_by("-at", "-id")
-    return render(request, "diagnosis/final_diagnosis.html", {
-        "lesion": lesion,
-        "current": current,
-        "form": form,
-        "may_record": may_record(request.user),
-        "visits": selectors.lesion_visits(request.user, lesion),
-        "changes": [(event, _labelled(event.details)) for event in changes],
-    })
+    return render(
+        request,
+        "diagnosis/final_diagnosis.html",
+        {
+            "lesion": lesion,
+            "current": current,
+            "form": form,
+            "may_record": may_record(request.user),
+            "visits": selectors.lesion_visits(request.user, lesion),
+            "changes": [(event, _labelled(event.details)) for event in changes],
+        },
+    )
 
 
 @require_http_methods(["GET", "POST"])
@@ -84,14 +96,23 @@ def prediction_final_diagnosis(request, pk: int):
                 messages.success(request, f"Photo #{prediction.pk} is now a photo of the lesion {lesion.name}.")
                 return redirect("diagnosis:final_diagnosis", pk=lesion.pk)
     existing = selectors.lesions(request.user, patient=upload.patient_ref) if upload.patient_ref else []
-    return render(request, "diagnosis/name_lesion.html", {
-        "prediction": prediction, "upload": upload, "error": error, "existing": existing,
-        "may_record": may_record(request.user),
-    }, status=400 if error else 200)
+    return render(
+        request,
+        "diagnosis/name_lesion.html",
+        {
+            "prediction": prediction,
+            "upload": upload,
+            "error": error,
+            "existing": existing,
+            "may_record": may_record(request.user),
+        },
+        status=400 if error else 200,
+    )
 
 
 def _labelled(details: dict) -> dict:
     """An audit event's values in words, for the page's list of changes."""
+
     def words(values):
         if not values:
             return None
@@ -101,6 +122,7 @@ def _labelled(details: dict) -> dict:
             "diagnosed_on": values["diagnosed_on"],
             "comment": values.get("comment", ""),
         }
+
     return {"new": words(details), "previous": words(details.get("previous"))}
 
 
@@ -120,10 +142,17 @@ def performance_page(request):
     """The model on the clinic's confirmed cases; missed cancers first."""
     _require_reviewer(request.user)
     report, error = _report_or_error(request)
-    context = {"report": report, "error": error, "start": request.GET.get("start", ""),
-               "end": request.GET.get("end", ""), "statement": performance.BIASED_SAMPLE_STATEMENT,
-               "too_few": performance.TOO_FEW, "max_width": performance.MAX_INTERVAL_WIDTH,
-               "min_auc": performance.MIN_CASES_PER_CLASS_FOR_AUC, "query": request.GET.urlencode()}
+    context = {
+        "report": report,
+        "error": error,
+        "start": request.GET.get("start", ""),
+        "end": request.GET.get("end", ""),
+        "statement": performance.BIASED_SAMPLE_STATEMENT,
+        "too_few": performance.TOO_FEW,
+        "max_width": performance.MAX_INTERVAL_WIDTH,
+        "min_auc": performance.MIN_CASES_PER_CLASS_FOR_AUC,
+        "query": request.GET.urlencode(),
+    }
     if report is not None:
         # matplotlib: loaded by the first page that draws, not by every worker.
         from . import performance_plots
@@ -135,7 +164,8 @@ def performance_page(request):
             context["summaries"] = [(f"Model {next(iter(versions))} (the only version)", report.overall)]
         else:
             context["summaries"] = [("All model versions", report.overall)] + [
-                (f"Model {version}", summary) for version, summary in versions.items()]
+                (f"Model {version}", summary) for version, summary in versions.items()
+            ]
     return render(request, "diagnosis/performance.html", context, status=400 if error else 200)
 
 
@@ -145,8 +175,18 @@ def performance_csv(request):
     report, error = _report_or_error(request)
     if report is None:
         return HttpResponse(error, status=400, content_type="text/plain; charset=utf-8")
-    audit.record(request.user, audit.Action.EXPORT, None, via=audit.Via.PAGE, what="confirmed cases (CSV)",
-                 start=request.GET.get("start") or None, end=request.GET.get("end") or None, rows=len(report.cases))
+    audit.record(
+        request.user,
+        audit.Action.EXPORT,
+        None,
+        via=audit.Via.PAGE,
+        what="confirmed cases (CSV)",
+        start=request.GET.get("start") or None,
+        end=request.GET.get("end") or None,
+        rows=len(report.cases),
+    )
     response = HttpResponse(performance.cases_csv(report), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="skincare-confirmed-cases-{timezone.localdate():%Y%m%d}.csv"'
+    response["Content-Disposition"] = (
+        f'attachment; filename="skincare-confirmed-cases-{timezone.localdate():%Y%m%d}.csv"'
+    )
     return response

@@ -4,6 +4,7 @@ The model's and Python's messages can name server paths ("... expected model.ker
 metadata.json in /srv/skincare/ml/artifacts/model"): the people reading a result have no
 use for them and should not see the server's layout. The log keeps the whole message.
 """
+
 from __future__ import annotations
 
 import re

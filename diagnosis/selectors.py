@@ -2,6 +2,7 @@
 
 Who may see what is decided here and nowhere else.
 """
+
 from __future__ import annotations
 
 from django.db.models import Count, Max, Q, QuerySet
@@ -87,9 +88,7 @@ def media_file(user, name: str) -> FieldFile | None:
     if not name:
         return None
     prediction = (
-        visible_predictions(user)
-        .filter(Q(upload__image=name) | Q(upload__thumbnail=name) | Q(heatmap=name))
-        .first()
+        visible_predictions(user).filter(Q(upload__image=name) | Q(upload__thumbnail=name) | Q(heatmap=name)).first()
     )
     if prediction is None:
         return None

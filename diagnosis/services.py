@@ -4,6 +4,7 @@ Views, the JSON API, the admin and management commands all call these; none of
 them writes an Upload or a Prediction itself. The model is reached only through
 `ml.serving.classifier.predict`, so nothing here imports TensorFlow.
 """
+
 from __future__ import annotations
 
 import logging
@@ -76,8 +77,17 @@ def place_pin(lesion: Lesion, *, view: str, x: float, y: float, user, via: str =
         lesion.map_view, lesion.map_x, lesion.map_y = view, round(float(x), 2), round(float(y), 2)
         lesion.save(update_fields=["map_view", "map_x", "map_y"])
         lesion.uploads.exclude(body_site=site).update(body_site=site)
-        audit.record(user, audit.Action.PIN, lesion, via=via, view=view, x=lesion.map_x, y=lesion.map_y, site=site,
-                     previous_body_sites=previous or None)
+        audit.record(
+            user,
+            audit.Action.PIN,
+            lesion,
+            via=via,
+            view=view,
+            x=lesion.map_x,
+            y=lesion.map_y,
+            site=site,
+            previous_body_sites=previous or None,
+        )
     return lesion
 
 
@@ -139,8 +149,13 @@ def store_upload(
                 place_pin(lesion, view=map_view, x=map_x, y=map_y, user=uploaded_by, via=via)
             prediction = Prediction.objects.create(upload=upload)
             audit.record(
-                uploaded_by, audit.Action.UPLOAD, prediction, via=via,
-                upload=upload.pk, patient_ref=upload.patient_ref, lesion=lesion.pk if lesion else None,
+                uploaded_by,
+                audit.Action.UPLOAD,
+                prediction,
+                via=via,
+                upload=upload.pk,
+                patient_ref=upload.patient_ref,
+                lesion=lesion.pk if lesion else None,
             )
     return upload
 
@@ -217,8 +232,11 @@ def run_prediction(prediction: Prediction, image: Image.Image | None = None) -> 
                 stored_heatmap = store_heatmap(prediction, result.heatmap, photo)
                 fields["heatmap"] = stored_heatmap
         else:
-            fields.update(status=Prediction.Status.REFUSED, reason=public_reason(result.reason),
-                          outcome=Prediction.Outcome.NOT_ASSESSED)
+            fields.update(
+                status=Prediction.Status.REFUSED,
+                reason=public_reason(result.reason),
+                outcome=Prediction.Outcome.NOT_ASSESSED,
+            )
     # Conditional update: a concurrent retry that finished first is not overwritten.
     try:
         updated = Prediction.objects.filter(pk=prediction.pk).exclude(status__in=Prediction.FINAL).update(**fields)
@@ -258,7 +276,9 @@ def retry_prediction(prediction: Prediction, *, user=None, via: str = audit.Via.
     return prediction
 
 
-def retry_predictions(predictions: Iterable[Prediction] | None = None, *, user=None, via: str = audit.Via.COMMAND) -> Counter:
+def retry_predictions(
+    predictions: Iterable[Prediction] | None = None, *, user=None, via: str = audit.Via.COMMAND
+) -> Counter:
     """Run the model again for predictions not yet answered; returns a count per resulting status.
 
     Without an argument, every retryable prediction is retried, oldest first.
@@ -293,7 +313,9 @@ def check_review(decision: str, comment: str) -> None:
     no_bidi_controls(comment)
 
 
-def record_review(prediction: Prediction, *, reviewer, decision: str, comment: str = "", via: str = audit.Via.PAGE) -> Prediction:
+def record_review(
+    prediction: Prediction, *, reviewer, decision: str, comment: str = "", via: str = audit.Via.PAGE
+) -> Prediction:
     """Record (or, with an empty decision, withdraw) a reviewer's decision: who, when,
     what and why. A recorded decision takes the prediction out of the review queue.
 
@@ -316,14 +338,22 @@ def record_review(prediction: Prediction, *, reviewer, decision: str, comment: s
     with transaction.atomic():
         prediction.save(update_fields=["review_decision", "review_comment", "reviewed_by", "reviewed_at"])
         audit.record(
-            reviewer, audit.Action.REVIEW, prediction, via=via,
-            decision=decision or None, comment=comment, previous_decision=previous,
-            outcome=prediction.outcome, probability_malignant=prediction.probability_malignant,
+            reviewer,
+            audit.Action.REVIEW,
+            prediction,
+            via=via,
+            decision=decision or None,
+            comment=comment,
+            previous_decision=previous,
+            outcome=prediction.outcome,
+            probability_malignant=prediction.probability_malignant,
         )
     return prediction
 
 
-def review_many(predictions: Iterable[Prediction], *, reviewer, decision: str, comment: str = "", via: str = audit.Via.ADMIN) -> int:
+def review_many(
+    predictions: Iterable[Prediction], *, reviewer, decision: str, comment: str = "", via: str = audit.Via.ADMIN
+) -> int:
     """The bulk form of record_review, for the common decisions."""
     count = 0
     with transaction.atomic():

@@ -16,6 +16,7 @@ A storage that cannot be written (read-only, full, unreachable) raises
 StorageUnavailable, which the pages and the API answer with 503 and a message a
 person can act on; the details go to the log, never to the user.
 """
+
 from __future__ import annotations
 
 import logging

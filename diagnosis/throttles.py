@@ -4,6 +4,7 @@ a deployment (or a test) changes them with the setting alone. An empty rate: no 
 
 A refused call gets DRF's JSON 429 with a Retry-After header.
 """
+
 from __future__ import annotations
 
 from django.conf import settings

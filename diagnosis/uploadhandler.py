@@ -8,6 +8,7 @@ keeps every upload in memory instead, but never more than SKINCARE_MAX_UPLOAD_SI
 form still says how large the file was ("The file is 50.0 MB; the limit is 10.0 MB")
 and refuses it before anything is decoded.
 """
+
 from __future__ import annotations
 
 import io

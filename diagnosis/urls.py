@@ -17,8 +17,11 @@ urlpatterns = [
     path("predictions/<id:pk>/", views.result, name="result"),
     path("predictions/<id:pk>/retry/", views.retry, name="retry"),
     path("predictions/<id:pk>/review/", views.review, name="review"),
-    path("predictions/<id:pk>/final-diagnosis/", performance_views.prediction_final_diagnosis,
-         name="prediction_final_diagnosis"),
+    path(
+        "predictions/<id:pk>/final-diagnosis/",
+        performance_views.prediction_final_diagnosis,
+        name="prediction_final_diagnosis",
+    ),
     path("lesions/<id:pk>/final-diagnosis/", performance_views.final_diagnosis, name="final_diagnosis"),
     path("performance/", performance_views.performance_page, name="performance"),
     path("performance/confirmed-cases.csv", performance_views.performance_csv, name="performance_csv"),

@@ -8,6 +8,7 @@ Text: Unicode's bidirectional controls reorder what is shown after them
 ("\u202eevil\u202c" shows as "live"), so a lesion name or a note could show a
 reviewer something other than what is stored. They are refused in free text.
 """
+
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError

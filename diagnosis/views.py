@@ -4,6 +4,7 @@ Every page needs a logged-in user (LoginRequiredMiddleware); the media view
 answers the API's token as well as the session cookie. Opening a result or a
 lesion is written to the audit trail.
 """
+
 from __future__ import annotations
 
 from django.conf import settings
@@ -58,7 +59,8 @@ def upload(request):
             initial = {"patient_ref": request.GET["patient_ref"].strip()}
         form = UploadForm(initial=initial, lesions_of=initial.get("patient_ref", ""))
     return render(
-        request, "diagnosis/upload.html",
+        request,
+        "diagnosis/upload.html",
         {"form": form, "model_info": classifier.model_info(), "body_map": bodymap.figures(pins=_form_pin(form))},
     )
 
@@ -81,8 +83,10 @@ def _render_result(request, prediction, review_form=None, status=200):
             "prediction": prediction,
             "upload": prediction.upload,
             "may_review": request.user.has_perm(REVIEW_PERMISSION),
-            "review_form": review_form or ReviewForm(
-                initial={"decision": prediction.review_decision or None, "comment": prediction.review_comment}),
+            "review_form": review_form
+            or ReviewForm(
+                initial={"decision": prediction.review_decision or None, "comment": prediction.review_comment}
+            ),
             "from_queue": request.GET.get("from") == "queue" or request.POST.get("from") == "queue",
         },
         status=status,
@@ -101,7 +105,9 @@ def retry(request, pk: int):
     if prediction.is_retryable:
         prediction = services.retry_prediction(prediction, user=request.user, via=Via.PAGE)
         if prediction.status == prediction.Status.DONE:  # the outcome and the next step, as the page says them
-            messages.success(request, f"Assessed: {prediction.get_outcome_display()}. Next step: {prediction.next_step}")
+            messages.success(
+                request, f"Assessed: {prediction.get_outcome_display()}. Next step: {prediction.next_step}"
+            )
         else:
             messages.warning(request, prediction.message)
     return redirect("diagnosis:result", pk=prediction.pk)
@@ -119,8 +125,11 @@ def review(request, pk: int):
         messages.error(request, "The review was not recorded: see below.")
         return _render_result(request, prediction, review_form=form, status=400)
     services.record_review(
-        prediction, reviewer=request.user, decision=form.cleaned_data["decision"],
-        comment=form.cleaned_data["comment"], via=Via.PAGE,
+        prediction,
+        reviewer=request.user,
+        decision=form.cleaned_data["decision"],
+        comment=form.cleaned_data["comment"],
+        via=Via.PAGE,
     )
     messages.success(request, f"Review recorded for #{prediction.pk}: {prediction.get_review_decision_display()}.")
     if from_queue:
@@ -162,7 +171,9 @@ def queue(request):
     page = Paginator(selectors.review_queue(request.user), settings.SKINCARE_HISTORY_PAGE_SIZE).get_page(
         request.GET.get("page")
     )
-    return render(request, "diagnosis/queue.html", {"page": page, "may_review": request.user.has_perm(REVIEW_PERMISSION)})
+    return render(
+        request, "diagnosis/queue.html", {"page": page, "may_review": request.user.has_perm(REVIEW_PERMISSION)}
+    )
 
 
 def lesion_list(request):
@@ -175,7 +186,8 @@ def lesion_list(request):
     if patient:
         pins = [
             (lesion.map_view, lesion.map_x, lesion.map_y, lesion.name, reverse("diagnosis:lesion", args=[lesion.pk]))
-            for lesion in selectors.lesions(request.user, patient=patient) if lesion.has_pin
+            for lesion in selectors.lesions(request.user, patient=patient)
+            if lesion.has_pin
         ]
         body_map = bodymap.figures(pins=pins)
     return render(request, "diagnosis/lesion_list.html", {"page": page, "patient": patient, "body_map": body_map})
@@ -198,8 +210,9 @@ def lesion_detail(request, pk: int, pin_form=None, status=200):
             "change": evolution.latest_change(visits),
             "model_versions": versions,
             "pin_form": pin_form or PinForm(initial={"view": lesion.map_view, "x": lesion.map_x, "y": lesion.map_y}),
-            "body_map": bodymap.figures(pins=[(lesion.map_view, lesion.map_x, lesion.map_y, lesion.name, "")]
-                                        if lesion.has_pin else []),
+            "body_map": bodymap.figures(
+                pins=[(lesion.map_view, lesion.map_x, lesion.map_y, lesion.name, "")] if lesion.has_pin else []
+            ),
         },
         status=status,
     )

@@ -6,6 +6,7 @@ A result says one thing to do next. The probability is shown as a plain score fr
 a percentage: this model's threshold is low on purpose (it is set for high
 sensitivity), so "16 %" beside "Needs a doctor" reads as a contradiction.
 """
+
 from __future__ import annotations
 
 import math
@@ -55,11 +56,11 @@ def score_explained(prediction) -> str:
         return ""
     text = (
         f"The score is the model's estimate of the probability of malignancy, from 0 to 1. The model is set to "
-        f"miss few melanomas, so its cut-offs are low: from {prediction.threshold:.3f} it says \"needs a doctor\""
+        f'miss few melanomas, so its cut-offs are low: from {prediction.threshold:.3f} it says "needs a doctor"'
     )
     if prediction.has_uncertain_band:
-        text += f", from {prediction.uncertain_threshold:.3f} \"uncertain, have a doctor look\""
-    return text + ", below that \"low risk\". Read the outcome, not the score alone."
+        text += f', from {prediction.uncertain_threshold:.3f} "uncertain, have a doctor look"'
+    return text + ', below that "low risk". Read the outcome, not the score alone.'
 
 
 def _logit(p: float) -> float:

@@ -1,4 +1,5 @@
 """Fixtures for the end-to-end and deployment tests."""
+
 from __future__ import annotations
 
 import os

@@ -7,6 +7,7 @@ A full-page screenshot of every page is saved under test-artifacts/test_clinicia
 checked in test_deploy.py.)
 Outside CI the test skips when /usr/bin/chromium is missing; in CI (CI=true) that fails.
 """
+
 from __future__ import annotations
 
 import base64
@@ -60,7 +61,9 @@ def save_page(driver, path) -> None:
     """A PNG of the whole page, not only the window."""
     size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
     clip = {"x": 0, "y": 0, "width": math.ceil(size["width"]), "height": math.ceil(size["height"]), "scale": 1}
-    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip})
+    shot = driver.execute_cdp_cmd(
+        "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip}
+    )
     path.write_bytes(base64.b64decode(shot["data"]))
     assert path.stat().st_size > 1000, f"empty screenshot {path}"
 
@@ -121,7 +124,9 @@ def test_clinician_journey(browser, live_server, serving_model, datasets_root, d
     assert any(f"Uploaded photo {pk}" == image["alt"] for image in images), images
     # The heat map, where the result page offers one (a result that asks for a doctor), is behind its
     # toggle, and an image that loaded too; on a low-risk result it is not on the page at all.
-    heat_maps = [image for image in images if "heat" in " ".join([image["src"], image["alt"], image["cls"], image["id"]]).lower()]
+    heat_maps = [
+        image for image in images if "heat" in " ".join([image["src"], image["alt"], image["cls"], image["id"]]).lower()
+    ]
     if prediction.shows_heatmap:
         assert heat_maps and all(image["ok"] for image in heat_maps), images
         browser.find_element(By.CSS_SELECTOR, ".heatmap-toggle summary").click()
@@ -130,7 +135,8 @@ def test_clinician_journey(browser, live_server, serving_model, datasets_root, d
         assert heat_maps == [], images
     save_page(browser, artifacts_dir / "3-result.png")
     (artifacts_dir / "heat-map.txt").write_text(
-        f"{len(heat_maps)} heat map image(s) on the result page: {heat_maps}\n" if heat_maps
+        f"{len(heat_maps)} heat map image(s) on the result page: {heat_maps}\n"
+        if heat_maps
         else "The result page shows no heat map image.\n"
     )
 

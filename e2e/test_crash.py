@@ -7,6 +7,7 @@ the temp folder, since uploads are held in memory (diagnosis/uploadhandler.py).
 gunicorn in the production configuration, as deployed (bench/server.py); its own
 SQLite file, media folder and temp folder.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -32,21 +33,33 @@ def large_jpeg_with_gps(side: int = 1600) -> bytes:
     exif[0x8825] = {1: "N", 2: (52.0, 22.0, 12.0), 3: "E", 4: (4.0, 53.0, 44.0)}  # GPSInfo
     buffer = io.BytesIO()
     Image.frombytes("RGB", (side, side), os.urandom(side * side * 3)).save(
-        buffer, format="JPEG", quality=95, exif=exif.tobytes())
+        buffer, format="JPEG", quality=95, exif=exif.tobytes()
+    )
     return buffer.getvalue()
 
 
 def check_media(env, *args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "manage.py", "check_media", "--min-age", "0", *args], cwd=REPO_ROOT,
-                          env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "manage.py", "check_media", "--min-age", "0", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_kill_at_the_moment_the_file_appears_leaves_nothing_check_media_cannot_clean(tmp_path):
     tmp_dir = tmp_path / "tmp"
     tmp_dir.mkdir()
     env = production_env(
-        tmp_path, f"sqlite:///{tmp_path / 'db.sqlite3'}", tmp_path / "no-model",
-        **BEHIND_PROXY_ENV, SKINCARE_WARM_MODEL="0", TMPDIR=str(tmp_dir), WEB_CONCURRENCY="1",
+        tmp_path,
+        f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        tmp_path / "no-model",
+        **BEHIND_PROXY_ENV,
+        SKINCARE_WARM_MODEL="0",
+        TMPDIR=str(tmp_dir),
+        WEB_CONCURRENCY="1",
     )
     manage(env, "migrate", "--noinput")
     token = create_token(env)
@@ -64,8 +77,12 @@ def test_kill_at_the_moment_the_file_appears_leaves_nothing_check_media_cannot_c
         def send():
             connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
             try:
-                connection.request("POST", "/api/predictions/", body=body, headers={
-                    "Authorization": f"Token {token}", "Content-Type": content_type, **PROXY_HEADERS})
+                connection.request(
+                    "POST",
+                    "/api/predictions/",
+                    body=body,
+                    headers={"Authorization": f"Token {token}", "Content-Type": content_type, **PROXY_HEADERS},
+                )
                 connection.getresponse().read()
             except (ConnectionError, http.client.HTTPException, OSError):
                 pass  # killed: no answer
@@ -81,7 +98,9 @@ def test_kill_at_the_moment_the_file_appears_leaves_nothing_check_media_cannot_c
                 break
             time.sleep(0.001)  # the thumbnail takes tens of milliseconds after the photo's file appears
         else:
-            raise AssertionError("the upload's file never appeared:\n" + (tmp_path / "gunicorn.log").read_text()[-3000:])
+            raise AssertionError(
+                "the upload's file never appeared:\n" + (tmp_path / "gunicorn.log").read_text()[-3000:]
+            )
         server.process.wait(timeout=30)
         sender.join(timeout=30)
         leftovers = sorted(path.name for path in tmp_dir.rglob("*") if path.is_file())
@@ -96,4 +115,3 @@ def test_kill_at_the_moment_the_file_appears_leaves_nothing_check_media_cannot_c
     after = check_media(env)
     assert after.returncode == 0 and "nothing to report" in after.stdout, after.stdout + after.stderr
     assert not any(path.is_file() for path in (tmp_path / "media").rglob("*"))
-

@@ -4,6 +4,7 @@ gunicorn itself serving pages, static files (WhiteNoise) and the API on loopback
 
 Nothing here reads the caller's DATABASE_URL: every server gets its own SQLite file.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -43,12 +44,18 @@ def prod_env(tmp_path, model_dir):
 def check_deploy(env) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300,
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
 def settings_in(env) -> dict:
-    out = subprocess.run([sys.executable, "-c", SETTINGS_PROBE], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", SETTINGS_PROBE], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -135,14 +142,20 @@ def test_gunicorn_serves_the_production_configuration(tmp_path, prod_env, datase
         cookies = response.getheader("Set-Cookie") or ""
         assert "csrftoken=" in cookies and "Secure" in cookies
 
-        response, body = request(server, "GET", f"/static/{manifest['admin/css/base.css']}", {**https, "Accept-Encoding": "gzip"})
+        response, body = request(
+            server, "GET", f"/static/{manifest['admin/css/base.css']}", {**https, "Accept-Encoding": "gzip"}
+        )
         assert response.status == 200 and response.getheader("Content-Encoding") == "gzip"
         assert "immutable" in response.getheader("Cache-Control")
 
         photo = sorted((datasets_root / "ph2" / "images").glob("IMD*.jpg"))[0]
         body, content_type = multipart({"patient_ref": "DEPLOY-1"}, photo.name, photo.read_bytes())
         response, answer = request(
-            server, "POST", "/api/predictions/", {**https, "Authorization": f"Token {token}", "Content-Type": content_type}, body
+            server,
+            "POST",
+            "/api/predictions/",
+            {**https, "Authorization": f"Token {token}", "Content-Type": content_type},
+            body,
         )
         assert response.status == 201, answer
         created = json.loads(answer)
@@ -161,8 +174,22 @@ def test_load_script_short_run(tmp_path, datasets_root, model_dir):
 
     out = tmp_path / "load.json"
     code = load.main(
-        ["--duration", "4", "--clients", "2", "--workers", "1", "--photos", "20", "--model-dir", str(model_dir),
-         "--datasets", str(datasets_root), "--json", str(out)]
+        [
+            "--duration",
+            "4",
+            "--clients",
+            "2",
+            "--workers",
+            "1",
+            "--photos",
+            "20",
+            "--model-dir",
+            str(model_dir),
+            "--datasets",
+            str(datasets_root),
+            "--json",
+            str(out),
+        ]
     )
     report = json.loads(out.read_text())
     assert code == 0, report

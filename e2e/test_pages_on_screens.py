@@ -13,6 +13,7 @@ critical violation on any of these pages.
 Screenshots of every page, axe's findings and the measured boxes are kept under
 test-artifacts/test_pages_on_a_screen[desktop|phone]/.
 """
+
 from __future__ import annotations
 
 import base64
@@ -70,8 +71,10 @@ def screen_browser(request):
         driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
         driver.set_page_load_timeout(180)
         driver.set_script_timeout(60)
-        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                               {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile})
+        driver.execute_cdp_cmd(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile},
+        )
         try:
             yield request.param, driver
         finally:
@@ -123,14 +126,16 @@ def check_first_screen(driver, page: str, boxes: dict, width: int, height: int) 
     assert (box["innerWidth"], box["innerHeight"]) == (width, height), box
     for name in ("verdict", "next_step"):
         part = box[name]
-        assert part["top"] >= 0 and part["bottom"] <= height and 0 <= part["left"] and part["right"] <= width, (name, box)
+        assert part["top"] >= 0 and part["bottom"] <= height and 0 <= part["left"] and part["right"] <= width, (
+            name,
+            box,
+        )
     assert box["photo"]["top"] < height, box
 
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("screen_browser", list(SCREENS), indirect=True, ids=list(SCREENS))
-def test_pages_on_a_screen(screen_browser, live_server, serving_model, datasets_root, django_user_model,
-                           artifacts_dir):
+def test_pages_on_a_screen(screen_browser, live_server, serving_model, datasets_root, django_user_model, artifacts_dir):
     from django.contrib.auth.models import Permission
     from django.core.files.uploadedfile import SimpleUploadedFile
     from django.utils import timezone
@@ -162,7 +167,9 @@ def test_pages_on_a_screen(screen_browser, live_server, serving_model, datasets_
     user = django_user_model.objects.create_user("reviewer", password=PASSWORD)
     user.user_permissions.add(Permission.objects.get(codename="change_prediction", content_type__app_label="diagnosis"))
     nevus = services.submit_upload(
-        uploaded_by=user, patient_ref=PATIENT, lesion_name="left shoulder",
+        uploaded_by=user,
+        patient_ref=PATIENT,
+        lesion_name="left shoulder",
         image=check_image(SimpleUploadedFile("nevus.jpg", photos["nevus"].read_bytes(), content_type="image/jpeg")),
     )
     Upload.objects.filter(pk=nevus.upload_id).update(created_at=timezone.now() - timedelta(days=90))
@@ -170,8 +177,10 @@ def test_pages_on_a_screen(screen_browser, live_server, serving_model, datasets_
         browser.get(f"{live_server.url}/accounts/login/")
         check_axe(browser, "login", findings)
         # The check can fail: an image without a text alternative is a critical violation for axe.
-        browser.execute_script("document.querySelector('main').insertAdjacentHTML('beforeend',"
-                               " '<img id=\"canary\" src=\"data:image/gif;base64,R0lGODlhAQABAAAAACw=\">');")
+        browser.execute_script(
+            "document.querySelector('main').insertAdjacentHTML('beforeend',"
+            ' \'<img id="canary" src="data:image/gif;base64,R0lGODlhAQABAAAAACw=">\');'
+        )
         with pytest.raises(AssertionError, match="image-alt"):
             check_axe(browser, "login with a canary", findings)
         browser.execute_script("document.getElementById('canary').remove();")
@@ -193,7 +202,9 @@ def test_pages_on_a_screen(screen_browser, live_server, serving_model, datasets_
             browser.execute_script("arguments[0].focus();", chest)
             chest.send_keys(Keys.ENTER)
         assert browser.find_element(By.NAME, "map_view").get_attribute("value") == "front"
-        assert Select(browser.find_element(By.NAME, "body_site")).first_selected_option.get_attribute("value") == "chest"
+        assert (
+            Select(browser.find_element(By.NAME, "body_site")).first_selected_option.get_attribute("value") == "chest"
+        )
         assert "Pinned: Chest" in browser.find_element(By.CSS_SELECTOR, ".pin-status").text
         check_axe(browser, "upload", findings)
         check_width(browser, "upload", boxes)
@@ -257,8 +268,11 @@ def test_pages_on_a_screen(screen_browser, live_server, serving_model, datasets_
         (artifacts_dir / "letter.pdf").write_bytes(base64.b64decode(fetched["data"]))
         if not shutil.which("pdftotext"):
             require_or_skip("pdftotext not found (apt-get install poppler-utils)")
-        text = " ".join(subprocess.run(["pdftotext", str(artifacts_dir / "letter.pdf"), "-"], check=True,
-                                       capture_output=True, text=True).stdout.split())
+        text = " ".join(
+            subprocess.run(
+                ["pdftotext", str(artifacts_dir / "letter.pdf"), "-"], check=True, capture_output=True, text=True
+            ).stdout.split()
+        )
         assert f"Patient reference: {PATIENT}" in text
         for number, prediction in enumerate((nevus, melanoma), start=1):
             prediction = Prediction.objects.select_related("upload").get(pk=prediction.pk)

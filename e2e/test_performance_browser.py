@@ -6,6 +6,7 @@ test-artifacts/test_reviewer_reads_the_performance_page/.
 The rows come through the services with the stand-in model (fast, no dataset needed);
 outside CI the test skips when Chromium is missing, in CI that fails (see test_browser.py).
 """
+
 from __future__ import annotations
 
 import datetime
@@ -37,12 +38,21 @@ def test_reviewer_reads_the_performance_page(browser, live_server, standin_model
         return services.submit_upload(uploaded_by=reviewer, image=image, patient_ref="E2E-7", lesion_name=lesion)
 
     # Six confirmed lesions (stand-in threshold 0.5): one melanoma called low risk, the missed cancer.
-    cases = [("back", 60, "melanoma_invasive"), ("arm", 40, "basal_cell_carcinoma"), ("leg", -60, "nevus_common"),
-             ("neck", -40, "seborrheic_keratosis"), ("chest", 30, "nevus_dysplastic")]
+    cases = [
+        ("back", 60, "melanoma_invasive"),
+        ("arm", 40, "basal_cell_carcinoma"),
+        ("leg", -60, "nevus_common"),
+        ("neck", -40, "seborrheic_keratosis"),
+        ("chest", 30, "nevus_dysplastic"),
+    ]
     for lesion, difference, diagnosis in cases:
         final_diagnoses.record_final_diagnosis(
-            photo(lesion, difference).upload.lesion, recorded_by=reviewer, diagnosis=diagnosis,
-            method="histopathology", diagnosed_on=datetime.date(2026, 1, 15))
+            photo(lesion, difference).upload.lesion,
+            recorded_by=reviewer,
+            diagnosis=diagnosis,
+            method="histopathology",
+            diagnosed_on=datetime.date(2026, 1, 15),
+        )
     missed = photo("scalp", -30)
 
     wait = WebDriverWait(browser, 60)
@@ -72,8 +82,11 @@ def test_reviewer_reads_the_performance_page(browser, live_server, standin_model
     assert "Confirmed cases are a biased sample" in body
     missed_section = browser.find_element(By.ID, "missed")
     assert "Missed cancers: low risk, final diagnosis malignant (1)" in missed_section.text
-    assert missed_section.find_element(By.LINK_TEXT, f"#{missed.pk}").get_attribute("href").endswith(
-        f"/predictions/{missed.pk}/")
+    assert (
+        missed_section.find_element(By.LINK_TEXT, f"#{missed.pk}")
+        .get_attribute("href")
+        .endswith(f"/predictions/{missed.pk}/")
+    )
     assert "too few confirmed cases to say" in body  # six cases: every interval is wide
     plots = loaded_images(browser, "img.plot")
     assert len(plots) == 2 and all(plot["ok"] for plot in plots), plots

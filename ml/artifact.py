@@ -4,6 +4,7 @@ and writing its metadata.
 Training writes a folder, serving reads it, reporting describes it; all three name its files
 from here. Nothing here imports TensorFlow, Keras or Django.
 """
+
 from __future__ import annotations
 
 import json

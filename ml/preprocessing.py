@@ -5,6 +5,7 @@ model sees in the clinic are produced exactly as the pixels it was trained on.
 The backbone's own input scaling ((x - 127) / 128 for EfficientNet-Lite) lives
 inside the Keras model, so the array returned here is plain RGB in 0..255.
 """
+
 from __future__ import annotations
 
 import io
@@ -74,9 +75,13 @@ def _percentile(values: np.ndarray, q: float) -> float:
     return float(part[lo] + (position - lo) * (part[hi] - part[lo]))
 
 
-def fill_outside_field_of_view(pixels: np.ndarray, original_size: tuple[int, int],
-                                dark_ratio: float = 0.6, max_corner_ratio: float = 0.75,
-                                ring: float = 0.04) -> np.ndarray:
+def fill_outside_field_of_view(
+    pixels: np.ndarray,
+    original_size: tuple[int, int],
+    dark_ratio: float = 0.6,
+    max_corner_ratio: float = 0.75,
+    ring: float = 0.04,
+) -> np.ndarray:
     """Paint the dark corners that a dermoscope leaves around its round field of view with skin colour.
 
     Many dermoscopes (PH2's among them) show the skin through a circle and leave the corners
@@ -100,8 +105,10 @@ def fill_outside_field_of_view(pixels: np.ndarray, original_size: tuple[int, int
     skin_level = _percentile(luminance[radius < 0.9], 90)
     if skin_level < 60:
         return pixels  # too dark overall to tell corners from the rest (the image gate judges it)
-    corners = [float(c.mean()) for c in (luminance[:cy, :cx], luminance[:cy, -cx:], luminance[-cy:, :cx],
-                                         luminance[-cy:, -cx:])]
+    corners = [
+        float(c.mean())
+        for c in (luminance[:cy, :cx], luminance[:cy, -cx:], luminance[-cy:, :cx], luminance[-cy:, -cx:])
+    ]
     if np.mean(corners) >= dark_ratio * skin_level or max(corners) >= max_corner_ratio * skin_level:
         return pixels
     edge = 0.5

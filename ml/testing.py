@@ -4,6 +4,7 @@ The stand-in has the real model's input (224x224x3 RGB, 0..255) and output
 (2-unit softmax, benign first), and its metadata file has the same keys, so the
 web app's tests exercise the real loading and calling code without the 20 MB model.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,14 +14,27 @@ from ml.serving.classifier import METADATA_FILENAME, MODEL_FILENAME
 
 QUALITY_ONLY_GATE = {
     # Image-quality limits only (no feature reference): enough for tests of the "not assessed" path.
-    "min_brightness": 40.0, "max_brightness": 215.0, "min_contrast": 4.0, "max_dark_share": 0.85,
-    "max_bright_share": 0.6, "min_sharpness": 0.5, "min_colourfulness": 0.0,
+    "min_brightness": 40.0,
+    "max_brightness": 215.0,
+    "min_contrast": 4.0,
+    "max_dark_share": 0.85,
+    "max_bright_share": 0.6,
+    "min_sharpness": 0.5,
+    "min_colourfulness": 0.0,
 }
 
 
-def write_standin_model(directory, *, threshold: float = 0.5, uncertain_threshold: float | None = None,
-                        version: str = "standin-test", red_is_malignant: bool = True, gate: bool = False,
-                        boundary_margin: float | None = None, close_call_check: bool = False) -> Path:
+def write_standin_model(
+    directory,
+    *,
+    threshold: float = 0.5,
+    uncertain_threshold: float | None = None,
+    version: str = "standin-test",
+    red_is_malignant: bool = True,
+    gate: bool = False,
+    boundary_margin: float | None = None,
+    close_call_check: bool = False,
+) -> Path:
     """Write model.keras + metadata.json with the shipped model's structure (lower / upper / head
     sub-models, a `top_activation` feature layer), so Grad-CAM works on it too.
 
@@ -36,7 +50,9 @@ def write_standin_model(directory, *, threshold: float = 0.5, uncertain_threshol
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     image = keras.Input((224, 224, 3), name="image")
-    lower = keras.Model(image, keras.layers.AveragePooling2D(32)(keras.layers.Rescaling(1.0 / 255.0)(image)), name="lower")
+    lower = keras.Model(
+        image, keras.layers.AveragePooling2D(32)(keras.layers.Rescaling(1.0 / 255.0)(image)), name="lower"
+    )
     fmap = keras.Input((7, 7, 3), name="feature_map")
     top = keras.layers.ReLU(name="top_activation")(fmap)
     upper = keras.Model(fmap, keras.layers.GlobalAveragePooling2D(name="avg_pool")(top), name="upper")

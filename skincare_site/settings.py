@@ -5,6 +5,7 @@ deployment sets the environment variables listed in README.md. Nothing secret is
 kept in the repository: without DJANGO_SECRET_KEY a random key is generated once
 into the git-ignored file `.secret_key`.
 """
+
 from __future__ import annotations
 
 import os
@@ -288,6 +289,10 @@ LOGGING = {
     "loggers": {
         # Django's own default handler would print these a second time through the root logger.
         "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
-        "diagnosis": {"handlers": ["console"], "level": os.environ.get("SKINCARE_LOG_LEVEL", "INFO"), "propagate": False},
+        "diagnosis": {
+            "handlers": ["console"],
+            "level": os.environ.get("SKINCARE_LOG_LEVEL", "INFO"),
+            "propagate": False,
+        },
     },
 }

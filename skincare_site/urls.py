@@ -1,4 +1,5 @@
 """URL map: the clinic's pages, the JSON API, the admin, and the login-checked media view."""
+
 from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import views as auth_views

@@ -45,8 +45,9 @@ def close_call_model_dir(tmp_path_factory):
     is "close to a boundary"."""
     from ml.testing import write_standin_model
 
-    return write_standin_model(tmp_path_factory.mktemp("close-call-model"), threshold=0.6, uncertain_threshold=0.4,
-                               boundary_margin=0.5)
+    return write_standin_model(
+        tmp_path_factory.mktemp("close-call-model"), threshold=0.6, uncertain_threshold=0.4, boundary_margin=0.5
+    )
 
 
 @pytest.fixture(scope="session")
@@ -54,8 +55,13 @@ def checking_model_dir(tmp_path_factory):
     """The close-call stand-in that also checks its close calls again in all eight views (ml/serving/tta.py)."""
     from ml.testing import write_standin_model
 
-    return write_standin_model(tmp_path_factory.mktemp("checking-model"), threshold=0.6, uncertain_threshold=0.4,
-                               boundary_margin=0.5, close_call_check=True)
+    return write_standin_model(
+        tmp_path_factory.mktemp("checking-model"),
+        threshold=0.6,
+        uncertain_threshold=0.4,
+        boundary_margin=0.5,
+        close_call_check=True,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
 """Real image files for tests, made with Pillow (the datasets are used where the
 behaviour depends on real photos; see test_datasets.py)."""
+
 from __future__ import annotations
 
 import io

@@ -1,4 +1,5 @@
 """The reviewer's admin: lists, filters, search, review form, bulk actions, read-only model output."""
+
 from __future__ import annotations
 
 import pytest
@@ -75,7 +76,9 @@ def test_date_filter(reviewer_client, predictions):
 
 def test_bulk_confirm_and_dismiss(reviewer_client, predictions, reviewer):
     flagged, low = predictions["flagged"], predictions["low"]
-    response = reviewer_client.post(CHANGELIST, {"action": "mark_confirmed", "_selected_action": [flagged.pk]}, follow=True)
+    response = reviewer_client.post(
+        CHANGELIST, {"action": "mark_confirmed", "_selected_action": [flagged.pk]}, follow=True
+    )
     assert "1 prediction(s) marked" in response.content.decode()
     reviewer_client.post(CHANGELIST, {"action": "mark_dismissed", "_selected_action": [low.pk]})
     flagged.refresh_from_db()
@@ -87,7 +90,19 @@ def test_bulk_confirm_and_dismiss(reviewer_client, predictions, reviewer):
 
 def test_review_form_records_decision_comment_who_and_when_but_not_model_output(reviewer_client, predictions, reviewer):
     prediction = predictions["flagged"]
-    model_said = {f: getattr(prediction, f) for f in ("status", "outcome", "label", "probability_malignant", "threshold", "model_version", "elapsed_ms", "predicted_at")}
+    model_said = {
+        f: getattr(prediction, f)
+        for f in (
+            "status",
+            "outcome",
+            "label",
+            "probability_malignant",
+            "threshold",
+            "model_version",
+            "elapsed_ms",
+            "predicted_at",
+        )
+    }
     url = reverse("admin:diagnosis_prediction_change", args=[prediction.pk])
     page = reviewer_client.get(url).content.decode()
     assert 'name="review_decision"' in page and 'name="probability_malignant"' not in page
@@ -143,10 +158,20 @@ def test_upload_change_form_keeps_the_image_facts_read_only(admin_client, predic
     assert admin_client.get(url).status_code == 200
     admin_client.post(
         url,
-        {"patient_ref": "PT-2b", "body_site": "", "note": "corrected", "width": "1", "original_format": "GIF",
-         "prediction-TOTAL_FORMS": "1", "prediction-INITIAL_FORMS": "1", "prediction-MIN_NUM_FORMS": "0",
-         "prediction-MAX_NUM_FORMS": "1", "prediction-0-id": str(predictions["low"].pk), "prediction-0-upload": str(upload.pk),
-         "_save": "Save"},
+        {
+            "patient_ref": "PT-2b",
+            "body_site": "",
+            "note": "corrected",
+            "width": "1",
+            "original_format": "GIF",
+            "prediction-TOTAL_FORMS": "1",
+            "prediction-INITIAL_FORMS": "1",
+            "prediction-MIN_NUM_FORMS": "0",
+            "prediction-MAX_NUM_FORMS": "1",
+            "prediction-0-id": str(predictions["low"].pk),
+            "prediction-0-upload": str(upload.pk),
+            "_save": "Save",
+        },
     )
     upload.refresh_from_db()
     assert (upload.patient_ref, upload.note) == ("PT-2b", "corrected")
@@ -171,7 +196,8 @@ def test_clinician_without_staff_cannot_reach_the_admin(logged_in):
 
 
 def test_the_change_form_is_for_people_rounded_numbers_a_measures_table_the_heat_map_beside_the_photo(
-        admin_client, clinician, gated_model):
+    admin_client, clinician, gated_model
+):
     """Issue 32: no 0.23825723194660747 and no raw JSON."""
     import re
 
@@ -179,7 +205,8 @@ def test_the_change_form_is_for_people_rounded_numbers_a_measures_table_the_heat
     from diagnosis.tests.helpers import lesion_on_skin_png
 
     prediction = services.submit_upload(
-        uploaded_by=clinician, image=check_image(upload_file(lesion_on_skin_png(), "m.png", "image/png")))
+        uploaded_by=clinician, image=check_image(upload_file(lesion_on_skin_png(), "m.png", "image/png"))
+    )
     assert prediction.status == "done" and prediction.heatmap and prediction.gate_measures
     Prediction.objects.filter(pk=prediction.pk).update(probability_malignant=0.23825723194660747, elapsed_ms=12.3456789)
     page = admin_client.get(reverse("admin:diagnosis_prediction_change", args=[prediction.pk])).content.decode()

@@ -1,4 +1,5 @@
 """JSON API: POST /api/predictions/, GET list and detail, auth, and errors as JSON."""
+
 from __future__ import annotations
 
 import pytest
@@ -24,7 +25,9 @@ def test_urls_are_where_the_issue_says():
 
 
 def test_post_with_token_returns_201_and_the_prediction(client, token_headers, standin_model, clinician):
-    response = post_image(client, image_bytes(color=RED), headers=token_headers, patient_ref="PT-1", body_site="face", note="new")
+    response = post_image(
+        client, image_bytes(color=RED), headers=token_headers, patient_ref="PT-1", body_site="face", note="new"
+    )
     assert response.status_code == 201, response.content
     body = response.json()
     prediction = Prediction.objects.get()
@@ -35,13 +38,29 @@ def test_post_with_token_returns_201_and_the_prediction(client, token_headers, s
     assert body["model_version"] == "standin-test" and body["elapsed_ms"] > 0
     assert body["created_at"] and body["message"].startswith("Needs a doctor")
     assert body["image_url"] == f"http://testserver{prediction.upload.image.url}"
-    assert (body["patient_ref"], body["body_site"], body["note"], body["uploaded_by"]) == ("PT-1", "face", "new", "clinician")
-    assert body["review"] == {"reviewed": False, "decision": None, "comment": "", "reviewed_by": None, "reviewed_at": None}
+    assert (body["patient_ref"], body["body_site"], body["note"], body["uploaded_by"]) == (
+        "PT-1",
+        "face",
+        "new",
+        "clinician",
+    )
+    assert body["review"] == {
+        "reviewed": False,
+        "decision": None,
+        "comment": "",
+        "reviewed_by": None,
+        "reviewed_at": None,
+    }
 
 
 def test_benign_label(client, token_headers, standin_model):
     body = post_image(client, image_bytes(color=BLUE), headers=token_headers).json()
-    assert body["label"] == "benign" and body["probability_malignant"] < 0.5 and body["verdict"] == "Low risk" and body["outcome"] == "low_risk"
+    assert (
+        body["label"] == "benign"
+        and body["probability_malignant"] < 0.5
+        and body["verdict"] == "Low risk"
+        and body["outcome"] == "low_risk"
+    )
 
 
 def test_post_with_session_works_too(logged_in, standin_model):

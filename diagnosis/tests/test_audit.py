@@ -1,5 +1,6 @@
 """The audit trail: who uploaded, viewed, reviewed and retried what, and when;
 readable, and only readable, in the admin."""
+
 from __future__ import annotations
 
 import io
@@ -48,15 +49,21 @@ def test_api_upload_and_detail_view(client, token_headers, banded_model):
 
 def test_review_decision_and_its_change_are_kept(reviewer_client, reviewer, banded_model, clinician):
     prediction = services.submit_upload(uploaded_by=clinician, image=check_image(image()))
-    reviewer_client.post(reverse("diagnosis:review", args=[prediction.pk]), {"decision": "confirmed", "comment": "refer"})
+    reviewer_client.post(
+        reverse("diagnosis:review", args=[prediction.pk]), {"decision": "confirmed", "comment": "refer"}
+    )
     prediction.refresh_from_db()
     services.record_review(prediction, reviewer=reviewer, decision="dismissed", comment="biopsy benign", via="admin")
     reviews = AuditEvent.objects.filter(action="review").order_by("at", "id")
-    assert [(e.user, e.via, e.details["decision"], e.details["comment"], e.details["previous_decision"]) for e in reviews] == [
+    assert [
+        (e.user, e.via, e.details["decision"], e.details["comment"], e.details["previous_decision"]) for e in reviews
+    ] == [
         (reviewer, "page", "confirmed", "refer", None),
         (reviewer, "admin", "dismissed", "biopsy benign", "confirmed"),
     ]
-    assert reviews[0].details["outcome"] == "uncertain" and reviews[0].details["probability_malignant"] == pytest.approx(0.5)
+    assert reviews[0].details["outcome"] == "uncertain" and reviews[0].details[
+        "probability_malignant"
+    ] == pytest.approx(0.5)
 
 
 def test_retry_and_command_retry(logged_in, no_model, settings, standin_model_dir, clinician):

@@ -1,6 +1,7 @@
 """manage.py backup and restore: a round trip into a fresh install brings back every
 prediction, lesion, review, audit event, photo, thumbnail and heat map, byte for byte.
 Runs on the database the suite runs on (SQLite's online backup API, or pg_dump)."""
+
 from __future__ import annotations
 
 import io

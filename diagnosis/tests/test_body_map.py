@@ -1,6 +1,7 @@
 """Issue 32: the body map. A lesion is pinned on a front/back outline (upload page or its own
 page), the pin is stored with the lesion, its photos' body site follows the pin, and the
 patient's lesions page shows the pins, each linking to the lesion's timeline."""
+
 from __future__ import annotations
 
 import re
@@ -57,7 +58,10 @@ def test_a_pin_placed_on_upload_is_kept_with_the_lesion_and_sets_the_body_site(l
     assert lesion.pin_site == "chest" and Upload.objects.get().body_site == "chest"
     assert AuditEvent.objects.filter(action="pin", object_id=lesion.pk).count() == 1
     body = logged_in.get(f"/api/predictions/{Upload.objects.get().prediction.pk}/").json()
-    assert body["lesion"]["pin"] == {"view": "front", "x": 50.0, "y": 55.0, "site": "chest"} and body["body_site"] == "chest"
+    assert (
+        body["lesion"]["pin"] == {"view": "front", "x": 50.0, "y": 55.0, "site": "chest"}
+        and body["body_site"] == "chest"
+    )
     # a later photo of the same lesion gets the pin's body site without being told
     post_upload(logged_in, lesion=lesion.pk)
     assert list(Upload.objects.values_list("body_site", flat=True)) == ["chest", "chest"]
@@ -66,39 +70,55 @@ def test_a_pin_placed_on_upload_is_kept_with_the_lesion_and_sets_the_body_site(l
 @pytest.mark.parametrize(
     "fields, error",
     [
-        ({**CHEST, "patient_ref": "PT-7", "lesion_name": "sternum", "body_site": "back"},
-         "The lesion&#x27;s pin is on the chest, but the body site says back"),
+        (
+            {**CHEST, "patient_ref": "PT-7", "lesion_name": "sternum", "body_site": "back"},
+            "The lesion&#x27;s pin is on the chest, but the body site says back",
+        ),
         ({**CHEST, "patient_ref": "PT-7"}, "name the lesion too"),
-        ({"map_view": "front", "map_x": "3", "map_y": "3", "patient_ref": "PT-7", "lesion_name": "x"},
-         "The pin is off the body outline"),
+        (
+            {"map_view": "front", "map_x": "3", "map_y": "3", "patient_ref": "PT-7", "lesion_name": "x"},
+            "The pin is off the body outline",
+        ),
         ({"map_view": "front", "map_x": "50", "patient_ref": "PT-7", "lesion_name": "x"}, "needs the side"),
     ],
 )
-def test_a_pin_that_contradicts_or_is_incomplete_is_refused_and_nothing_is_stored(logged_in, standin_model, fields, error):
+def test_a_pin_that_contradicts_or_is_incomplete_is_refused_and_nothing_is_stored(
+    logged_in, standin_model, fields, error
+):
     response = post_upload(logged_in, **fields)
     assert response.status_code == 200 and error in response.content.decode()
     assert not Upload.objects.exists() and not Lesion.objects.exists()
 
 
-def test_an_existing_pinned_lesion_refuses_a_contradicting_body_site(logged_in, client, token_headers, clinician,
-                                                                     standin_model):
-    lesion = Lesion.objects.create(patient_ref="PT-7", name="sternum", created_by=clinician, map_view="front", map_x=50, map_y=55)
+def test_an_existing_pinned_lesion_refuses_a_contradicting_body_site(
+    logged_in, client, token_headers, clinician, standin_model
+):
+    lesion = Lesion.objects.create(
+        patient_ref="PT-7", name="sternum", created_by=clinician, map_view="front", map_x=50, map_y=55
+    )
     response = post_upload(logged_in, lesion=lesion.pk, body_site="foot")
     assert response.status_code == 200 and "but the body site says foot" in response.content.decode()
     # the same lesion named again (whatever the capitals) rather than chosen
     response = post_upload(logged_in, patient_ref="PT-7", lesion_name="Sternum", body_site="foot")
     assert response.status_code == 200 and "but the body site says foot" in response.content.decode()
     # the API answers the same with a 400, not a stack trace
-    response = client.post("/api/predictions/", {"image": upload_file(redness_png(-40), "m.png", "image/png"),
-                                                 "lesion": lesion.pk, "body_site": "foot"}, **token_headers)
+    response = client.post(
+        "/api/predictions/",
+        {"image": upload_file(redness_png(-40), "m.png", "image/png"), "lesion": lesion.pk, "body_site": "foot"},
+        **token_headers,
+    )
     assert response.status_code == 400 and "but the body site says foot" in response.json()["body_site"][0]
     assert not Upload.objects.exists()
 
 
 def test_moving_the_pin_on_the_lesion_page_moves_its_photos_body_site(logged_in, clinician, standin_model):
     lesion = Lesion.objects.create(patient_ref="PT-7", name="left calf", created_by=clinician)
-    services.submit_upload(uploaded_by=clinician, image=check_image(upload_file(redness_png(-40), "m.png", "image/png")),
-                           lesion=lesion, body_site="trunk")
+    services.submit_upload(
+        uploaded_by=clinician,
+        image=check_image(upload_file(redness_png(-40), "m.png", "image/png")),
+        lesion=lesion,
+        body_site="trunk",
+    )
     response = logged_in.post(reverse("diagnosis:pin", args=[lesion.pk]), {"view": "back", "x": "40", "y": "150"})
     assert response.status_code == 302
     lesion.refresh_from_db()
@@ -113,9 +133,13 @@ def test_moving_the_pin_on_the_lesion_page_moves_its_photos_body_site(logged_in,
 
 
 def test_the_patients_lesions_page_shows_the_pins_linking_to_their_timelines(logged_in, clinician):
-    calf = Lesion.objects.create(patient_ref="PT-7", name="left calf", created_by=clinician, map_view="back", map_x=40, map_y=150)
+    calf = Lesion.objects.create(
+        patient_ref="PT-7", name="left calf", created_by=clinician, map_view="back", map_x=40, map_y=150
+    )
     Lesion.objects.create(patient_ref="PT-7", name="not pinned", created_by=clinician)
-    Lesion.objects.create(patient_ref="PT-8", name="other patient", created_by=clinician, map_view="front", map_x=50, map_y=55)
+    Lesion.objects.create(
+        patient_ref="PT-8", name="other patient", created_by=clinician, map_view="front", map_x=50, map_y=55
+    )
     page = logged_in.get(reverse("diagnosis:lesions"), {"patient": "PT-7"}).content.decode()
     pins = re.findall(r'<a href="([^"]+)" class="pin-link" aria-label="([^"]+)">', page)
     assert pins == [(reverse("diagnosis:lesion", args=[calf.pk]), "left calf (back)")]
@@ -124,13 +148,23 @@ def test_the_patients_lesions_page_shows_the_pins_linking_to_their_timelines(log
 
 
 def test_the_admin_keeps_a_pinned_lesions_photos_at_the_pins_site(admin_client, clinician, standin_model):
-    lesion = Lesion.objects.create(patient_ref="PT-7", name="sternum", created_by=clinician, map_view="front", map_x=50, map_y=55)
+    lesion = Lesion.objects.create(
+        patient_ref="PT-7", name="sternum", created_by=clinician, map_view="front", map_x=50, map_y=55
+    )
     prediction = services.submit_upload(
-        uploaded_by=clinician, image=check_image(upload_file(redness_png(-40), "m.png", "image/png")), lesion=lesion)
+        uploaded_by=clinician, image=check_image(upload_file(redness_png(-40), "m.png", "image/png")), lesion=lesion
+    )
     url = reverse("admin:diagnosis_upload_change", args=[prediction.upload_id])
-    fields = {"patient_ref": "PT-7", "note": "corrected", "prediction-TOTAL_FORMS": "1", "prediction-INITIAL_FORMS": "1",
-              "prediction-MIN_NUM_FORMS": "0", "prediction-MAX_NUM_FORMS": "0", "prediction-0-id": prediction.pk,
-              "prediction-0-upload": prediction.upload_id}
+    fields = {
+        "patient_ref": "PT-7",
+        "note": "corrected",
+        "prediction-TOTAL_FORMS": "1",
+        "prediction-INITIAL_FORMS": "1",
+        "prediction-MIN_NUM_FORMS": "0",
+        "prediction-MAX_NUM_FORMS": "0",
+        "prediction-0-id": prediction.pk,
+        "prediction-0-upload": prediction.upload_id,
+    }
     response = admin_client.post(url, {**fields, "body_site": "foot"})
     assert response.status_code == 200 and "but the body site says foot" in response.content.decode()
     assert Upload.objects.get().body_site == "chest"

@@ -1,4 +1,5 @@
 """Management commands: retry_predictions, ensure_clinician, and DRF's drf_create_token."""
+
 from __future__ import annotations
 
 import io

@@ -1,6 +1,7 @@
 """Real dermoscopic images from the shared datasets, uploaded through the API and
 the page with the stand-in model. Skipped, with the reason, where the datasets
 are not beside the repository (see conftest.datasets_dir)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,7 +24,9 @@ SAMPLES = [
 
 
 @pytest.mark.parametrize("relative, fmt", SAMPLES, ids=[Path(p).name for p, _ in SAMPLES])
-def test_real_dermoscopic_image_through_the_api(client, token_headers, standin_model, datasets_root, media_root, relative, fmt):
+def test_real_dermoscopic_image_through_the_api(
+    client, token_headers, standin_model, datasets_root, media_root, relative, fmt
+):
     path = datasets_root / relative
     if not path.is_file():
         pytest.skip(f"{path} is not in this copy of the datasets")
@@ -50,7 +53,9 @@ def test_becode_bmp_through_the_upload_page(logged_in, standin_model, datasets_r
     path = datasets_root / "becode_sample" / "SET_F" / "F1000.BMP"
     if not path.is_file():
         pytest.skip(f"{path} is not in this copy of the datasets")
-    response = logged_in.post(reverse("diagnosis:upload"), {"image": upload_file(path.read_bytes(), "F1000.BMP", "image/bmp")})
+    response = logged_in.post(
+        reverse("diagnosis:upload"), {"image": upload_file(path.read_bytes(), "F1000.BMP", "image/bmp")}
+    )
     assert response.status_code == 302
     page = logged_in.get(response["Location"]).content.decode()
     assert "standin-test" in page and "Decision support, not a diagnosis" in page

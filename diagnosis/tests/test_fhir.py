@@ -1,6 +1,7 @@
 """The FHIR export: GET /api/predictions/<id>/fhir/ is a Bundle that fhir.resources
 parses back, whose every reference points at an entry of the same bundle, for an
 assessed, a not-assessed, a refused, a reviewed and a finally diagnosed prediction."""
+
 from __future__ import annotations
 
 import datetime
@@ -66,21 +67,21 @@ def test_an_assessed_prediction(client, token_headers, clinician, banded_model):
     body, resources = exported(client, token_headers, prediction.pk)
 
     assert sorted(resources) == ["Device", "DiagnosticReport", "Media", "Observation", "Patient"]
-    patient, = resources["Patient"]
+    (patient,) = resources["Patient"]
     # The pseudonymous reference only: no name, no birth date, nothing else.
     assert set(patient) == {"resourceType", "id", "identifier"}
     assert patient["identifier"] == [{"system": "urn:skincare:patient-ref", "value": "P-042"}]
 
-    observation, = resources["Observation"]
+    (observation,) = resources["Observation"]
     assert observation["valueQuantity"]["value"] == pytest.approx(prediction.probability_malignant)
     assert observation["interpretation"][0]["coding"][0]["code"] == "H"
     highs = [r["high"]["value"] for r in observation["referenceRange"]]
     assert highs == [0.4, 0.6]  # low risk below 0.4; uncertain from 0.4 to the threshold 0.6
-    device, = resources["Device"]
+    (device,) = resources["Device"]
     assert device["version"] == [{"value": prediction.model_version}]
     assert observation["device"]["reference"].endswith(device["id"])
 
-    report, = resources["DiagnosticReport"]
+    (report,) = resources["DiagnosticReport"]
     assert report["status"] == "final" and report["conclusion"] == prediction.message
     assert report["conclusionCode"][0]["coding"][0]["code"] == "needs_doctor"
     assert len(report["result"]) == 1
@@ -90,7 +91,8 @@ def test_an_assessed_prediction(client, token_headers, clinician, banded_model):
     assert media["Dermoscopic"]["bodySite"] == {"text": "Back"}
     assert (media["Dermoscopic"]["width"], media["Dermoscopic"]["height"]) == (64, 64)
     assert {link["link"]["reference"] for link in report["media"]} == {
-        e["fullUrl"] for e in body["entry"] if e["resource"]["resourceType"] == "Media"}
+        e["fullUrl"] for e in body["entry"] if e["resource"]["resourceType"] == "Media"
+    }
     event = AuditEvent.objects.get(action="export")
     assert (event.object_id, event.via) == (prediction.pk, "api")
 
@@ -100,7 +102,7 @@ def test_a_prediction_not_assessed_yet(client, token_headers, clinician):
     assert prediction.status == "pending"
     _, resources = exported(client, token_headers, prediction.pk)
     assert sorted(resources) == ["DiagnosticReport", "Media", "Patient"]  # no probability, no model
-    report, = resources["DiagnosticReport"]
+    (report,) = resources["DiagnosticReport"]
     assert report["status"] == "registered" and "result" not in report
     assert report["conclusionCode"][0]["coding"][0]["code"] == "not_assessed"
     assert "Not assessed yet" in report["conclusion"]
@@ -110,7 +112,7 @@ def test_a_photo_the_image_check_refused(client, token_headers, clinician, gated
     prediction = submit(clinician, redness_png(40))  # uniform: the stand-in's image check refuses it
     assert prediction.status == "refused"
     _, resources = exported(client, token_headers, prediction.pk)
-    report, = resources["DiagnosticReport"]
+    (report,) = resources["DiagnosticReport"]
     assert report["status"] == "final" and report["conclusion"].startswith("Not assessed:")
     assert "Observation" not in resources and "Patient" not in resources and "subject" not in report
 
@@ -120,16 +122,20 @@ def test_a_reviewed_prediction_with_a_final_diagnosis(client, token_headers, cli
     assert prediction.status == "done"
     services.record_review(prediction, reviewer=reviewer, decision="confirmed", comment="excise")
     final_diagnoses.record_final_diagnosis(
-        prediction.upload.lesion, recorded_by=reviewer, diagnosis="melanoma_in_situ", method="histopathology",
-        diagnosed_on=datetime.date(2026, 1, 20), comment="clear margins",
+        prediction.upload.lesion,
+        recorded_by=reviewer,
+        diagnosis="melanoma_in_situ",
+        method="histopathology",
+        diagnosed_on=datetime.date(2026, 1, 20),
+        comment="clear margins",
     )
     _, resources = exported(client, token_headers, prediction.pk)
 
-    report, = resources["DiagnosticReport"]
+    (report,) = resources["DiagnosticReport"]
     assert report["status"] == "appended" and len(report["result"]) == 2
     review = next(o for o in resources["Observation"] if o["code"]["coding"][0]["code"] == "triage-review")
     assert review["valueCodeableConcept"]["coding"][0]["code"] == "confirmed" and review["note"] == [{"text": "excise"}]
-    condition, = resources["Condition"]
+    (condition,) = resources["Condition"]
     assert condition["code"]["coding"][0]["code"] == "melanoma_in_situ"
     assert condition["category"][0]["coding"][0]["code"] == "malignant"
     assert condition["note"][0]["text"] == "Established by histopathology on 2026-01-20. clear margins"
@@ -153,5 +159,12 @@ def test_the_validation_has_teeth():
     from pydantic import ValidationError
 
     with pytest.raises(ValidationError, match="status"):
-        Bundle.model_validate({"resourceType": "Bundle", "type": "collection", "entry": [
-            {"fullUrl": "urn:uuid:0", "resource": {"resourceType": "Observation", "code": {"text": "x"}}}]})
+        Bundle.model_validate(
+            {
+                "resourceType": "Bundle",
+                "type": "collection",
+                "entry": [
+                    {"fullUrl": "urn:uuid:0", "resource": {"resourceType": "Observation", "code": {"text": "x"}}}
+                ],
+            }
+        )

@@ -2,6 +2,7 @@
 applied to every photo of the lesion, changeable, with the audit trail keeping each
 earlier version; refused, with nothing stored, to a clinician without the reviewer's
 permission and for values that make no sense."""
+
 from __future__ import annotations
 
 import datetime
@@ -30,8 +31,12 @@ def outcome_url(lesion_id: int) -> str:
 
 
 def form_data(**overrides):
-    data = {"diagnosis": "melanoma_invasive", "method": "histopathology", "diagnosed_on": "2026-01-05",
-            "comment": "Breslow 0.6 mm"}
+    data = {
+        "diagnosis": "melanoma_invasive",
+        "method": "histopathology",
+        "diagnosed_on": "2026-01-05",
+        "comment": "Breslow 0.6 mm",
+    }
     data.update(overrides)
     return data
 
@@ -51,7 +56,13 @@ def test_a_reviewer_records_it_on_the_page_and_every_photo_of_the_lesion_shows_i
     assert response.status_code == 302
     final = FinalDiagnosis.objects.get()
     assert (final.lesion, final.diagnosis, final.method, final.diagnosed_on, final.comment, final.recorded_by) == (
-        lesion, "melanoma_invasive", "histopathology", datetime.date(2026, 1, 5), "Breslow 0.6 mm", reviewer)
+        lesion,
+        "melanoma_invasive",
+        "histopathology",
+        datetime.date(2026, 1, 5),
+        "Breslow 0.6 mm",
+        reviewer,
+    )
     assert final.is_malignant
 
     # Applied to its predictions: both result pages and the lesion page say it, with a link.
@@ -73,7 +84,10 @@ def test_the_result_page_offers_a_reviewer_to_record_it(reviewer_client, clinici
 def test_a_change_is_audited_with_what_it_was(reviewer, reviewer_client, clinician, banded_model):
     lesion = photo_of_lesion(clinician).upload.lesion
     final_diagnoses.record_final_diagnosis(
-        lesion, recorded_by=reviewer, diagnosis="nevus_dysplastic", method="clinical",
+        lesion,
+        recorded_by=reviewer,
+        diagnosis="nevus_dysplastic",
+        method="clinical",
         diagnosed_on=datetime.date(2026, 1, 2),
     )
     reviewer_client.post(reverse("diagnosis:final_diagnosis", args=[lesion.pk]), form_data())
@@ -87,14 +101,19 @@ def test_a_change_is_audited_with_what_it_was(reviewer, reviewer_client, clinici
     ]
     assert events[0].details["previous"] is None
     assert events[1].details["previous"] == {
-        "diagnosis": "nevus_dysplastic", "method": "clinical", "diagnosed_on": "2026-01-02", "comment": ""}
+        "diagnosis": "nevus_dysplastic",
+        "method": "clinical",
+        "diagnosed_on": "2026-01-02",
+        "comment": "",
+    }
     # The page lists the changes, the earlier one with what it was.
     page = reviewer_client.get(reverse("diagnosis:final_diagnosis", args=[lesion.pk])).content.decode()
     assert "Nevus, dysplastic, dermatologist&#x27;s clinical diagnosis, 2026-01-02" in page
 
 
-def test_a_clinician_without_the_permission_is_refused_and_nothing_is_stored(logged_in, client, clinician, token_headers,
-                                                                           banded_model):
+def test_a_clinician_without_the_permission_is_refused_and_nothing_is_stored(
+    logged_in, client, clinician, token_headers, banded_model
+):
     lesion = photo_of_lesion(clinician).upload.lesion
     events_before = AuditEvent.objects.count()
 
@@ -119,15 +138,24 @@ def test_the_api_records_and_changes_it(client, reviewer, clinician, banded_mode
     assert response.status_code == 201, response.content
     body = response.json()["final_diagnosis"]
     assert (body["diagnosis"], body["malignant"], body["method"], body["diagnosed_on"], body["recorded_by"]) == (
-        "melanoma_invasive", True, "histopathology", "2026-01-05", "reviewer")
+        "melanoma_invasive",
+        True,
+        "histopathology",
+        "2026-01-05",
+        "reviewer",
+    )
 
     # Applied to the lesion's predictions in the API too.
     prediction_id = lesion.uploads.get().prediction.pk
     detail = client.get(f"/api/predictions/{prediction_id}/", **headers).json()
     assert detail["final_diagnosis"]["diagnosis"] == "melanoma_invasive"
 
-    response = client.post(outcome_url(lesion.pk), form_data(diagnosis="nevus_common", method="follow_up", comment=""),
-                           content_type="application/json", **headers)
+    response = client.post(
+        outcome_url(lesion.pk),
+        form_data(diagnosis="nevus_common", method="follow_up", comment=""),
+        content_type="application/json",
+        **headers,
+    )
     assert response.status_code == 200
     assert client.get(outcome_url(lesion.pk), **headers).json()["final_diagnosis"]["diagnosis"] == "nevus_common"
     assert list(AuditEvent.objects.filter(action="final_diagnosis").values_list("via", flat=True)) == ["api", "api"]
@@ -170,8 +198,9 @@ def test_the_api_refuses_a_body_that_is_not_an_object(client, reviewer, clinicia
 def test_the_service_refuses_in_words_and_stores_nothing(reviewer, clinician, banded_model):
     lesion = photo_of_lesion(clinician).upload.lesion
     with pytest.raises(ValidationError, match="Say in the comment"):
-        final_diagnoses.record_final_diagnosis(lesion, recorded_by=reviewer, diagnosis="other_benign",
-                                               method="clinical", diagnosed_on=TODAY, comment="  ")
+        final_diagnoses.record_final_diagnosis(
+            lesion, recorded_by=reviewer, diagnosis="other_benign", method="clinical", diagnosed_on=TODAY, comment="  "
+        )
     assert not FinalDiagnosis.objects.exists() and not AuditEvent.objects.filter(action="final_diagnosis").exists()
 
 
@@ -182,10 +211,16 @@ def test_unknown_lesion_is_404(reviewer_client):
 
 def test_the_admin_records_it_through_the_service(reviewer_client, reviewer, clinician, banded_model):
     lesion = photo_of_lesion(clinician).upload.lesion
-    response = reviewer_client.post(reverse("admin:diagnosis_finaldiagnosis_add"), {
-        "lesion": lesion.pk, "diagnosis": "basal_cell_carcinoma", "method": "histopathology",
-        "diagnosed_on": "2026-02-01", "comment": "",
-    })
+    response = reviewer_client.post(
+        reverse("admin:diagnosis_finaldiagnosis_add"),
+        {
+            "lesion": lesion.pk,
+            "diagnosis": "basal_cell_carcinoma",
+            "method": "histopathology",
+            "diagnosed_on": "2026-02-01",
+            "comment": "",
+        },
+    )
     assert response.status_code == 302, response.content.decode()[:3000]
     final = FinalDiagnosis.objects.get()
     assert (final.diagnosis, final.recorded_by) == ("basal_cell_carcinoma", reviewer)
@@ -193,17 +228,28 @@ def test_the_admin_records_it_through_the_service(reviewer_client, reviewer, cli
     assert (event.via, event.object_id) == ("admin", lesion.pk)
 
     # Changed in the admin: the lesion stays, the trail keeps the earlier value.
-    response = reviewer_client.post(reverse("admin:diagnosis_finaldiagnosis_change", args=[final.pk]), {
-        "diagnosis": "squamous_cell_carcinoma", "method": "histopathology", "diagnosed_on": "2026-02-01", "comment": "",
-    })
+    response = reviewer_client.post(
+        reverse("admin:diagnosis_finaldiagnosis_change", args=[final.pk]),
+        {
+            "diagnosis": "squamous_cell_carcinoma",
+            "method": "histopathology",
+            "diagnosed_on": "2026-02-01",
+            "comment": "",
+        },
+    )
     assert response.status_code == 302
     assert FinalDiagnosis.objects.get().diagnosis == "squamous_cell_carcinoma"
     latest = AuditEvent.objects.filter(action="final_diagnosis").order_by("-at", "-id").first()
     assert latest.details["previous"]["diagnosis"] == "basal_cell_carcinoma"
     # The admin's pages show it and its earlier version.
     assert reviewer_client.get(reverse("admin:diagnosis_finaldiagnosis_add")).status_code == 200
-    assert "Squamous cell carcinoma" in reviewer_client.get(reverse("admin:diagnosis_finaldiagnosis_changelist")).content.decode()
-    change_page = reviewer_client.get(reverse("admin:diagnosis_finaldiagnosis_change", args=[final.pk])).content.decode()
+    assert (
+        "Squamous cell carcinoma"
+        in reviewer_client.get(reverse("admin:diagnosis_finaldiagnosis_changelist")).content.decode()
+    )
+    change_page = reviewer_client.get(
+        reverse("admin:diagnosis_finaldiagnosis_change", args=[final.pk])
+    ).content.decode()
     assert "basal_cell_carcinoma -&gt; squamous_cell_carcinoma" in change_page
     # Nobody deletes one.
     assert reviewer_client.post(reverse("admin:diagnosis_finaldiagnosis_delete", args=[final.pk])).status_code == 403
@@ -237,8 +283,9 @@ def test_a_photo_without_a_lesion_is_named_as_one_first(reviewer_client, reviewe
 def test_a_photo_named_as_an_existing_lesion_becomes_its_visit(reviewer_client, clinician, banded_model):
     existing = photo_of_lesion(clinician, lesion="Left Shoulder").upload.lesion
     prediction = loose_photo(clinician)
-    reviewer_client.post(reverse("diagnosis:prediction_final_diagnosis", args=[prediction.pk]),
-                         {"lesion_name": "left shoulder"})
+    reviewer_client.post(
+        reverse("diagnosis:prediction_final_diagnosis", args=[prediction.pk]), {"lesion_name": "left shoulder"}
+    )
     assert Lesion.objects.count() == 1
     assert existing.uploads.count() == 2
 

@@ -8,6 +8,7 @@
 6. Unicode bidi controls refused in lesion names and other free text;
 7. no server path in a "not assessed" reason.
 """
+
 from __future__ import annotations
 
 import errno
@@ -112,7 +113,9 @@ def refusing_storage(request, settings, media_root):
 
 
 class TestStorageFailure:
-    def test_api_answers_503_json_and_stores_nothing(self, client, token_headers, standin_model, refusing_storage, media_root):
+    def test_api_answers_503_json_and_stores_nothing(
+        self, client, token_headers, standin_model, refusing_storage, media_root
+    ):
         response = post_image(client, headers=token_headers, patient_ref="PT-1", lesion_name="left arm")
         assert response.status_code == 503 and response["Content-Type"] == "application/json"
         detail = response.json()["detail"]
@@ -151,7 +154,9 @@ class TestNoTemporaryCopies:
         assert response.status_code == 201
         assert seen == [("InMemoryUploadedFile", [])]
 
-    def test_memory_held_is_bounded_by_the_size_limit(self, client, token_headers, standin_model, settings, monkeypatch):
+    def test_memory_held_is_bounded_by_the_size_limit(
+        self, client, token_headers, standin_model, settings, monkeypatch
+    ):
         settings.SKINCARE_MAX_UPLOAD_SIZE = 50_000
         held = []
         from diagnosis import forms
@@ -237,7 +242,9 @@ class TestBidiControls:
             lesion.full_clean()
 
     def test_ordinary_unicode_is_kept(self, client, token_headers, standin_model):
-        response = post_image(client, headers=token_headers, patient_ref="PT-1", lesion_name="épaule gauche", note="Größer")
+        response = post_image(
+            client, headers=token_headers, patient_ref="PT-1", lesion_name="épaule gauche", note="Größer"
+        )
         assert response.status_code == 201 and Lesion.objects.get().name == "épaule gauche"
 
 
@@ -252,12 +259,18 @@ class TestNoServerPathInReasons:
     @pytest.mark.parametrize(
         "raw, shown",
         [
-            ("No model available: expected model.keras and metadata.json in /srv/app/ml/model",
-             "No model available: expected model.keras and metadata.json in the server's folder"),
-            ("No model available: /srv/app/ml/model/model.keras could not be loaded (bad zip)",
-             "No model available: model.keras could not be loaded (bad zip)"),
-            ("FileNotFoundError: [Errno 2] No such file or directory: '/var/media/uploads/ab.png'",
-             "FileNotFoundError: [Errno 2] No such file or directory: 'ab.png'"),
+            (
+                "No model available: expected model.keras and metadata.json in /srv/app/ml/model",
+                "No model available: expected model.keras and metadata.json in the server's folder",
+            ),
+            (
+                "No model available: /srv/app/ml/model/model.keras could not be loaded (bad zip)",
+                "No model available: model.keras could not be loaded (bad zip)",
+            ),
+            (
+                "FileNotFoundError: [Errno 2] No such file or directory: '/var/media/uploads/ab.png'",
+                "FileNotFoundError: [Errno 2] No such file or directory: 'ab.png'",
+            ),
             ("ValueError: expected 224/224 pixels", "ValueError: expected 224/224 pixels"),
         ],
     )
@@ -273,17 +286,23 @@ def test_the_new_settings_follow_the_environment():
     from conftest import REPO_ROOT
 
     env = {
-        **os.environ, "DJANGO_SETTINGS_MODULE": "skincare_site.settings",
-        "SKINCARE_API_THROTTLE_USER": "7/minute", "SKINCARE_API_THROTTLE_ANON": "",
-        "SKINCARE_LOGIN_FAILURE_LIMIT": "9", "SKINCARE_LOGIN_COOLOFF_HOURS": "0.5",
-        "SKINCARE_MEDIA_ORPHAN_MIN_AGE": "60", "SKINCARE_AXES_ENABLED": "0",
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "skincare_site.settings",
+        "SKINCARE_API_THROTTLE_USER": "7/minute",
+        "SKINCARE_API_THROTTLE_ANON": "",
+        "SKINCARE_LOGIN_FAILURE_LIMIT": "9",
+        "SKINCARE_LOGIN_COOLOFF_HOURS": "0.5",
+        "SKINCARE_MEDIA_ORPHAN_MIN_AGE": "60",
+        "SKINCARE_AXES_ENABLED": "0",
     }
     code = (
         "import json; from django.conf import settings as s; print(json.dumps([s.SKINCARE_API_THROTTLE_USER,"
         " s.SKINCARE_API_THROTTLE_ANON, s.AXES_FAILURE_LIMIT, s.AXES_COOLOFF_TIME, s.SKINCARE_MEDIA_ORPHAN_MIN_AGE,"
         " s.AXES_ENABLED]))"
     )
-    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
+    )
     assert json.loads(out.stdout.strip().splitlines()[-1]) == ["7/minute", "", 9, 0.5, 60, False], out.stderr
 
 

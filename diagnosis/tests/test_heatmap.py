@@ -1,5 +1,6 @@
 """Grad-CAM heat maps: stored beside the upload, shown on the result page and in the
 admin, served only to a signed-in user (session or token), and named in the API."""
+
 from __future__ import annotations
 
 import io
@@ -39,7 +40,9 @@ def test_every_prediction_stores_a_heatmap_png_under_a_random_name(logged_in, st
 
 def test_heat_lands_where_the_image_is_red(logged_in, standin_model, media_root):
     # Grey photo, red square in the top-left: only there does the stand-in see malignancy.
-    post_upload(logged_in, lesion_on_skin_png(size=(224, 224), patch=(0, 0, 96, 96), background=GREY, lesion=(200, 40, 40)))
+    post_upload(
+        logged_in, lesion_on_skin_png(size=(224, 224), patch=(0, 0, 96, 96), background=GREY, lesion=(200, 40, 40))
+    )
     prediction = Prediction.objects.get()
     with Image.open(media_root / prediction.heatmap.name) as stored:
         overlay = stored.convert("RGB")
@@ -53,7 +56,10 @@ def test_heat_lands_where_the_image_is_red(logged_in, standin_model, media_root)
 
 def test_a_large_photo_gets_a_heatmap_of_its_shape_with_the_heat_in_place(logged_in, standin_model, media_root):
     # 2600 x 1950: shrunk by a whole factor before the overlay is drawn (services.heatmap_png).
-    post_upload(logged_in, lesion_on_skin_png(size=(2600, 1950), patch=(0, 0, 1040, 1040), background=GREY, lesion=(200, 40, 40)))
+    post_upload(
+        logged_in,
+        lesion_on_skin_png(size=(2600, 1950), patch=(0, 0, 1040, 1040), background=GREY, lesion=(200, 40, 40)),
+    )
     prediction = Prediction.objects.get()
     with Image.open(media_root / prediction.heatmap.name) as stored:
         assert stored.size == (640, 480)
@@ -72,7 +78,9 @@ def test_result_page_shows_the_heatmap(logged_in, standin_model):
     assert served.status_code == 200 and served["Content-Type"] == "image/png"
 
 
-def test_api_returns_heatmap_url_answering_token_and_session(client, logged_in, token_headers, standin_model, media_root):
+def test_api_returns_heatmap_url_answering_token_and_session(
+    client, logged_in, token_headers, standin_model, media_root
+):
     body = post_api(client, lesion_on_skin_png(), token_headers).json()
     prediction = Prediction.objects.get(pk=body["id"])
     assert body["heatmap_url"] == f"http://testserver{prediction.heatmap.url}"

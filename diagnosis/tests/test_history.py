@@ -1,4 +1,5 @@
 """History: newest first, paginated, filters by outcome and unreviewed, search by patient."""
+
 from __future__ import annotations
 
 import re
@@ -15,7 +16,9 @@ pytestmark = pytest.mark.django_db
 
 
 def submit(user, color, patient_ref=""):
-    return services.submit_upload(uploaded_by=user, image=check_image(upload_file(image_bytes(color=color))), patient_ref=patient_ref)
+    return services.submit_upload(
+        uploaded_by=user, image=check_image(upload_file(image_bytes(color=color))), patient_ref=patient_ref
+    )
 
 
 def shown_ids(response) -> list[int]:

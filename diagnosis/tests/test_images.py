@@ -3,6 +3,7 @@
 The checks are exercised through the upload form (the one both the page and the
 API use); test_pages.py and test_api.py show the same words reach the user.
 """
+
 from __future__ import annotations
 
 import io
@@ -25,7 +26,9 @@ def image_errors(content: bytes, name: str = "photo.jpg", content_type: str = "i
     [("JPEG", {"quality": 95}), ("PNG", {}), ("BMP", {}), ("WEBP", {"quality": 90}), ("WEBP", {"lossless": True})],
 )
 def test_accepted_formats_pass(fmt, save_kwargs):
-    form = UploadForm(data={}, files={"image": upload_file(image_bytes(fmt, **save_kwargs), "x.bin", "application/octet-stream")})
+    form = UploadForm(
+        data={}, files={"image": upload_file(image_bytes(fmt, **save_kwargs), "x.bin", "application/octet-stream")}
+    )
     assert form.is_valid(), form.errors
     checked = form.cleaned_data["image"]
     assert checked.format == fmt
@@ -35,7 +38,9 @@ def test_accepted_formats_pass(fmt, save_kwargs):
 def test_camera_mpo_jpeg_is_accepted_as_jpeg():
     # Many cameras write MPO: a JPEG with a second (preview) image. Pillow names it MPO.
     buffer = io.BytesIO()
-    Image.new("RGB", (64, 48), RED).save(buffer, format="MPO", save_all=True, append_images=[Image.new("RGB", (32, 24))])
+    Image.new("RGB", (64, 48), RED).save(
+        buffer, format="MPO", save_all=True, append_images=[Image.new("RGB", (32, 24))]
+    )
     form = UploadForm(data={}, files={"image": upload_file(buffer.getvalue())})
     assert form.is_valid(), form.errors
     assert form.cleaned_data["image"].format == "JPEG"
@@ -103,7 +108,9 @@ def test_size_limit_is_a_setting(settings):
 @pytest.mark.parametrize("fmt, name", [("GIF", "GIF"), ("TIFF", "TIFF")])
 def test_unsupported_formats_are_refused(fmt, name):
     errors = image_errors(image_bytes(fmt), f"photo.{fmt.lower()}", f"image/{fmt.lower()}")
-    assert errors == [f"{name} images are not accepted. Convert the photo to JPEG, PNG, BMP or WebP and upload it again."]
+    assert errors == [
+        f"{name} images are not accepted. Convert the photo to JPEG, PNG, BMP or WebP and upload it again."
+    ]
 
 
 def test_format_list_is_a_setting(settings):

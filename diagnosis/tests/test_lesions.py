@@ -1,5 +1,6 @@
 """A lesion followed over time: uploads added to a patient's lesion (page and API),
 its photos side by side in date order, the evolution warning, history filters."""
+
 from __future__ import annotations
 
 import re
@@ -77,12 +78,17 @@ class TestAddingPhotosToALesion:
 
     def test_api_lesion_by_id_or_by_name(self, client, token_headers, standin_model, shoulder):
         def post(**fields):
-            return client.post(API, {"image": upload_file(redness_png(-40), "m.png", "image/png"), **fields}, **token_headers)
+            return client.post(
+                API, {"image": upload_file(redness_png(-40), "m.png", "image/png"), **fields}, **token_headers
+            )
 
         by_id = post(lesion=shoulder.pk)
         assert by_id.status_code == 201
         assert by_id.json()["lesion"] == {
-            "id": shoulder.pk, "name": "left shoulder, upper", "patient_ref": "PT-0042", "pin": None,
+            "id": shoulder.pk,
+            "name": "left shoulder, upper",
+            "patient_ref": "PT-0042",
+            "pin": None,
             "letter_url": f"http://testserver/api/lesions/{shoulder.pk}/letter.pdf",
         }
         assert by_id.json()["patient_ref"] == "PT-0042"
@@ -101,7 +107,9 @@ class TestAddingPhotosToALesion:
 
 
 class TestLesionPage:
-    def test_photos_side_by_side_oldest_first_with_probability_outcome_and_heatmap(self, logged_in, banded_model, shoulder, clinician):
+    def test_photos_side_by_side_oldest_first_with_probability_outcome_and_heatmap(
+        self, logged_in, banded_model, shoulder, clinician
+    ):
         first = visit(clinician, shoulder, -90, days_ago=200)  # 0.056, low risk
         second = visit(clinician, shoulder, -40, days_ago=100)  # 0.222, low risk
         response = logged_in.get(reverse("diagnosis:lesion", args=[shoulder.pk]))
@@ -127,7 +135,9 @@ class TestLesionPage:
         assert "a rise of the probability of malignancy by 0.15 or more" in page
         assert "SKINCARE_EVOLUTION_MIN_RISE" not in page
 
-    def test_crossing_into_a_higher_outcome_is_a_marked_change(self, logged_in, banded_model, shoulder, clinician, settings):
+    def test_crossing_into_a_higher_outcome_is_a_marked_change(
+        self, logged_in, banded_model, shoulder, clinician, settings
+    ):
         visit(clinician, shoulder, -16, days_ago=60)  # 0.377, low risk
         visit(clinician, shoulder, -10, days_ago=1)  # 0.422, uncertain: +0.045 only
         url = reverse("diagnosis:lesion", args=[shoulder.pk])
@@ -137,7 +147,9 @@ class TestLesionPage:
         page = logged_in.get(url).content.decode()
         assert "Changed markedly" not in page and "or a move into a higher outcome" not in page
 
-    def test_a_stable_lesion_gets_no_warning_and_the_rule_follows_the_setting(self, logged_in, banded_model, shoulder, clinician, settings):
+    def test_a_stable_lesion_gets_no_warning_and_the_rule_follows_the_setting(
+        self, logged_in, banded_model, shoulder, clinician, settings
+    ):
         visit(clinician, shoulder, -90, days_ago=200)
         visit(clinician, shoulder, -40, days_ago=100)  # +0.166
         visit(clinician, shoulder, -40, days_ago=1)  # +0.000 since the last visit
@@ -151,7 +163,9 @@ class TestLesionPage:
         page = logged_in.get(url).content.decode()
         assert "Changed markedly" not in page and "by 0.50 or more" in page
 
-    def test_photos_the_model_did_not_assess_are_shown_and_skipped(self, logged_in, banded_model, shoulder, clinician, settings, tmp_path):
+    def test_photos_the_model_did_not_assess_are_shown_and_skipped(
+        self, logged_in, banded_model, shoulder, clinician, settings, tmp_path
+    ):
         from ml.serving import classifier
 
         visit(clinician, shoulder, -90, days_ago=200)
@@ -184,8 +198,10 @@ class TestHistoryFilters:
 
         def submit(patient_ref="", lesion=None):
             return services.submit_upload(
-                uploaded_by=clinician, image=check_image(upload_file(redness_png(-40), "m.png", "image/png")),
-                patient_ref=patient_ref, lesion=lesion,
+                uploaded_by=clinician,
+                image=check_image(upload_file(redness_png(-40), "m.png", "image/png")),
+                patient_ref=patient_ref,
+                lesion=lesion,
             )
 
         return {

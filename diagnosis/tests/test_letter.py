@@ -1,6 +1,7 @@
 """Issue 32: the referral letter, a PDF per lesion from its page and from the API, read back
 with Debian's poppler-utils (pdftotext for the words, pdftoppm for a page image kept under
 test-artifacts/test_letter/). Outside CI a missing poppler-utils is a skip; in CI, a failure."""
+
 from __future__ import annotations
 
 import os
@@ -40,7 +41,8 @@ def pdf_text(content: bytes, tmp_path) -> str:
 
 def photo(user, lesion, difference: int, when: datetime) -> Prediction:
     prediction = services.submit_upload(
-        uploaded_by=user, image=check_image(upload_file(redness_png(difference, size=(96, 96)), "m.png", "image/png")),
+        uploaded_by=user,
+        image=check_image(upload_file(redness_png(difference, size=(96, 96)), "m.png", "image/png")),
         lesion=lesion,
     )
     Upload.objects.filter(pk=prediction.upload_id).update(created_at=when)
@@ -50,13 +52,16 @@ def photo(user, lesion, difference: int, when: datetime) -> Prediction:
 @pytest.fixture
 def followed(clinician, reviewer, banded_model):
     """A pinned lesion with three photos, taken out of order: low risk, uncertain, needs a doctor (reviewed)."""
-    lesion = Lesion.objects.create(patient_ref="PT-0042", name="left calf", created_by=clinician,
-                                   map_view="back", map_x=40, map_y=150)
+    lesion = Lesion.objects.create(
+        patient_ref="PT-0042", name="left calf", created_by=clinician, map_view="back", map_x=40, map_y=150
+    )
     now = timezone.now().replace(microsecond=0)
     newest = photo(clinician, lesion, 40, now - timedelta(days=3))
     oldest = photo(clinician, lesion, -40, now - timedelta(days=400))
     middle = photo(clinician, lesion, 0, now - timedelta(days=120))
-    services.record_review(newest, reviewer=reviewer, decision="confirmed", comment="Irregular network; refer within 2 weeks.")
+    services.record_review(
+        newest, reviewer=reviewer, decision="confirmed", comment="Irregular network; refer within 2 weeks."
+    )
     return lesion, [oldest, middle, Prediction.objects.get(pk=newest.pk)]
 
 
@@ -73,8 +78,10 @@ def test_the_letter_holds_what_a_dermatologist_needs(logged_in, followed, tmp_pa
     assert "Body map pin: Lower extremity, back of the body" in text
     # every photo, oldest first, with its date and outcome
     dates = [timezone.localtime(p.upload.created_at).strftime("%Y-%m-%d %H:%M") for p in photos]
-    positions = [text.index(f"Photo {n}, {date} Outcome: {p.get_outcome_display()}")
-                 for n, (date, p) in enumerate(zip(dates, photos), start=1)]
+    positions = [
+        text.index(f"Photo {n}, {date} Outcome: {p.get_outcome_display()}")
+        for n, (date, p) in enumerate(zip(dates, photos), start=1)
+    ]
     assert positions == sorted(positions)
     assert "Next step: Refer the patient to dermatology." in text
     assert "Confirmed: needs a doctor by reviewer" in text and "Irregular network; refer within 2 weeks." in text
@@ -84,8 +91,21 @@ def test_the_letter_holds_what_a_dermatologist_needs(logged_in, followed, tmp_pa
     assert "Where the model looked: photo 3" in text and "Heat map (Grad-CAM)" in text
     assert AuditEvent.objects.filter(action="letter", object_id=lesion.pk, via="page").count() == 1
 
-    subprocess.run(["pdftoppm", "-png", "-r", "60", "-f", "1", "-l", "1", str(ARTIFACTS / "letter.pdf"),
-                    str(ARTIFACTS / "letter-page")], check=True)
+    subprocess.run(
+        [
+            "pdftoppm",
+            "-png",
+            "-r",
+            "60",
+            "-f",
+            "1",
+            "-l",
+            "1",
+            str(ARTIFACTS / "letter.pdf"),
+            str(ARTIFACTS / "letter-page"),
+        ],
+        check=True,
+    )
     pages = sorted(ARTIFACTS.glob("letter-page*.png"))
     assert pages and pages[0].stat().st_size > 5000, pages
 

@@ -2,6 +2,7 @@
 against the local folder and against Django's InMemoryStorage (an object store would
 be a settings change), what a failed transaction wrote removed again, check_media,
 and erasure on request."""
+
 from __future__ import annotations
 
 import io
@@ -56,8 +57,9 @@ def run(*args) -> tuple[int, str]:
 
 
 class TestEveryStorageBackend:
-    def test_upload_stores_photo_thumbnail_and_heat_map_and_serves_them(self, client, token_headers, standin_model,
-                                                                       storage_backend):
+    def test_upload_stores_photo_thumbnail_and_heat_map_and_serves_them(
+        self, client, token_headers, standin_model, storage_backend
+    ):
         body = post(client, token_headers).json()
         prediction = Prediction.objects.get()
         upload = prediction.upload
@@ -65,11 +67,15 @@ class TestEveryStorageBackend:
         assert sorted(stored()) == sorted([upload.image.name, upload.thumbnail.name, prediction.heatmap.name])
         for url in (body["image_url"], body["thumbnail_url"], body["heatmap_url"]):
             response = client.get(url, **token_headers)
-            assert response.status_code == 200 and b"".join(response.streaming_content)[:4] in (b"\x89PNG", b"\xff\xd8\xff\xe0")
+            assert response.status_code == 200 and b"".join(response.streaming_content)[:4] in (
+                b"\x89PNG",
+                b"\xff\xd8\xff\xe0",
+            )
         assert media.check().clean
 
-    def test_retry_reads_the_photo_back_from_storage(self, client, token_headers, no_model, settings,
-                                                    standin_model_dir, storage_backend):
+    def test_retry_reads_the_photo_back_from_storage(
+        self, client, token_headers, no_model, settings, standin_model_dir, storage_backend
+    ):
         from ml.serving import classifier
 
         post(client, token_headers)
@@ -88,10 +94,14 @@ class TestEveryStorageBackend:
             services.submit_upload(uploaded_by=clinician, image=image, patient_ref="PT-1", lesion_name="arm")
         assert stored() == [] and not Upload.objects.exists() and not Lesion.objects.exists()
 
-    def test_a_failed_prediction_update_removes_its_heat_map(self, clinician, standin_model, storage_backend, monkeypatch):
+    def test_a_failed_prediction_update_removes_its_heat_map(
+        self, clinician, standin_model, storage_backend, monkeypatch
+    ):
         from django.db.models.query import QuerySet
 
-        upload = services.store_upload(uploaded_by=clinician, image=check_image(upload_file(lesion_on_skin_png(), "m.png")))
+        upload = services.store_upload(
+            uploaded_by=clinician, image=check_image(upload_file(lesion_on_skin_png(), "m.png"))
+        )
         before = set(stored())
 
         def failing(self, **kwargs):
@@ -102,8 +112,9 @@ class TestEveryStorageBackend:
             services.run_prediction(upload.prediction)
         assert set(stored()) == before  # the heat map drawn for it is gone again
 
-    def test_erasure_leaves_no_file_or_row_of_the_patient(self, client, token_headers, standin_model, storage_backend,
-                                                          django_capture_on_commit_callbacks):
+    def test_erasure_leaves_no_file_or_row_of_the_patient(
+        self, client, token_headers, standin_model, storage_backend, django_capture_on_commit_callbacks
+    ):
         post(client, token_headers, patient_ref="PT-1", lesion_name="left arm")
         post(client, token_headers, patient_ref="PT-1", lesion_name="left arm")
         post(client, token_headers, patient_ref="PT-2")
@@ -164,8 +175,9 @@ class TestCheckMedia:
 
 
 class TestErasure:
-    def test_command_and_audit_trail(self, client, token_headers, standin_model, reviewer,
-                                     django_capture_on_commit_callbacks):
+    def test_command_and_audit_trail(
+        self, client, token_headers, standin_model, reviewer, django_capture_on_commit_callbacks
+    ):
         post(client, token_headers, patient_ref="PT-7", lesion_name="left arm", note="itchy since May")
         prediction = Prediction.objects.get()
         services.record_review(prediction, reviewer=reviewer, decision="other", comment="PT-7 seen by Dr X")
@@ -181,8 +193,9 @@ class TestErasure:
         # who did what and when is kept for the earlier events
         assert AuditEvent.objects.filter(action="review", user=reviewer, details={"erased": True}).exists()
 
-    def test_admin_action_needs_the_reviewer_permission_and_a_confirmation(self, client, token_headers,
-                                                                           standin_model, reviewer, clinician):
+    def test_admin_action_needs_the_reviewer_permission_and_a_confirmation(
+        self, client, token_headers, standin_model, reviewer, clinician
+    ):
         from django.urls import reverse
 
         post(client, token_headers, patient_ref="PT-8")

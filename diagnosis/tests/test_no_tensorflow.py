@@ -1,6 +1,7 @@
 """`manage.py check` and `migrate` must never import TensorFlow: only the first
 prediction pays for it. Run in fresh interpreters, since this test process has
 imported TensorFlow for the stand-in model."""
+
 from __future__ import annotations
 
 import os
@@ -36,5 +37,7 @@ def test_check_does_not_import_tensorflow():
 
 
 def test_migrate_does_not_import_tensorflow(tmp_path):
-    modules = imported_modules("migrate", "--noinput", env_extra={"DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"})
+    modules = imported_modules(
+        "migrate", "--noinput", env_extra={"DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"}
+    )
     assert not [m for m in modules if m.split(".")[0] in {"tensorflow", "keras"}]

@@ -2,6 +2,7 @@
 uncertain (the band below it), low risk (below the band), and not assessed (the
 image check refused the photo, or no model, or a failure). The stand-in model's
 probability is steered exactly by the photo's redness (helpers.redness_png)."""
+
 from __future__ import annotations
 
 import pytest
@@ -109,7 +110,9 @@ class TestNotAssessedByTheImageCheck:
         assert body["outcome"] == "not_assessed" and body["status"] == "refused"
         assert body["label"] is None and body["probability_malignant"] is None and body["heatmap_url"] is None
         assert body["reason"].startswith("The image is nearly one colour")
-        assert body["verdict"] == "Not assessed" and body["message"].startswith("Not assessed: The image is nearly one colour")
+        assert body["verdict"] == "Not assessed" and body["message"].startswith(
+            "Not assessed: The image is nearly one colour"
+        )
         assert Prediction.objects.filter(pk=body["id"]).exists()
 
     def test_a_lesion_on_skin_passes_the_check(self, client, token_headers, gated_model):
@@ -170,8 +173,9 @@ class TestCloseToABoundary:
             (-40, "low_risk", False, False),  # logit -1.25, 0.85 below it
         ],
     )
-    def test_the_note_on_the_result_page_and_in_the_api(self, logged_in, client, token_headers, close_call_model,
-                                                        difference, outcome, near, noted):
+    def test_the_note_on_the_result_page_and_in_the_api(
+        self, logged_in, client, token_headers, close_call_model, difference, outcome, near, noted
+    ):
         response = post_upload(logged_in, redness_png(difference))
         prediction = Prediction.objects.get()
         assert (prediction.outcome, prediction.near_boundary) == (outcome, near)
@@ -185,10 +189,13 @@ class TestCloseToABoundary:
         assert body["boundary_note"] == Prediction.objects.get(pk=body["id"]).boundary_note
         assert bool(body["boundary_note"]) == noted
 
-    @pytest.mark.parametrize("difference, outcome, checked", [(40, "needs_doctor", False), (20, "needs_doctor", True),
-                                                             (-20, "low_risk", True), (-40, "low_risk", False)])
-    def test_a_model_that_checks_close_calls_says_it_did(self, logged_in, client, token_headers, checking_model,
-                                                         difference, outcome, checked):
+    @pytest.mark.parametrize(
+        "difference, outcome, checked",
+        [(40, "needs_doctor", False), (20, "needs_doctor", True), (-20, "low_risk", True), (-40, "low_risk", False)],
+    )
+    def test_a_model_that_checks_close_calls_says_it_did(
+        self, logged_in, client, token_headers, checking_model, difference, outcome, checked
+    ):
         """With a close-call check the note says the photo was looked at in all eight orientations (the
         stand-in scores a uniform colour the same in each, so the outcome stays); far from a boundary,
         the photo as it is, and no note."""
@@ -198,12 +205,20 @@ class TestCloseToABoundary:
         assert prediction.views_averaged == (8 if checked else 1)
         page = logged_in.get(response["Location"]).content.decode()
         # the note only near the doctor's edge (low risk here); the map only where a doctor should look
-        assert ("checked again with the photo flipped and turned in all 8 ways" in page) == (checked and outcome == "low_risk")
-        assert ("The map is of the photo as it is, the model's first look" in page) == (checked and outcome != "low_risk")
+        assert ("checked again with the photo flipped and turned in all 8 ways" in page) == (
+            checked and outcome == "low_risk"
+        )
+        assert ("The map is of the photo as it is, the model's first look" in page) == (
+            checked and outcome != "low_risk"
+        )
         assert "the same photo turned or flipped can get another outcome" not in page
         assert ("Low risk here is a close call" in page) == (checked and outcome == "low_risk")
         body = post_api(client, redness_png(difference), token_headers).json()
-        assert (body["outcome"], body["near_boundary"], body["views_averaged"]) == (outcome, checked, 8 if checked else 1)
+        assert (body["outcome"], body["near_boundary"], body["views_averaged"]) == (
+            outcome,
+            checked,
+            8 if checked else 1,
+        )
         assert body["boundary_note"] == Prediction.objects.get(pk=body["id"]).boundary_note
 
     def test_the_check_is_off_unless_the_setting_turns_it_on(self, logged_in, settings, checking_model_dir):
@@ -219,7 +234,10 @@ class TestCloseToABoundary:
             classifier.reset()
         prediction = Prediction.objects.get()
         assert (prediction.near_boundary, prediction.views_averaged) == (True, 1)
-        assert "the same photo turned or flipped can get another outcome" in logged_in.get(response["Location"]).content.decode()
+        assert (
+            "the same photo turned or flipped can get another outcome"
+            in logged_in.get(response["Location"]).content.decode()
+        )
 
     def test_a_model_without_a_margin_notes_nothing(self, logged_in, banded_model):
         post_upload(logged_in, redness_png(0))  # p = 0.5, as close to the band's edges as above
@@ -237,7 +255,10 @@ class TestCloseToABoundary:
         for page, marks in (("diagnosis:history", 1), ("diagnosis:queue", 0)):
             assert logged_in.get(reverse(page)).content.decode().count('class="close-call"') == marks, page
         lesion = Prediction.objects.first().upload.lesion
-        assert logged_in.get(reverse("diagnosis:lesion", args=[lesion.pk])).content.decode().count('class="close-call"') == 1
+        assert (
+            logged_in.get(reverse("diagnosis:lesion", args=[lesion.pk])).content.decode().count('class="close-call"')
+            == 1
+        )
         changelist = reverse("admin:diagnosis_prediction_changelist")
         listed = admin_client.get(changelist, {"near_boundary__exact": "1"}).context["cl"].result_list
         assert sorted(p.pk for p in listed) == sorted(p.pk for p in close)

@@ -1,4 +1,5 @@
 """The clinician's pages: login, upload, result, retry, media."""
+
 from __future__ import annotations
 
 import json
@@ -45,7 +46,9 @@ def test_upload_page_says_when_no_model_is_available(logged_in, no_model):
 
 
 def test_upload_red_mole_needs_a_doctor(logged_in, standin_model, clinician):
-    response = post_upload(logged_in, image_bytes(color=RED), patient_ref="PT-0001", body_site="back", note="itchy, grew")
+    response = post_upload(
+        logged_in, image_bytes(color=RED), patient_ref="PT-0001", body_site="back", note="itchy, grew"
+    )
     assert response.status_code == 302
     prediction = Prediction.objects.get()
     assert response["Location"] == reverse("diagnosis:result", args=[prediction.pk])
@@ -54,7 +57,12 @@ def test_upload_red_mole_needs_a_doctor(logged_in, standin_model, clinician):
     assert prediction.threshold == 0.5 and prediction.model_version == "standin-test"
     assert prediction.elapsed_ms > 0 and prediction.predicted_at is not None
     upload = prediction.upload
-    assert (upload.patient_ref, upload.body_site, upload.note, upload.uploaded_by) == ("PT-0001", "back", "itchy, grew", clinician)
+    assert (upload.patient_ref, upload.body_site, upload.note, upload.uploaded_by) == (
+        "PT-0001",
+        "back",
+        "itchy, grew",
+        clinician,
+    )
 
     page = logged_in.get(response["Location"]).content.decode()
     assert "Needs a doctor" in page

@@ -3,6 +3,7 @@ empty and one-class cases, the missed-cancer list, the date filter, the CSV expo
 and who may see them. Every row is made through the services: the banded stand-in
 model (needs a doctor from 0.6, uncertain from 0.4) scores photos whose redness steers
 the probability, and a reviewer records each lesion's final diagnosis."""
+
 from __future__ import annotations
 
 import csv
@@ -23,7 +24,13 @@ from diagnosis.tests.helpers import redness_png, upload_file
 pytestmark = pytest.mark.django_db
 
 API = "/api/performance/"
-NEEDS_DOCTOR, NEEDS_DOCTOR_HIGH, UNCERTAIN, LOW_RISK, LOW_RISK_LOW = 40, 80, 0, -40, -80  # p 0.778 0.925 0.5 0.222 0.075
+NEEDS_DOCTOR, NEEDS_DOCTOR_HIGH, UNCERTAIN, LOW_RISK, LOW_RISK_LOW = (
+    40,
+    80,
+    0,
+    -40,
+    -80,
+)  # p 0.778 0.925 0.5 0.222 0.075
 
 
 @contextmanager
@@ -34,20 +41,34 @@ def on(day: str):
         yield
 
 
-def confirmed(clinician, reviewer, lesion: str, difference: int | None, diagnosis: str | None,
-              *, method: str = "histopathology", patient: str = "P-1", comment: str = "") -> Prediction:
+def confirmed(
+    clinician,
+    reviewer,
+    lesion: str,
+    difference: int | None,
+    diagnosis: str | None,
+    *,
+    method: str = "histopathology",
+    patient: str = "P-1",
+    comment: str = "",
+) -> Prediction:
     """One photo of a new lesion, scored by the model (or only stored, when `difference` is
     None: not assessed), and the lesion's final diagnosis (none when `diagnosis` is None)."""
     image = check_image(upload_file(redness_png(difference or 0), "m.png", "image/png"))
     if difference is None:
-        prediction = services.store_upload(uploaded_by=clinician, image=image, patient_ref=patient,
-                                           lesion_name=lesion).prediction
+        prediction = services.store_upload(
+            uploaded_by=clinician, image=image, patient_ref=patient, lesion_name=lesion
+        ).prediction
     else:
         prediction = services.submit_upload(uploaded_by=clinician, image=image, patient_ref=patient, lesion_name=lesion)
     if diagnosis:
         final_diagnoses.record_final_diagnosis(
-            prediction.upload.lesion, recorded_by=reviewer, diagnosis=diagnosis, method=method,
-            diagnosed_on=datetime.date(2026, 1, 1), comment=comment,
+            prediction.upload.lesion,
+            recorded_by=reviewer,
+            diagnosis=diagnosis,
+            method=method,
+            diagnosed_on=datetime.date(2026, 1, 1),
+            comment=comment,
         )
     return prediction
 
@@ -72,7 +93,14 @@ def clinic(clinician, reviewer, banded_model):
     image = check_image(upload_file(redness_png(LOW_RISK), "m.png", "image/png"))
     cases["no lesion"] = services.submit_upload(uploaded_by=clinician, image=image, patient_ref="P-1")
     assert [cases[k].outcome for k in "abcdefg"] == [
-        "needs_doctor", "needs_doctor", "uncertain", "uncertain", "low_risk", "low_risk", "low_risk"]
+        "needs_doctor",
+        "needs_doctor",
+        "uncertain",
+        "uncertain",
+        "low_risk",
+        "low_risk",
+        "low_risk",
+    ]
     assert cases["pending"].outcome == "not_assessed"
     return cases
 
@@ -117,7 +145,11 @@ def test_auc_from_ranks_equals_every_pair_compared():
 def test_roc_points_counted_by_hand():
     points = performance.roc_points([0.9, 0.5], [0.5, 0.1])
     assert [(p["threshold"], p["fpr"], p["tpr"]) for p in points] == [
-        (None, 0.0, 0.0), (0.9, 0.0, 0.5), (0.5, 0.5, 1.0), (0.1, 1.0, 1.0)]
+        (None, 0.0, 0.0),
+        (0.9, 0.0, 0.5),
+        (0.5, 0.5, 1.0),
+        (0.1, 1.0, 1.0),
+    ]
 
 
 def test_figures_match_the_hand_count(clinic, reviewer):
@@ -129,14 +161,24 @@ def test_figures_match_the_hand_count(clinic, reviewer):
     at = overall.rules["threshold"]
     assert (at.true_positive, at.false_positive, at.false_negative, at.true_negative) == (1, 1, 2, 3)
     assert [rate(r) for r in (at.sensitivity, at.specificity, at.ppv, at.npv, at.referral_rate)] == [
-        (1, 3), (3, 4), (1, 2), (3, 5), (2, 7)]
+        (1, 3),
+        (3, 4),
+        (1, 2),
+        (3, 5),
+        (2, 7),
+    ]
     assert at.sensitivity.value == pytest.approx(1 / 3)
     assert (at.sensitivity.low, at.sensitivity.high) == pytest.approx(performance.wilson_interval(1, 3))
 
     band = overall.rules["with_uncertain_band"]
     assert (band.true_positive, band.false_positive, band.false_negative, band.true_negative) == (2, 2, 1, 2)
     assert [rate(r) for r in (band.sensitivity, band.specificity, band.ppv, band.npv, band.referral_rate)] == [
-        (2, 3), (2, 4), (2, 4), (2, 3), (4, 7)]
+        (2, 3),
+        (2, 4),
+        (2, 4),
+        (2, 3),
+        (4, 7),
+    ]
 
     # Seven cases: every interval is wide, and says so; too few of each class for an AUC.
     assert all(r.too_few for r in (at.sensitivity, at.specificity, band.npv, band.referral_rate))
@@ -146,7 +188,12 @@ def test_figures_match_the_hand_count(clinic, reviewer):
     assert report.by_model_version[clinic["a"].model_version].rules["threshold"] == at
     # Calibration bins of 0.2: 0.075 | 0.222 0.222 | 0.5 0.5 | 0.778 | 0.925, malignant 0/1, 1/2, 1/2, 1/1, 0/1.
     assert [(row["cases"], row["observed"].successes) for row in overall.calibration] == [
-        (1, 0), (2, 1), (2, 1), (1, 1), (1, 0)]
+        (1, 0),
+        (2, 1),
+        (2, 1),
+        (1, 1),
+        (1, 0),
+    ]
 
 
 def test_counts_by_diagnosis_and_outcome(clinic, reviewer):
@@ -154,8 +201,15 @@ def test_counts_by_diagnosis_and_outcome(clinic, reviewer):
     assert counts["nevus_common"][0] == {"needs_doctor": 0, "uncertain": 1, "low_risk": 1, "not_assessed": 0}
     assert counts["dermatofibroma"][0]["not_assessed"] == 1
     assert counts["melanoma_in_situ"] == ({"needs_doctor": 0, "uncertain": 0, "low_risk": 1, "not_assessed": 0}, True)
-    assert set(counts) == {"melanoma_invasive", "nevus_dysplastic", "basal_cell_carcinoma", "nevus_common",
-                           "melanoma_in_situ", "seborrheic_keratosis", "dermatofibroma"}
+    assert set(counts) == {
+        "melanoma_invasive",
+        "nevus_dysplastic",
+        "basal_cell_carcinoma",
+        "nevus_common",
+        "melanoma_in_situ",
+        "seborrheic_keratosis",
+        "dermatofibroma",
+    }
 
 
 def test_missed_cancers_newest_first_and_first_on_the_page(clinician, reviewer, reviewer_client, banded_model):
@@ -170,7 +224,7 @@ def test_missed_cancers_newest_first_and_first_on_the_page(clinician, reviewer, 
     assert [case.prediction.pk for case in report_for(reviewer).missed] == [newer.pk, older.pk]
 
     page = reviewer_client.get(reverse("diagnosis:performance")).content.decode()
-    missed = page[page.index('id="missed"'):page.index("</section>", page.index('id="missed"'))]
+    missed = page[page.index('id="missed"') : page.index("</section>", page.index('id="missed"'))]
     assert "Missed cancers: low risk, final diagnosis malignant (2)" in missed
     links = [reverse("diagnosis:result", args=[p.pk]) for p in (newer, older)]
     assert all(link in missed for link in links) and missed.index(links[0]) < missed.index(links[1])
@@ -194,11 +248,14 @@ def test_the_date_range_filters_by_upload_date(clinician, reviewer, reviewer_cli
     assert "Missed cancers: low risk, final diagnosis malignant (1)" in page.content.decode()
 
 
-@pytest.mark.parametrize("params, words", [
-    ({"start": "last week"}, "The start date 'last week' is not a date: use YYYY-MM-DD."),
-    ({"end": "2026-02-30"}, "The end date '2026-02-30' is not a date"),
-    ({"start": "2026-03-01", "end": "2026-02-01"}, "The start date 2026-03-01 is after the end date 2026-02-01."),
-])
+@pytest.mark.parametrize(
+    "params, words",
+    [
+        ({"start": "last week"}, "The start date 'last week' is not a date: use YYYY-MM-DD."),
+        ({"end": "2026-02-30"}, "The end date '2026-02-30' is not a date"),
+        ({"start": "2026-03-01", "end": "2026-02-01"}, "The start date 2026-03-01 is after the end date 2026-02-01."),
+    ],
+)
 def test_a_wrong_date_is_refused_in_words(reviewer_client, params, words):
     response = reviewer_client.get(API, params)
     assert response.status_code == 400 and words in response.json()["detail"]
@@ -262,7 +319,11 @@ def test_the_csv_is_the_confirmed_cases_pseudonymous(clinic, reviewer, reviewer_
     by_id = {int(row["prediction"]): row for row in rows}
     missed = by_id[clinic["e"].pk]
     assert (missed["outcome"], missed["final_diagnosis"], missed["malignant"], missed["patient_ref"]) == (
-        "low_risk", "melanoma_in_situ", "True", "P-1")
+        "low_risk",
+        "melanoma_in_situ",
+        "True",
+        "P-1",
+    )
     # Pseudonymous: no user names, notes or comments.
     assert set(rows[0]) == set(performance.CSV_COLUMNS)
     assert "clinician" not in response.content.decode() and "reviewer" not in response.content.decode()

@@ -1,5 +1,6 @@
 """The review queue: needs a doctor and uncertain, not yet reviewed, oldest first;
 a recorded review (who, when, decision, comment) takes a case out of it."""
+
 from __future__ import annotations
 
 import re
@@ -17,7 +18,17 @@ from diagnosis.tests.helpers import redness_png, upload_file
 pytestmark = pytest.mark.django_db
 
 QUEUE = reverse("diagnosis:queue")
-MODEL_FIELDS = ("status", "outcome", "label", "probability_malignant", "threshold", "uncertain_threshold", "model_version", "predicted_at", "heatmap")
+MODEL_FIELDS = (
+    "status",
+    "outcome",
+    "label",
+    "probability_malignant",
+    "threshold",
+    "uncertain_threshold",
+    "model_version",
+    "predicted_at",
+    "heatmap",
+)
 
 
 def submit(user, difference: int, days_ago: int = 0) -> Prediction:
@@ -53,7 +64,9 @@ def test_queue_holds_needs_doctor_and_uncertain_oldest_first(logged_in, cases):
 
 def test_not_assessed_cases_are_not_in_the_queue(logged_in, no_model, clinician):
     submit(clinician, 40)
-    assert queued_ids(logged_in.get(QUEUE)) == [] and "Nothing waiting for review" in logged_in.get(QUEUE).content.decode()
+    assert (
+        queued_ids(logged_in.get(QUEUE)) == [] and "Nothing waiting for review" in logged_in.get(QUEUE).content.decode()
+    )
 
 
 def test_an_uncertain_case_leaves_the_queue_when_reviewed(reviewer_client, reviewer, cases):
@@ -86,7 +99,9 @@ def test_review_from_the_result_page_returns_there(reviewer_client, cases):
 
 def test_other_decision_needs_a_comment_on_the_site_too(reviewer_client, cases):
     case = cases["uncertain_new"]
-    response = reviewer_client.post(reverse("diagnosis:review", args=[case.pk]), {"decision": "other", "comment": " "}, follow=True)
+    response = reviewer_client.post(
+        reverse("diagnosis:review", args=[case.pk]), {"decision": "other", "comment": " "}, follow=True
+    )
     assert "Say in the comment what the other decision is." in response.content.decode()
     case.refresh_from_db()
     assert not case.is_reviewed and case.pk in queued_ids(reviewer_client.get(QUEUE))
@@ -109,4 +124,7 @@ def test_queue_needs_a_login(client):
 def test_admin_review_filter_is_the_same_queue_oldest_first(reviewer_client, reviewer, cases):
     services.record_review(cases["needs_doctor_old"], reviewer=reviewer, decision="confirmed")
     response = reviewer_client.get(reverse("admin:diagnosis_prediction_changelist"), {"queue": "review"})
-    assert [p.pk for p in response.context["cl"].result_list] == [cases["uncertain_oldest"].pk, cases["uncertain_new"].pk]
+    assert [p.pk for p in response.context["cl"].result_list] == [
+        cases["uncertain_oldest"].pk,
+        cases["uncertain_new"].pk,
+    ]

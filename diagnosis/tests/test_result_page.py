@@ -2,6 +2,7 @@
 step come first (the same words in the API and the letter, from diagnosis/wording.py), the
 numbers are folded into Details, the heat map sits behind a toggle with its limits and never
 on a low-risk result, and a refused review keeps what the reviewer typed."""
+
 from __future__ import annotations
 
 import re
@@ -30,11 +31,16 @@ def assess(user, difference: int, **fields) -> Prediction:
     [
         (40, "needs_doctor", "Refer the patient to dermatology."),
         (0, "uncertain", "Have a doctor look at this lesion."),
-        (-40, "low_risk", f"Routine: photograph it again in {wording.FOLLOW_UP_MONTHS} months, or sooner if it changes."),
+        (
+            -40,
+            "low_risk",
+            f"Routine: photograph it again in {wording.FOLLOW_UP_MONTHS} months, or sooner if it changes.",
+        ),
     ],
 )
-def test_one_next_step_on_the_page_and_in_the_api(logged_in, clinician, token_headers, client, banded_model,
-                                                  difference, outcome, step):
+def test_one_next_step_on_the_page_and_in_the_api(
+    logged_in, clinician, token_headers, client, banded_model, difference, outcome, step
+):
     prediction = assess(clinician, difference)
     assert prediction.outcome == outcome and prediction.next_step == step
     page = logged_in.get(reverse("diagnosis:result", args=[prediction.pk])).content.decode()
@@ -42,10 +48,10 @@ def test_one_next_step_on_the_page_and_in_the_api(logged_in, clinician, token_he
     verdict_at = page.index('class="verdict')
     assert verdict_at < page.index(f"Next step: {step}") < page.index("Uploaded photo") < page.index("<summary>Details")
     # the numbers live in the folded Details section, not in the verdict block
-    top = page[verdict_at:page.index("<summary>Details")]
+    top = page[verdict_at : page.index("<summary>Details")]
     for engineer_text in ("threshold", "Model version", "Prediction time", " ms<", " %"):
         assert engineer_text not in top, engineer_text
-    details = page[page.index("<summary>Details"):]
+    details = page[page.index("<summary>Details") :]
     assert "Model version" in details and "Prediction time" in details and escape(prediction.score_explained) in details
     assert client.get(f"{API}{prediction.pk}/", **token_headers).json()["next_step"] == step
 
@@ -79,8 +85,9 @@ def test_the_probability_is_a_plain_number_explained_once(logged_in, clinician, 
 def test_a_refused_review_keeps_the_typed_comment(reviewer_client, reviewer, banded_model):
     prediction = assess(reviewer, 40)
     typed = "Asymmetric, blue-white veil: but which decision?"
-    response = reviewer_client.post(reverse("diagnosis:review", args=[prediction.pk]),
-                                    {"decision": "other", "comment": "  ", "from": "queue"})
+    response = reviewer_client.post(
+        reverse("diagnosis:review", args=[prediction.pk]), {"decision": "other", "comment": "  ", "from": "queue"}
+    )
     assert response.status_code == 400
     assert "Say in the comment what the other decision is." in response.content.decode()
     # a refusal for another reason (no decision chosen) keeps what was typed
@@ -95,7 +102,12 @@ def test_a_refused_review_keeps_the_typed_comment(reviewer_client, reviewer, ban
 def test_the_review_form_comes_right_after_the_verdict(reviewer_client, reviewer, banded_model):
     prediction = assess(reviewer, 40)
     page = reviewer_client.get(reverse("diagnosis:result", args=[prediction.pk])).content.decode()
-    assert page.index('class="verdict') < page.index('id="review"') < page.index("heatmap-toggle") < page.index("<summary>Details")
+    assert (
+        page.index('class="verdict')
+        < page.index('id="review"')
+        < page.index("heatmap-toggle")
+        < page.index("<summary>Details")
+    )
 
 
 class TestBoundaryNoteOnlyWhereTheActionCouldChange:

@@ -2,6 +2,7 @@
 line, run against the live test server with a token, every check on, a fixed seed and a
 bounded number of examples. It fails on any server error (5xx) or any answer that does
 not match the schema (status, content type, headers, body)."""
+
 from __future__ import annotations
 
 import shutil
@@ -39,7 +40,9 @@ def test_schema_needs_a_signed_in_user(client, clinician):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(live_server, reviewer, standin_model, settings, tmp_path):
+def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(
+    live_server, reviewer, standin_model, settings, tmp_path
+):
     settings.SKINCARE_API_THROTTLE_USER = ""  # the fuzzer's own pace; the throttles have their own tests
     settings.SKINCARE_API_THROTTLE_ANON = ""
     # A reviewer: every operation is open to them (a clinician's token gets only 403 from the reviewers' ones).
@@ -49,22 +52,39 @@ def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(live_server, 
 
     uploader = Client()
     for _ in range(2):
-        response = uploader.post("/api/predictions/", {"image": upload_file(image_bytes()), "patient_ref": "PT-1",
-                                                        "lesion_name": "left arm"}, HTTP_AUTHORIZATION=f"Token {token}")
+        response = uploader.post(
+            "/api/predictions/",
+            {"image": upload_file(image_bytes()), "patient_ref": "PT-1", "lesion_name": "left arm"},
+            HTTP_AUTHORIZATION=f"Token {token}",
+        )
         assert response.status_code == 201
     command = [
-        *schemathesis_command(), "--config-file", str(CONFIG), "run", f"{live_server.url}/api/schema/",
-        "--header", f"Authorization: Token {token}",
-        "--header", "Accept: application/json",
-        "--checks", "all",
-        "--seed", str(SEED),
-        "--max-examples", str(MAX_EXAMPLES),
-        "--workers", "1",
-        "--generation-database", "none",
+        *schemathesis_command(),
+        "--config-file",
+        str(CONFIG),
+        "run",
+        f"{live_server.url}/api/schema/",
+        "--header",
+        f"Authorization: Token {token}",
+        "--header",
+        "Accept: application/json",
+        "--checks",
+        "all",
+        "--seed",
+        str(SEED),
+        "--max-examples",
+        str(MAX_EXAMPLES),
+        "--workers",
+        "1",
+        "--generation-database",
+        "none",
         "--no-color",
-        "--request-timeout", "30",
-        "--report", "junit",
-        "--report-dir", str(tmp_path / "report"),
+        "--request-timeout",
+        "30",
+        "--report",
+        "junit",
+        "--report-dir",
+        str(tmp_path / "report"),
     ]
     completed = subprocess.run(command, capture_output=True, text=True, timeout=240, cwd=tmp_path)
     output = completed.stdout + completed.stderr

@@ -1,4 +1,5 @@
 """Settings from the environment, and the system checks."""
+
 from __future__ import annotations
 
 import io
@@ -52,7 +53,9 @@ def test_settings_follow_the_environment(tmp_path):
         "DJANGO_SECRET_KEY": "from-the-environment",
         "SKINCARE_MAX_UPLOAD_SIZE": "1234",
     }
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == (
         f'[true, ["clinic.example"], "{tmp_path / "x.sqlite3"}", "{tmp_path / "media"}", "from-the-environment", 1234]'
@@ -81,7 +84,14 @@ def test_check_refuses_an_impossible_evolution_rise(settings, rise):
 
 def test_evolution_settings_follow_the_environment():
     code = "import django, json; from django.conf import settings; django.setup(); print(json.dumps([settings.SKINCARE_EVOLUTION_MIN_RISE, settings.SKINCARE_EVOLUTION_HIGHER_OUTCOME]))"
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "skincare_site.settings", "SKINCARE_EVOLUTION_MIN_RISE": "0.25", "SKINCARE_EVOLUTION_HIGHER_OUTCOME": "0"}
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "skincare_site.settings",
+        "SKINCARE_EVOLUTION_MIN_RISE": "0.25",
+        "SKINCARE_EVOLUTION_HIGHER_OUTCOME": "0",
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[0.25, false]"

@@ -21,6 +21,7 @@ images without a row are counted in the :class:`DatasetReport`, and commands pri
 its :meth:`DatasetReport.summary`. Malformed input raises :class:`DatasetError`
 naming the file and what is wrong with it.
 """
+
 from __future__ import annotations
 
 import csv
@@ -330,7 +331,9 @@ class _Table:
         for index, header in enumerate(self.header):
             if _normalise_header(header) == wanted:
                 return index
-        raise DatasetError(f"{self.path}: no {name!r} column (columns: {', '.join(h for h in self.header if h) or 'none'})")
+        raise DatasetError(
+            f"{self.path}: no {name!r} column (columns: {', '.join(h for h in self.header if h) or 'none'})"
+        )
 
     def has_column(self, name: str) -> bool:
         return any(_normalise_header(h) == _normalise_header(name) for h in self.header)
@@ -606,7 +609,9 @@ def read_folders(root: str | Path) -> DatasetReport:
         label, split = CLASS_FOLDERS[name]
         for path in _image_files(folder):
             group = path.stem.split(GROUP_SEPARATOR, 1)[0] if GROUP_SEPARATOR in path.stem else path.stem
-            report.samples.append(Sample(path=path, label=label, group=group, source="folders", detail=name, split=split))
+            report.samples.append(
+                Sample(path=path, label=label, group=group, source="folders", detail=name, split=split)
+            )
     if not report.samples:
         raise DatasetError(f"{root}: the class folders ({', '.join(sorted(folders))}) hold no images")
     for label, class_name in enumerate(CLASS_NAMES):
@@ -662,4 +667,3 @@ def read_manifest(root: str | Path) -> DatasetReport:
     if not report.samples:
         raise DatasetError(f"{path}: none of its {len(wanted)} images were found under {root}")
     return report
-

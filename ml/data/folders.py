@@ -1,6 +1,7 @@
 """The four-folder export of a dataset (`manage.py prepare_dataset`): benign_train, malign_train,
 benign_test, malign_test, the layout of the original project, with a manifest of where each file
 came from. The split is grouped and stratified (ml.data.splits.split_samples)."""
+
 from __future__ import annotations
 
 import csv
@@ -64,7 +65,9 @@ def write_split_folders(
     dest = Path(dest).expanduser().absolute()
     source_root = report.root.absolute()
     if dest == source_root or source_root in dest.parents or dest in source_root.parents:
-        raise DatasetError(f"{dest}: the destination must be outside the source dataset {source_root} and not contain it")
+        raise DatasetError(
+            f"{dest}: the destination must be outside the source dataset {source_root} and not contain it"
+        )
     if dest.exists() and not dest.is_dir():
         raise DatasetError(f"{dest}: exists and is not a folder")
     if dest.exists() and any(dest.iterdir()) and not force:
@@ -97,7 +100,16 @@ def write_split_folders(
                         continue
                     file_name = _output_name(sample, used_names)
                     image.save(staging / folder / file_name, "JPEG", quality=95)
-                    manifest.writerow([f"{folder}/{file_name}", str(sample.path), CLASS_NAMES[sample.label], sample.group, sample.source, sample.detail])
+                    manifest.writerow(
+                        [
+                            f"{folder}/{file_name}",
+                            str(sample.path),
+                            CLASS_NAMES[sample.label],
+                            sample.group,
+                            sample.source,
+                            sample.detail,
+                        ]
+                    )
                     counts[folder] += 1
                     done += 1
                     if progress and done % 500 == 0:

@@ -6,6 +6,7 @@ Stratified: each split gets its fraction of the benign and of the malignant grou
 so a small malignant class is not left out of a small test split by chance.
 Deterministic: the same samples and seed give the same split, whatever their order.
 """
+
 from __future__ import annotations
 
 import json
@@ -67,9 +68,6 @@ def split_samples(
     return result
 
 
-
-
-
 def recorded_splits(model_dir) -> dict[str, set[str]]:
     """The image names a saved model held out, by split: {"validation": {...}, "test": {...}}."""
     path = Path(model_dir) / SPLITS_FILENAME
@@ -77,7 +75,6 @@ def recorded_splits(model_dir) -> dict[str, set[str]]:
         raise FileNotFoundError(f"{path} not found: this model recorded no held-out splits (train_model writes them)")
     recorded = json.loads(path.read_text())
     return {split: set(recorded[split]) for split in ("validation", "test")}
-
 
 
 def held_out(samples, held: dict[str, set[str]]) -> tuple[list, list, list]:

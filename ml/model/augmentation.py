@@ -6,6 +6,7 @@ augmentation layers inside the step, JAX took about 1.2 s a step on an H200 agai
 without them). Used by the trainer's balanced batches (ml.training.batches) and by the
 image gate's reference (ml.training.gate_fitting).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -33,8 +34,9 @@ def augment(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     if rng.random() < 0.5:
         x = x[::-1]
     matrix, offset = _affine_matrix(rng, x.shape[0])
-    x = np.stack([ndimage.affine_transform(x[..., ch], matrix, offset, order=1, mode="mirror")
-                  for ch in range(3)], axis=-1)
+    x = np.stack(
+        [ndimage.affine_transform(x[..., ch], matrix, offset, order=1, mode="mirror") for ch in range(3)], axis=-1
+    )
     x = x + rng.uniform(-0.25, 0.25) * 255.0  # brightness
     mean = x.mean(axis=(0, 1), keepdims=True)
     x = np.clip((x - mean) * rng.uniform(0.7, 1.3) + mean, 0.0, 255.0)  # contrast
@@ -50,6 +52,6 @@ def augment(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     if rng.random() < 0.5:  # vignette: darker corners, as many dermoscopes have
         h, w = x.shape[:2]
         yy, xx = np.meshgrid(np.linspace(-1, 1, h), np.linspace(-1, 1, w), indexing="ij")
-        radius = np.sqrt(yy ** 2 + xx ** 2) / np.sqrt(2.0)
+        radius = np.sqrt(yy**2 + xx**2) / np.sqrt(2.0)
         x = x * (1.0 - rng.uniform(0.0, 0.6) * np.clip((radius - 0.55) / 0.45, 0.0, 1.0) ** 2)[..., None]
     return x.astype(np.float32)

@@ -12,6 +12,7 @@ squeeze-and-excitation, a 32-channel stem and a 1280-channel head; its input is
 scaled as (x - 127) / 128, which the model does itself (a Rescaling layer), so it
 takes plain RGB in 0..255.
 """
+
 from __future__ import annotations
 
 import collections
@@ -83,7 +84,7 @@ class _TensorRef:
         if not self.size:
             return base[self.offset].copy()
         view = np.lib.stride_tricks.as_strided(
-            base[self.offset:], shape=self.size, strides=[s * itemsize for s in self.stride]
+            base[self.offset :], shape=self.size, strides=[s * itemsize for s in self.stride]
         )
         return np.ascontiguousarray(view)
 
@@ -228,17 +229,25 @@ class Lite0Layers:
 
         L = self.layers = {}
         L["scaling"] = layers.Rescaling(1.0 / INPUT_STD, offset=-INPUT_MEAN / INPUT_STD, name="lite_input_scaling")
-        L["stem_conv"] = layers.Conv2D(STEM_CHANNELS, 3, strides=2, padding=strided_padding("stem_conv", 3, 2),
-                                       use_bias=False, name="stem_conv")
+        L["stem_conv"] = layers.Conv2D(
+            STEM_CHANNELS, 3, strides=2, padding=strided_padding("stem_conv", 3, 2), use_bias=False, name="stem_conv"
+        )
         L["stem_bn"], L["stem_activation"] = bn("stem_bn"), relu6("stem_activation")
         self.blocks = list(_block_specs(variant))
         for i, kernel, stride, expand, in_ch, out_ch in self.blocks:
             p = f"block{i}_"
             if expand != 1:
-                L[p + "expand_conv"] = layers.Conv2D(in_ch * expand, 1, padding="same", use_bias=False, name=p + "expand_conv")
+                L[p + "expand_conv"] = layers.Conv2D(
+                    in_ch * expand, 1, padding="same", use_bias=False, name=p + "expand_conv"
+                )
                 L[p + "expand_bn"], L[p + "expand_activation"] = bn(p + "expand_bn"), relu6(p + "expand_activation")
-            L[p + "dwconv"] = layers.DepthwiseConv2D(kernel, strides=stride, use_bias=False, name=p + "dwconv",
-                                                     padding=strided_padding(p + "dwconv", kernel, stride))
+            L[p + "dwconv"] = layers.DepthwiseConv2D(
+                kernel,
+                strides=stride,
+                use_bias=False,
+                name=p + "dwconv",
+                padding=strided_padding(p + "dwconv", kernel, stride),
+            )
             L[p + "bn"], L[p + "activation"] = bn(p + "bn"), relu6(p + "activation")
             L[p + "project_conv"] = layers.Conv2D(out_ch, 1, padding="same", use_bias=False, name=p + "project_conv")
             L[p + "project_bn"] = bn(p + "project_bn")
@@ -281,8 +290,13 @@ class Lite0Layers:
         return (image_size // stride, image_size // stride, channels)
 
 
-def build_lite0(input_shape=(224, 224, 3), include_top: bool = False, name: str = "efficientnet_lite0",
-                padding: str = "tf", variant: str = "lite0"):
+def build_lite0(
+    input_shape=(224, 224, 3),
+    include_top: bool = False,
+    name: str = "efficientnet_lite0",
+    padding: str = "tf",
+    variant: str = "lite0",
+):
     """The Lite0 network in Keras layers: raw RGB (0..255) in, 1280-d pooled features
     (or, with include_top, the ImageNet 1000-class softmax) out. Layer names follow
     the checkpoint's structure so :func:`load_lite0_weights` can map them one to one."""
@@ -337,7 +351,9 @@ def load_lite0_weights(model, path=None, include_top: bool | None = None, varian
             used.add(prefix + ".num_batches_tracked")
         expected = [tuple(w.shape) for w in layer.get_weights()]
         if [tuple(w.shape) for w in weights] != expected:
-            raise WeightsError(f"{prefix}: shapes {[w.shape for w in weights]} do not fit layer {layer_name} {expected}")
+            raise WeightsError(
+                f"{prefix}: shapes {[w.shape for w in weights]} do not fit layer {layer_name} {expected}"
+            )
         layer.set_weights(weights)
     if include_top is None:
         include_top = any(layer.name == "predictions" for layer in model.layers)
@@ -350,9 +366,11 @@ def load_lite0_weights(model, path=None, include_top: bool | None = None, varian
         raise WeightsError(f"weights file has tensors the model does not use: {sorted(missing)[:5]}")
 
 
-def pretrained_lite0(input_shape=(224, 224, 3), include_top: bool = False, weights_path=None, padding: str = "tf",
-                     variant: str = "lite0"):
-    model = build_lite0(input_shape, include_top=include_top, padding=padding, variant=variant,
-                        name=f"efficientnet_{variant}")
+def pretrained_lite0(
+    input_shape=(224, 224, 3), include_top: bool = False, weights_path=None, padding: str = "tf", variant: str = "lite0"
+):
+    model = build_lite0(
+        input_shape, include_top=include_top, padding=padding, variant=variant, name=f"efficientnet_{variant}"
+    )
     load_lite0_weights(model, weights_path, include_top=include_top, variant=variant)
     return model

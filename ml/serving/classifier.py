@@ -4,6 +4,7 @@
 on the first prediction, once per process, under a lock so that concurrent
 requests never load it twice. Importing this module does not import TensorFlow.
 """
+
 from __future__ import annotations
 
 import math
@@ -65,8 +66,9 @@ def outcome_for(probability: float, threshold: float, uncertain_threshold: float
     return "low_risk"
 
 
-def is_near_boundary(probability: float, threshold: float, uncertain_threshold: float | None,
-                     metadata: dict[str, Any]) -> bool:
+def is_near_boundary(
+    probability: float, threshold: float, uncertain_threshold: float | None, metadata: dict[str, Any]
+) -> bool:
     """Whether a calibrated probability lies within the model's boundary margin of an outcome boundary
     (ml.reporting.metrics.fit_boundary_margin); never for a model saved without one, or with a margin of 0
     (a model that averages all eight views answers the same however the photo is turned)."""
@@ -132,7 +134,9 @@ class KerasRuntime:
 
             self.model = load_keras_model(directory / MODEL_FILENAME)
         except Exception as exc:  # a corrupt or incompatible file is an unavailable model
-            raise ModelUnavailable(f"No model available: {directory / MODEL_FILENAME} could not be loaded ({exc})") from exc
+            raise ModelUnavailable(
+                f"No model available: {directory / MODEL_FILENAME} could not be loaded ({exc})"
+            ) from exc
         self.malignant_index = malignant_index
         self.views = views
         self.cam_layer = None
@@ -178,7 +182,6 @@ class KerasRuntime:
         views = views or self.views
         x = tta.expand(np.asarray(batch, dtype=np.float32), views)
         if self._analyse is None:
-
             p = self.model(x, training=False).numpy()[:, self.malignant_index]
             return tta.combine(logit(p), None, views, n)[0], None, None
         score, features, cam = self._analyse(x)
@@ -269,7 +272,9 @@ class LoadedModel:
                 self.runtime = LiteRTRuntime(directory, self.metadata, self.malignant_index, self.views)
             except (ImportError, OSError, ValueError, KeyError) as exc:
                 if wanted == "litert":
-                    raise ModelUnavailable(f"No model available: the LiteRT export could not be loaded ({exc})") from exc
+                    raise ModelUnavailable(
+                        f"No model available: the LiteRT export could not be loaded ({exc})"
+                    ) from exc
         if self.runtime is None:
             self.runtime = KerasRuntime(directory, self.metadata, self.malignant_index, self.views)
         self.cam_layer = self.runtime.cam_layer
@@ -303,8 +308,9 @@ class LoadedModel:
         and the heat inside PH2's melanomas fell from 0.68 to 0.59), so the average shows less of
         where the model looked."""
         probability = self.calibrate(raw)
-        near = is_near_boundary(probability, float(self.metadata["threshold"]),
-                                self.metadata.get("uncertain_threshold"), self.metadata)
+        near = is_near_boundary(
+            probability, float(self.metadata["threshold"]), self.metadata.get("uncertain_threshold"), self.metadata
+        )
         if not (near and self.close_call):
             return probability, near, 1, cam
         raw_all = self.analyse(np.asarray(x)[None], self.close_call["views"])[0]
@@ -366,8 +372,13 @@ def predict_many(sources, directory: Path | None = None, batch_size: int = 32, r
     return probabilities[:, 0], metadata
 
 
-def predict_orientations(sources, directory: Path | None = None, batch_size: int = 32, runtime: str | None = None,
-                         orientations: tuple[str, ...] = tta.ALL_VIEWS):
+def predict_orientations(
+    sources,
+    directory: Path | None = None,
+    batch_size: int = 32,
+    runtime: str | None = None,
+    orientations: tuple[str, ...] = tta.ALL_VIEWS,
+):
     """(N, len(orientations)) calibrated probabilities: each image turned or flipped as each of
     ml.serving.tta's view names says before the model sees it, as if the photo had been taken that way
     (a model with test-time views of its own still averages them on top). Column "id" is
@@ -376,8 +387,13 @@ def predict_orientations(sources, directory: Path | None = None, batch_size: int
     return probabilities, metadata
 
 
-def served_scores(sources, directory: Path | None = None, batch_size: int = 32, runtime: str | None = None,
-                  orientations: tuple[str, ...] = tta.ALL_VIEWS):
+def served_scores(
+    sources,
+    directory: Path | None = None,
+    batch_size: int = 32,
+    runtime: str | None = None,
+    orientations: tuple[str, ...] = tta.ALL_VIEWS,
+):
     """:func:`predict_orientations`, with whether each result was close to a boundary at first look
     (the "close to a boundary" note; where the model checks close calls, the ones it checked):
     (probabilities (N, V), close (N, V), metadata, whether close calls were checked)."""
@@ -386,8 +402,9 @@ def served_scores(sources, directory: Path | None = None, batch_size: int = 32, 
     return probabilities, near, loaded.metadata, loaded.close_call is not None
 
 
-def served_orientations(loaded: LoadedModel, sources, batch_size: int = 32,
-                        orientations: tuple[str, ...] = tta.ALL_VIEWS) -> tuple[np.ndarray, np.ndarray]:
+def served_orientations(
+    loaded: LoadedModel, sources, batch_size: int = 32, orientations: tuple[str, ...] = tta.ALL_VIEWS
+) -> tuple[np.ndarray, np.ndarray]:
     """((N, V) calibrated probabilities as served, (N, V) whether each was close to a boundary at
     first look) of `loaded` on each image turned as each view name says: :meth:`LoadedModel.settle`
     on arrays. Where the model checks close calls, the images that need it are scored again in all
@@ -396,7 +413,9 @@ def served_orientations(loaded: LoadedModel, sources, batch_size: int = 32,
     if not isinstance(sources, np.ndarray):
         sources = list(sources)
     raw = raw_orientations(loaded, sources, batch_size, orientations)
-    probabilities = np.array([[loaded.calibrate(value) for value in row] for row in raw], dtype=float).reshape(raw.shape)
+    probabilities = np.array([[loaded.calibrate(value) for value in row] for row in raw], dtype=float).reshape(
+        raw.shape
+    )
 
     meta = loaded.metadata
     margin = float((meta.get("boundary_margin") or {}).get("logit") or 0.0)
@@ -410,8 +429,9 @@ def served_orientations(loaded: LoadedModel, sources, batch_size: int = 32,
     return probabilities, near
 
 
-def raw_orientations(loaded: LoadedModel, sources, batch_size: int = 32,
-                     orientations: tuple[str, ...] = tta.ALL_VIEWS, views=None) -> np.ndarray:
+def raw_orientations(
+    loaded: LoadedModel, sources, batch_size: int = 32, orientations: tuple[str, ...] = tta.ALL_VIEWS, views=None
+) -> np.ndarray:
     """(N, len(orientations)) raw malignant probabilities, before calibration, of `loaded` on each image
     turned or flipped as each view name says. sources: image sources ml.preprocessing reads, or
     preprocessed (N, size, size, 3) arrays. Column "id" is what serving computes for the image at first
@@ -421,11 +441,16 @@ def raw_orientations(loaded: LoadedModel, sources, batch_size: int = 32,
         sources = list(sources)
     rows: list = []
     for start in range(0, len(sources), batch_size):
-        chunk = sources[start:start + batch_size]
-        batch = (np.asarray(chunk, dtype=np.float32) if isinstance(sources, np.ndarray)
-                 else np.stack([preprocessing.preprocess(s, size) for s in chunk]))
-        columns = [[float(v) for v in loaded.analyse(np.ascontiguousarray(tta.transform(batch, view)), views)[0]]
-                   for view in orientations]
+        chunk = sources[start : start + batch_size]
+        batch = (
+            np.asarray(chunk, dtype=np.float32)
+            if isinstance(sources, np.ndarray)
+            else np.stack([preprocessing.preprocess(s, size) for s in chunk])
+        )
+        columns = [
+            [float(v) for v in loaded.analyse(np.ascontiguousarray(tta.transform(batch, view)), views)[0]]
+            for view in orientations
+        ]
         rows.extend(zip(*columns))
     return np.array(rows, dtype=float).reshape(len(sources), len(orientations))
 
@@ -447,15 +472,26 @@ def predict(image: preprocessing.ImageSource, *, use_gate: bool = True) -> Resul
         raw, features, cam = loaded.analyse(x[None, ...])
     except Exception as exc:
         raise PredictionFailed(f"{type(exc).__name__}: {exc}") from exc
+
     def elapsed():
         return (time.perf_counter() - started) * 1000.0
+
     measures = {}
     if use_gate and loaded.gate is not None:
         decision = loaded.gate.decide(x, None if features is None else features[0])
         measures = decision.measures
         if not decision.accepted:
-            return Result(None, None, threshold, version, elapsed(), outcome="not_assessed",
-                          uncertain_threshold=uncertain, reason=decision.reason, gate_measures=measures)
+            return Result(
+                None,
+                None,
+                threshold,
+                version,
+                elapsed(),
+                outcome="not_assessed",
+                uncertain_threshold=uncertain,
+                reason=decision.reason,
+                gate_measures=measures,
+            )
     try:
         probability, near, views_averaged, cam_served = loaded.settle(x, float(raw[0]), None if cam is None else cam[0])
     except Exception as exc:

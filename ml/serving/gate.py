@@ -22,6 +22,7 @@ of check, with limits learnt from the training images and saved with the model
   given. The pooled features at the top are not used: they were trained to tell
   benign from malignant and no longer tell a lesion from a cat.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -54,7 +55,7 @@ def quality_measures(rgb: np.ndarray) -> dict[str, float]:
     rg = rgb[..., 0] - rgb[..., 1]
     yb = 0.5 * (rgb[..., 0] + rgb[..., 1]) - rgb[..., 2]
     colourfulness = np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean())  # Hasler & Suesstrunk
-    lap = (-4 * grey[1:-1, 1:-1] + grey[:-2, 1:-1] + grey[2:, 1:-1] + grey[1:-1, :-2] + grey[1:-1, 2:])
+    lap = -4 * grey[1:-1, 1:-1] + grey[:-2, 1:-1] + grey[2:, 1:-1] + grey[1:-1, :-2] + grey[1:-1, 2:]
     return {
         "brightness": float(grey.mean()),
         "contrast": float(grey.std()),
@@ -77,15 +78,18 @@ class Gate:
         self.centre, self.scale, self.reference = centre, scale, reference
         if reference is not None:  # once, not per image: the reference in float32 and its squared norms
             self._reference32 = np.asarray(reference, dtype=np.float32)
-            self._reference_norms = (self._reference32 ** 2).sum(axis=1)
+            self._reference_norms = (self._reference32**2).sum(axis=1)
 
     # ------------------------------------------------------------ fitting
     @classmethod
-    def fit(cls, reference_features: np.ndarray, reference_quality: list[dict[str, float]],
-            val_features: np.ndarray) -> Gate:
+    def fit(
+        cls, reference_features: np.ndarray, reference_quality: list[dict[str, float]], val_features: np.ndarray
+    ) -> Gate:
         q = {k: np.array([m[k] for m in reference_quality]) for k in reference_quality[0]}
+
         def quantile(k, at):
             return float(np.quantile(q[k], at))
+
         limits = {
             "min_brightness": min(quantile("brightness", QUALITY_QUANTILE) * 0.6, 40.0),
             "max_brightness": max((quantile("brightness", 1 - QUALITY_QUANTILE) + 255) / 2, 215.0),
@@ -97,8 +101,12 @@ class Gate:
         }
         centre = reference_features.mean(axis=0)
         scale = reference_features.std(axis=0) + 1e-6
-        gate = cls(limits, centre.astype(np.float32), scale.astype(np.float32),
-                   ((reference_features - centre) / scale).astype(np.float16))
+        gate = cls(
+            limits,
+            centre.astype(np.float32),
+            scale.astype(np.float32),
+            ((reference_features - centre) / scale).astype(np.float16),
+        )
         distances = gate.distance(val_features)
         gate.limits["max_distance"] = float(np.quantile(distances, DISTANCE_QUANTILE) * DISTANCE_MARGIN)
         gate.limits["validation_distance_p50"] = float(np.median(distances))
@@ -107,7 +115,7 @@ class Gate:
     def distance(self, features: np.ndarray) -> np.ndarray:
         """Mean distance to the nearest training images, in standardised feature statistics."""
         z = ((np.atleast_2d(features) - self.centre) / self.scale).astype(np.float32)
-        d2 = (z ** 2).sum(1)[:, None] - 2 * z @ self._reference32.T + self._reference_norms[None, :]
+        d2 = (z**2).sum(1)[:, None] - 2 * z @ self._reference32.T + self._reference_norms[None, :]
         nearest = np.partition(np.maximum(d2, 0), NEIGHBOURS - 1, axis=1)[:, :NEIGHBOURS]
         return np.sqrt(nearest).mean(axis=1)
 
@@ -131,14 +139,17 @@ class Gate:
             d = float(self.distance(features)[0])
             m["feature_distance"] = d
             if not reason and d > L["max_distance"]:
-                reason = ("This does not look like a dermoscopic image of a skin lesion, the only kind of image "
-                          "the model was trained on. Have a doctor look at the lesion.")
+                reason = (
+                    "This does not look like a dermoscopic image of a skin lesion, the only kind of image "
+                    "the model was trained on. Have a doctor look at the lesion."
+                )
         return GateDecision(not reason, reason, m)
 
     # ------------------------------------------------------------ storage
     def save(self, directory: Path) -> dict[str, float]:
-        np.savez_compressed(Path(directory) / GATE_FILENAME, centre=self.centre, scale=self.scale,
-                            reference=self.reference)
+        np.savez_compressed(
+            Path(directory) / GATE_FILENAME, centre=self.centre, scale=self.scale, reference=self.reference
+        )
         return self.limits
 
     @classmethod

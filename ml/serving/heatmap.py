@@ -1,4 +1,5 @@
 """Grad-CAM heat maps drawn over the image, in numpy and Pillow (no matplotlib on the request path)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -35,8 +36,9 @@ def overlay(image: Image.Image, cam: np.ndarray, alpha: float = 0.45, max_side: 
     image = image.convert("RGB")
     scale = min(1.0, max_side / max(image.size))
     if scale < 1.0:
-        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
-                             Image.Resampling.BILINEAR)
+        image = image.resize(
+            (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.BILINEAR
+        )
     heat = upsample(cam, image.size)
     colours = colourise(heat).astype(np.float32)
     base = np.asarray(image, dtype=np.float32)

@@ -3,6 +3,7 @@
 ml.reporting.metrics uses the same functions for its figures, so the served note and the
 measured one are computed alike. NumPy only.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,7 +23,9 @@ def boundary_distance(p, threshold: float, uncertain_threshold: float | None = N
     the uncertain threshold where the band is not empty), in logits: a probability's distance from a
     boundary in the units in which turning the photo moves it."""
     z = logit(np.clip(np.asarray(p, dtype=float), 1e-7, 1 - 1e-7))
-    edges = [threshold] + ([uncertain_threshold] if uncertain_threshold is not None and uncertain_threshold < threshold else [])
+    edges = [threshold] + (
+        [uncertain_threshold] if uncertain_threshold is not None and uncertain_threshold < threshold else []
+    )
     return np.min([np.abs(z - logit(np.clip(edge, 1e-7, 1 - 1e-7))) for edge in edges], axis=0)
 
 

@@ -14,6 +14,7 @@ Which views a model uses is saved in its metadata ("tta_views"), like its thresh
 calibration and threshold are fitted on the scores of exactly those views. A model
 without the key uses the image as it is.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -73,7 +74,7 @@ def combine(scores: np.ndarray, cams: np.ndarray | None, views: Sequence[str], n
     if cams is None:
         return probability, None
     cams = np.asarray(cams, dtype=np.float32)
-    per_view = [untransform(cams[k * n:(k + 1) * n], v) for k, v in enumerate(views)]
+    per_view = [untransform(cams[k * n : (k + 1) * n], v) for k, v in enumerate(views)]
     return probability, np.maximum(np.mean(per_view, axis=0), 0.0)
 
 
@@ -94,10 +95,14 @@ def close_call_check(metadata: dict) -> dict | None:
         return None
     views = tuple(check.get("views") or ())
     if set(views) != set(ALL_VIEWS) or len(views) != len(ALL_VIEWS) or views[0] != "id":
-        raise ValueError(f"metadata.json: {CLOSE_CALL_KEY} must average all eight views, starting with 'id' (got {list(views)})")
+        raise ValueError(
+            f"metadata.json: {CLOSE_CALL_KEY} must average all eight views, starting with 'id' (got {list(views)})"
+        )
     if tuple(metadata.get("tta_views") or IDENTITY) != IDENTITY:
-        raise ValueError(f"metadata.json: {CLOSE_CALL_KEY} is for a model that scores the image as it is, "
-                         f"not one that averages the views {metadata.get('tta_views')}")
+        raise ValueError(
+            f"metadata.json: {CLOSE_CALL_KEY} is for a model that scores the image as it is, "
+            f"not one that averages the views {metadata.get('tta_views')}"
+        )
     try:
         temperature, offset = float(check["temperature"]), float(check.get("logit_offset", 0.0))
     except (KeyError, TypeError, ValueError) as exc:

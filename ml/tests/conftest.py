@@ -3,6 +3,7 @@
 Tests that need them skip with the path they looked at, so a fresh clone without the
 data still has a green, honest test run.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -41,8 +42,25 @@ def train_small_model(datasets: list[Path], out: Path, cache: Path, *extra: str)
     """train_model on stratified 120-image subsets of each dataset: a few minutes on 2 CPUs."""
     from django.core.management import call_command
 
-    call_command("train_model", *map(str, datasets), "--limit", "120", "--epochs", "3", "--finetune-epochs", "1",
-                 "--benign-views", "1", "--max-views", "3", "--output", str(out), "--cache-dir", str(cache), *extra)
+    call_command(
+        "train_model",
+        *map(str, datasets),
+        "--limit",
+        "120",
+        "--epochs",
+        "3",
+        "--finetune-epochs",
+        "1",
+        "--benign-views",
+        "1",
+        "--max-views",
+        "3",
+        "--output",
+        str(out),
+        "--cache-dir",
+        str(cache),
+        *extra,
+    )
     return out
 
 

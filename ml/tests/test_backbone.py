@@ -1,4 +1,5 @@
 """The Lite0 port: weights read without torch, refused when unsafe, and right on real photos."""
+
 import pickle
 
 import numpy as np
@@ -19,8 +20,10 @@ def imagenet_lite0():
 def _photo(name):
     from skimage import data
 
-    return np.asarray(Image.fromarray(getattr(data, name)()).convert("RGB").resize((224, 224), Image.Resampling.BILINEAR),
-                      dtype=np.float32)
+    return np.asarray(
+        Image.fromarray(getattr(data, name)()).convert("RGB").resize((224, 224), Image.Resampling.BILINEAR),
+        dtype=np.float32,
+    )
 
 
 def test_state_dict_has_every_lite0_tensor():
@@ -36,7 +39,6 @@ def test_port_recognises_chelsea_and_coffee(imagenet_lite0):
     probs = imagenet_lite0.predict(np.stack([_photo("chelsea"), _photo("coffee")]), verbose=0)
     assert probs[0, CAT_CLASSES].sum() >= 0.85, probs[0, CAT_CLASSES]
     assert probs[1, ESPRESSO] >= 0.85, probs[1, ESPRESSO]
-
 
 
 def test_symmetric_padding_keeps_the_weights_and_moves_the_padded_edge():
@@ -78,10 +80,13 @@ def test_refuses_a_pickle_that_would_run_code(tmp_path):
         read_legacy_torch_state_dict(path)
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"PK\x03\x04zipfile", "zip-format"),
-    (b"not a pickle at all", "not a readable state dict"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"PK\x03\x04zipfile", "zip-format"),
+        (b"not a pickle at all", "not a readable state dict"),
+    ],
+)
 def test_clear_error_for_other_files(tmp_path, content, message):
     path = tmp_path / "weights.pth"
     path.write_bytes(content)

@@ -3,6 +3,7 @@
 Counts come from the shared datasets' README; malformed inputs are small files
 written to tmp_path, so every error message a user can meet is checked once.
 """
+
 from __future__ import annotations
 
 import io
@@ -46,7 +47,14 @@ PH2_LEGEND = [
     [None, None, None, None, None, "Asymmetry", 0, "Fully Simmetric"],
     [None, None, "Clinical Diagnosis"],
 ]
-PH2_HEADER = ["Image Name", "Histological Diagnosis", "Common Nevus", "Atypical Nevus", "Melanoma", "Asymmetry\n(0/1/2)"]
+PH2_HEADER = [
+    "Image Name",
+    "Histological Diagnosis",
+    "Common Nevus",
+    "Atypical Nevus",
+    "Melanoma",
+    "Asymmetry\n(0/1/2)",
+]
 
 
 # --------------------------------------------------------------------------- original (becode)
@@ -114,7 +122,9 @@ def test_original_format_without_label_file(tmp_path):
 def test_original_format_label_file_without_kat_diagnose(tmp_path):
     write_xlsx(tmp_path / "CLIN_DIA.xlsx", [["klin. Diagn.", "id", "nr"], ["Nävus", "d1", 1]])
     write_image(tmp_path / "SET_D" / "D1.BMP")
-    with pytest.raises(DatasetError, match=r"CLIN_DIA.xlsx: no 'kat.Diagnose' column \(columns: klin. Diagn., id, nr\)"):
+    with pytest.raises(
+        DatasetError, match=r"CLIN_DIA.xlsx: no 'kat.Diagnose' column \(columns: klin. Diagn., id, nr\)"
+    ):
         read_dataset(tmp_path)
 
 
@@ -193,7 +203,9 @@ def test_ham10000_errors_name_the_file_and_problem(tmp_path):
     metadata = tmp_path / "HAM10000_metadata.csv"
     write_image(tmp_path / "images" / "ISIC_0000001.jpg")
     metadata.write_text("lesion_id,image_id,diagnosis\nHAM_1,ISIC_0000001,mel\n")
-    with pytest.raises(DatasetError, match=r"HAM10000_metadata.csv: no 'dx' column \(columns: lesion_id, image_id, diagnosis\)"):
+    with pytest.raises(
+        DatasetError, match=r"HAM10000_metadata.csv: no 'dx' column \(columns: lesion_id, image_id, diagnosis\)"
+    ):
         read_dataset(tmp_path)
     metadata.write_text("")
     with pytest.raises(DatasetError, match="HAM10000_metadata.csv: file is empty"):
@@ -213,7 +225,9 @@ def test_isic_ground_truth_errors(tmp_path):
     truth = tmp_path / "ISIC2018_Task3_Test_GroundTruth.csv"
     write_image(tmp_path / "images" / "ISIC_0000001.jpg")
     truth.write_text("image,MEL,NV,BCC,AKIEC,BKL,DF,VASC\nISIC_0000001,1.0,1.0,0,0,0,0,0\n")
-    with pytest.raises(DatasetError, match=r"ISIC2018_Task3_Test_GroundTruth.csv: row 2 \(ISIC_0000001\): more than one diagnosis"):
+    with pytest.raises(
+        DatasetError, match=r"ISIC2018_Task3_Test_GroundTruth.csv: row 2 \(ISIC_0000001\): more than one diagnosis"
+    ):
         read_dataset(tmp_path)
     truth.write_text("image,MEL,NV,XYZ\nISIC_0000001,1.0,0,0\n")
     with pytest.raises(DatasetError, match=r"column 'XYZ': unknown diagnosis 'xyz'"):
@@ -362,7 +376,9 @@ def test_unknown_folder_lists_the_known_formats(tmp_path):
 
 
 def test_unknown_format_name_missing_folder_and_ambiguity(tmp_path):
-    with pytest.raises(DatasetError, match="unknown dataset format 'isic'; known formats: original, ham10000, ph2, folders"):
+    with pytest.raises(
+        DatasetError, match="unknown dataset format 'isic'; known formats: original, ham10000, ph2, folders"
+    ):
         read_dataset(tmp_path, format="isic")
     with pytest.raises(DatasetError, match="nowhere: no such folder"):
         read_dataset(tmp_path / "nowhere")
@@ -401,7 +417,6 @@ def test_split_keeps_multi_image_groups_together_and_stratifies():
     assert split_samples(samples, (0.7, 0.15, 0.15), seed=3) == parts
 
 
-
 def test_split_puts_a_mixed_group_on_one_side_and_checks_fractions():
     samples = _samples({"a": (0, 2), "b": (0, 1), "c": (0, 1)}) + _samples({"a": (1, 1)})
     train, test = split_samples(samples, (0.5, 0.5), seed=0)
@@ -424,7 +439,13 @@ def test_write_split_folders_from_the_becode_sample(becode_root, tmp_path):
     assert sum(prepared.counts.values()) == 10
     assert prepared.counts["benign_train"] + prepared.counts["benign_test"] == 9
     assert prepared.counts["malign_train"] + prepared.counts["malign_test"] == 1
-    assert sorted(p.name for p in dest.iterdir()) == ["benign_test", "benign_train", "malign_test", "malign_train", "manifest.csv"]
+    assert sorted(p.name for p in dest.iterdir()) == [
+        "benign_test",
+        "benign_train",
+        "malign_test",
+        "malign_train",
+        "manifest.csv",
+    ]
     for image_path in dest.rglob("*.jpg"):
         with Image.open(image_path) as image:
             assert (image.size, image.mode) == ((224, 224), "RGB")
@@ -478,7 +499,9 @@ def test_prepare_dataset_command(becode_root, tmp_path):
     from django.core.management import CommandError, call_command
 
     out = io.StringIO()
-    call_command("prepare_dataset", str(becode_root), str(tmp_path / "out"), "--test-fraction", "0.3", "--seed", "1", stdout=out)
+    call_command(
+        "prepare_dataset", str(becode_root), str(tmp_path / "out"), "--test-fraction", "0.3", "--seed", "1", stdout=out
+    )
     output = out.getvalue()
     assert "original dataset at" in output and "kat.Diagnose '?' (unknown)" in output
     assert "wrote 10 images to" in output and "malign_train/: " in output

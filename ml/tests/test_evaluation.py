@@ -1,4 +1,5 @@
 """The metric code behind every figure in the model card."""
+
 import numpy as np
 import pytest
 
@@ -69,13 +70,15 @@ def test_paired_auc_difference_is_about_the_models_not_the_sample():
 def test_orientation_consistency_counts_outcomes_that_move_with_the_view():
     # threshold 0.5, uncertain band from 0.2: outcome levels low < 0.2 <= uncertain < 0.5 <= needs a doctor.
     y = np.array([1, 1, 1, 0, 0])
-    p = np.array([
-        [0.9, 0.8, 0.6],   # malignant, needs a doctor in every view: stable
-        [0.4, 0.6, 0.3],   # malignant, uncertain / needs a doctor: outcome moves, always flagged
-        [0.3, 0.1, 0.25],  # malignant, flagged as is, low risk when turned: the costly move
-        [0.1, 0.15, 0.05], # benign, low risk in every view
-        [0.1, 0.3, 0.1],   # benign, flagged in one view
-    ])
+    p = np.array(
+        [
+            [0.9, 0.8, 0.6],  # malignant, needs a doctor in every view: stable
+            [0.4, 0.6, 0.3],  # malignant, uncertain / needs a doctor: outcome moves, always flagged
+            [0.3, 0.1, 0.25],  # malignant, flagged as is, low risk when turned: the costly move
+            [0.1, 0.15, 0.05],  # benign, low risk in every view
+            [0.1, 0.3, 0.1],  # benign, flagged in one view
+        ]
+    )
     r = evaluation.orientation_consistency(y, p, 0.5, 0.2, ["id", "h", "t"])
     assert r["views"] == ["id", "h", "t"]
     assert r["outcome_changes"] == pytest.approx(3 / 5)
@@ -88,7 +91,9 @@ def test_orientation_consistency_counts_outcomes_that_move_with_the_view():
     assert r["auc_by_view"][0] == evaluation.roc_auc(y, p[:, 0])
     # Without an uncertain band, "flagged" is needs a doctor alone.
     alone = evaluation.orientation_consistency(y, p, 0.5)
-    assert alone["flag_changes"] == pytest.approx(1 / 5) and alone["malignant_not_flagged_as_is"] == pytest.approx(2 / 3)
+    assert alone["flag_changes"] == pytest.approx(1 / 5) and alone["malignant_not_flagged_as_is"] == pytest.approx(
+        2 / 3
+    )
     assert alone["views"] == ["view 0", "view 1", "view 2"]
     # One view: nothing can change.
     assert evaluation.orientation_consistency(y, p[:, :1], 0.5, 0.2)["outcome_changes"] == 0.0
@@ -103,14 +108,18 @@ def test_boundary_margin_covers_the_outcomes_that_move_with_the_view():
     z = evaluation.logit
     # Distance of each image as it is to its nearest boundary, in logits.
     assert evaluation.boundary_distance(p[:, 0], 0.5, 0.2) == pytest.approx(
-        [z(0.9), -z(0.4), z(0.3) - z(0.2), z(0.2) - z(0.1), z(0.2) - z(0.1)])
+        [z(0.9), -z(0.4), z(0.3) - z(0.2), z(0.2) - z(0.1), z(0.2) - z(0.1)]
+    )
     assert float(evaluation.boundary_distance(0.4, 0.5)) == pytest.approx(-z(0.4))  # no band: the threshold alone
     # The three that move lie 0.405, 0.539 and 0.811 from a boundary: covering 0.9 of them takes 0.811,
     # which also notes the stable fourth image at exactly that distance.
     fit = evaluation.fit_boundary_margin(p, 0.5, 0.2)
     assert fit["logit"] == pytest.approx(z(0.2) - z(0.1))
-    assert (fit["validation_outcome_changes"], fit["validation_noted"], fit["validation_changes_noted"]) == \
-        pytest.approx((3 / 5, 4 / 5, 1.0))
+    assert (
+        fit["validation_outcome_changes"],
+        fit["validation_noted"],
+        fit["validation_changes_noted"],
+    ) == pytest.approx((3 / 5, 4 / 5, 1.0))
     half = evaluation.fit_boundary_margin(p, 0.5, 0.2, coverage=0.5)
     assert half["logit"] == pytest.approx(z(0.3) - z(0.2)) and half["validation_changes_noted"] == pytest.approx(2 / 3)
     # One view, or a model whose answer never moves: no margin, no note.
@@ -128,9 +137,14 @@ def test_boundary_margin_covers_the_outcomes_that_move_with_the_view():
     assert evaluation.orientation_consistency(y, p, 0.5, 0.2, boundary_margin=0.0)["noted_outcome_changes"] is None
     # Where the note is can be given (a model that checks close calls decides it at first look).
     given = np.array([True, False, False, False, True])
-    assert evaluation.orientation_consistency(y, p, 0.5, 0.2, boundary_margin=half["logit"], noted=given)["noted"] == 0.4
-    assert evaluation.boundary_notes(y, p[:, 0], 0.5, 0.2, half["logit"], noted=given)["noted_by_outcome"] == \
-        {"low_risk": 1, "uncertain": 0, "needs_doctor": 1}
+    assert (
+        evaluation.orientation_consistency(y, p, 0.5, 0.2, boundary_margin=half["logit"], noted=given)["noted"] == 0.4
+    )
+    assert evaluation.boundary_notes(y, p[:, 0], 0.5, 0.2, half["logit"], noted=given)["noted_by_outcome"] == {
+        "low_risk": 1,
+        "uncertain": 0,
+        "needs_doctor": 1,
+    }
 
     # The note on the images as they are, by outcome; the malignant third image (0.3) is uncertain, not low risk.
     notes = evaluation.boundary_notes(y, p[:, 0], 0.5, 0.2, half["logit"])
@@ -150,4 +164,6 @@ def test_serving_notes_a_result_within_the_saved_margin():
     assert is_near_boundary(0.45, 0.5, 0.2, meta) and is_near_boundary(0.15, 0.5, 0.2, meta)
     assert not is_near_boundary(0.9, 0.5, 0.2, meta) and not is_near_boundary(0.05, 0.5, 0.2, meta)
     # no margin saved, or a margin of 0 (a model averaging all eight views): never
-    assert not is_near_boundary(0.5, 0.5, 0.2, {}) and not is_near_boundary(0.5, 0.5, 0.2, {"boundary_margin": {"logit": 0.0}})
+    assert not is_near_boundary(0.5, 0.5, 0.2, {}) and not is_near_boundary(
+        0.5, 0.5, 0.2, {"boundary_margin": {"logit": 0.0}}
+    )

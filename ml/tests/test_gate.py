@@ -1,4 +1,5 @@
 """The image gate's own pieces. (The gate on real images and junk: ml/tests/test_shipped_model.py.)"""
+
 import numpy as np
 
 from ml.serving.gate import quality_measures
@@ -9,7 +10,7 @@ def _lesion_like(seed=0):
     """A smooth skin-coloured image with a darker blob: enough structure to sharpen or soften."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:224, 0:224]
-    blob = np.exp(-(((yy - 112) ** 2 + (xx - 100) ** 2) / (2 * 40.0 ** 2)))
+    blob = np.exp(-(((yy - 112) ** 2 + (xx - 100) ** 2) / (2 * 40.0**2)))
     img = np.stack([200 - 90 * blob, 160 - 90 * blob, 140 - 80 * blob], axis=-1)
     return np.clip(img + rng.normal(0, 6, img.shape), 0, 255).astype(np.float32)
 

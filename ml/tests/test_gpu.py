@@ -1,6 +1,7 @@
 """Training on a GPU machine without TensorFlow (ml.training.gpu here, ml.training.remote there): the
 bundle that travels, the host-side augmentation and balanced batches, a real (tiny) run of the one
 trainer under this machine's Keras backend, and its import into a served model folder."""
+
 import json
 import shutil
 import subprocess
@@ -39,8 +40,13 @@ def tiny_run(bundle, tmp_path_factory):
     JAX there), with symmetric padding (TensorFlow's is the default everywhere else in the tests)."""
     _, out = bundle
     run_dir = tmp_path_factory.mktemp("run")
-    summary = run([out], run_dir, {"epochs": 1, "finetune_epochs": 1, "batch_size": 16, "padding": "symmetric"},
-                  workers=0, log=lambda m: None)
+    summary = run(
+        [out],
+        run_dir,
+        {"epochs": 1, "finetune_epochs": 1, "batch_size": 16, "padding": "symmetric"},
+        workers=0,
+        log=lambda m: None,
+    )
     return run_dir, summary
 
 
@@ -63,8 +69,10 @@ def test_what_the_gpu_machine_imports_needs_neither_django_nor_tensorflow():
     done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "--finetune-epochs" in done.stdout and "--padding" in done.stdout
-    check = ("import sys, ml.training.remote, ml.training.batches, ml.model.augmentation, ml.preprocessing; "
-             "print(sorted({m.split('.')[0] for m in sys.modules} & {'django', 'tensorflow', 'keras'}))")
+    check = (
+        "import sys, ml.training.remote, ml.training.batches, ml.model.augmentation, ml.preprocessing; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'django', 'tensorflow', 'keras'}))"
+    )
     done = subprocess.run([sys.executable, "-c", check], cwd=root, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
@@ -104,7 +112,7 @@ def test_balanced_indices_are_half_and_half_and_go_through_each_class():
     # 4 malignant picks a batch from 6 images, each class used up before it is reshuffled: every
     # 3 batches hold two full rounds, each malignant image twice
     for i in range(0, 15, 3):
-        picks = np.concatenate([b[y[b] == 1] for b in seen[i:i + 3]])
+        picks = np.concatenate([b[y[b] == 1] for b in seen[i : i + 3]])
         assert sorted(picks.tolist()) == sorted(list(range(30, 36)) * 2)
     assert set(np.concatenate(seen)[y[np.concatenate(seen)] == 0]) == set(range(30))
 
@@ -165,6 +173,7 @@ def test_import_model_serves_the_runs_weights(bundle, tiny_run, tmp_path):
         for i, w in enumerate(saved):
             np.testing.assert_array_equal(w, stored[f"arr_{i}"])
     assert len(saved) == len(Network(network_spec(TrainConfig(["x"]))).model.get_weights())
+
     # and the run's padding: the served network pads its stride-2 layers as the run did, TensorFlow's doesn't
     def config(model):
         return json.dumps(model.get_config())
@@ -176,8 +185,9 @@ def test_import_model_serves_the_runs_weights(bundle, tiny_run, tmp_path):
     expected = raw_orientations(LoadedModel(out, runtime="keras"), x_val, orientations=tta.IDENTITY)[:, 0]
     paths = {s.path.name: s.path for s in read_dataset(ham).samples}
     serving = LoadedModel(out)  # as serving loads it
-    served = raw_orientations(serving, [paths[name] for name, _ in summary["manifest"]["validation"]],
-                              orientations=tta.IDENTITY)[:, 0]
+    served = raw_orientations(
+        serving, [paths[name] for name, _ in summary["manifest"]["validation"]], orientations=tta.IDENTITY
+    )[:, 0]
     assert serving.runtime.name == "litert"
     np.testing.assert_allclose(served, expected, atol=0.01)
     assert np.ptp(expected) > 0.01  # the comparison has spread to check, not one constant score

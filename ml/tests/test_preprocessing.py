@@ -1,4 +1,5 @@
 """The one preprocessing function: every source type gives the same pixels."""
+
 import io
 
 import numpy as np
@@ -65,13 +66,16 @@ def test_dark_corners_of_a_dermoscope_become_skin_and_the_lesion_stays():
 def test_images_without_dark_corners_are_left_alone():
     plain = Image.new("RGB", (300, 300), (225, 190, 160))
     plain.paste((90, 60, 45), (100, 100, 200, 200))
-    assert np.array_equal(preprocessing.preprocess(plain),
-                          np.asarray(plain.resize((224, 224), preprocessing.RESAMPLE), dtype=np.float32))
+    assert np.array_equal(
+        preprocessing.preprocess(plain), np.asarray(plain.resize((224, 224), preprocessing.RESAMPLE), dtype=np.float32)
+    )
     # one dark corner (a lesion at the edge, a shadow) is not a dermoscope's field of view
     one_corner = plain.copy()
     one_corner.paste((20, 20, 20), (0, 0, 60, 60))
-    assert np.array_equal(preprocessing.preprocess(one_corner),
-                          np.asarray(one_corner.resize((224, 224), preprocessing.RESAMPLE), dtype=np.float32))
+    assert np.array_equal(
+        preprocessing.preprocess(one_corner),
+        np.asarray(one_corner.resize((224, 224), preprocessing.RESAMPLE), dtype=np.float32),
+    )
     # an image dark all over stays as dark, for the image gate to refuse
     black = Image.new("RGB", (300, 300), (5, 5, 5))
     assert preprocessing.preprocess(black).max() <= 5
@@ -80,8 +84,10 @@ def test_images_without_dark_corners_are_left_alone():
 def test_ph2_corners_are_painted_and_its_lesions_left_alone(ph2_root):
     """Over all 200 PH2 images (the dermatologists' lesion outlines say where the lesion is):
     most get their dark corners painted, and hardly any lesion pixel changes."""
+
     def luminance(a):
         return (a * (0.299, 0.587, 0.114)).sum(axis=-1)
+
     painted, lesion_changed = 0, []
     images = sorted((ph2_root / "images").glob("IMD*.jpg"))
     for image_path in images:

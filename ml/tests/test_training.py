@@ -1,5 +1,6 @@
 """train_model and evaluate_model end to end on a small real subset, and the serving path
 agreeing with training's own figures on the images it held out."""
+
 import json
 
 import keras
@@ -17,9 +18,21 @@ pytestmark = pytest.mark.django_db
 
 def test_train_model_writes_a_complete_artifact(small_model):
     _datasets, out = small_model
-    for name in ("model.keras", "model.tflite", "head.npz", "gate.npz", "metadata.json", "metrics.json", "splits.json",
-                 "accuracy_curve.png", "loss_curve.png",
-                 "validation_roc.png", "validation_calibration.png", "validation_confusion_matrix.png", "test_roc.png"):
+    for name in (
+        "model.keras",
+        "model.tflite",
+        "head.npz",
+        "gate.npz",
+        "metadata.json",
+        "metrics.json",
+        "splits.json",
+        "accuracy_curve.png",
+        "loss_curve.png",
+        "validation_roc.png",
+        "validation_calibration.png",
+        "validation_confusion_matrix.png",
+        "test_roc.png",
+    ):
         assert (out / name).is_file(), name
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["class_names"] == ["benign", "malignant"] and meta["image_size"] == 224
@@ -72,14 +85,17 @@ def test_train_model_fits_the_boundary_margin_on_the_validation_images_turned(sm
         assert saved[key] == pytest.approx(again[key], rel=1e-6, abs=1e-9), key
     if saved["validation_outcome_changes"]:
         assert saved["validation_changes_noted"] >= evaluation.BOUNDARY_COVERAGE
-        noted = [classifier.is_near_boundary(p, meta["threshold"], meta["uncertain_threshold"], meta) for p in p_views[:, 0]]
+        noted = [
+            classifier.is_near_boundary(p, meta["threshold"], meta["uncertain_threshold"], meta) for p in p_views[:, 0]
+        ]
         assert np.mean(noted) == pytest.approx(saved["validation_noted"])
 
 
 @pytest.mark.parametrize("split", ["test", "validation"])
 @pytest.mark.parametrize("runtime, swapped_pairs, ece_tolerance", [("litert", 0, 1e-9), ("keras", 2, 0.02)])
-def test_evaluate_model_reproduces_the_training_scores(small_model, tmp_path, runtime, swapped_pairs, ece_tolerance,
-                                                       split):
+def test_evaluate_model_reproduces_the_training_scores(
+    small_model, tmp_path, runtime, swapped_pairs, ece_tolerance, split
+):
     """The serving path (ml.serving.classifier + ml.preprocessing) scores the held-out images as
     training's figures say: exactly with the LiteRT export that serves (training calibrated
     on its scores and wrote metrics.json from them), and within float16 rounding with the
@@ -89,8 +105,20 @@ def test_evaluate_model_reproduces_the_training_scores(small_model, tmp_path, ru
     one image across an ECE bin edge, about 0.01.)"""
     (ham, _), out = small_model
     report = tmp_path / "eval.json"
-    call_command("evaluate_model", str(ham), "--model", str(out), "--split", split, "--json", str(report),
-                 "--bootstrap", "50", "--runtime", runtime)
+    call_command(
+        "evaluate_model",
+        str(ham),
+        "--model",
+        str(out),
+        "--split",
+        split,
+        "--json",
+        str(report),
+        "--bootstrap",
+        "50",
+        "--runtime",
+        runtime,
+    )
     evaluated = json.loads(report.read_text())
     trained = json.loads((out / "metrics.json").read_text())[f"{split}_by_source"]["ham10000"]  # HAM10000's part
     assert evaluated["n"] == trained["n"]
@@ -100,8 +128,14 @@ def test_evaluate_model_reproduces_the_training_scores(small_model, tmp_path, ru
     if runtime == "litert":
         for key in ("sensitivity", "specificity", "flagged_share_of_malignant"):
             assert evaluated[key] == pytest.approx(trained[key], abs=1e-9), key
-    for key in ("n_malignant", "auc_ci95", "accuracy", "balanced_accuracy", "specificity",
-                "specificity_at_sensitivity_0.95"):
+    for key in (
+        "n_malignant",
+        "auc_ci95",
+        "accuracy",
+        "balanced_accuracy",
+        "specificity",
+        "specificity_at_sensitivity_0.95",
+    ):
         assert key in evaluated
 
 
@@ -133,8 +167,18 @@ def test_calibrate_model_refits_for_the_views_serving_averages(small_model, tmp_
     assert meta["boundary_margin"]["logit"] == 0.0 and meta["boundary_margin"]["rule"].startswith("exact")
     assert 0 < meta["uncertain_threshold"] <= meta["threshold"] < 1
     report = tmp_path / "val.json"
-    call_command("evaluate_model", str(ham), "--model", str(out), "--split", "validation", "--json", str(report),
-                 "--bootstrap", "20")
+    call_command(
+        "evaluate_model",
+        str(ham),
+        "--model",
+        str(out),
+        "--split",
+        "validation",
+        "--json",
+        str(report),
+        "--bootstrap",
+        "20",
+    )
     validation = json.loads(report.read_text())  # HAM10000's part of the validation split
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["validation"]["sensitivity"] >= 0.90  # the pooled split the threshold was chosen on
@@ -267,8 +311,15 @@ def test_an_interrupted_run_resumes_from_its_last_epoch(tmp_path, monkeypatch):
     from ml.training import loop
     from ml.training.checkpoints import Checkpoints
 
-    config = TrainConfig(datasets=["unused"], epochs=1, finetune_epochs=2, finetune_learning_rate=1e-3, batch_size=8,
-                         patience=5, resume=str(tmp_path / "run"))
+    config = TrainConfig(
+        datasets=["unused"],
+        epochs=1,
+        finetune_epochs=2,
+        finetune_learning_rate=1e-3,
+        batch_size=8,
+        patience=5,
+        resume=str(tmp_path / "run"),
+    )
     rng = np.random.default_rng(0)
     x = rng.integers(0, 255, (16, 224, 224, 3), dtype=np.uint8)
     y = np.array([0, 1] * 8)
@@ -286,10 +337,12 @@ def test_an_interrupted_run_resumes_from_its_last_epoch(tmp_path, monkeypatch):
     monkeypatch.setattr(loop.SaveEpochs, "on_epoch_end", original)
 
     messages = []
-    net, record = fit_network(config, x, y, x[:4], y[:4], checkpoints=Checkpoints(config.resume, config),
-                              log=messages.append)
-    assert any("phase 1 resumed" in m for m in messages) and any("resumed from" in m and "after epoch 1" in m
-                                                                  for m in messages)
+    net, record = fit_network(
+        config, x, y, x[:4], y[:4], checkpoints=Checkpoints(config.resume, config), log=messages.append
+    )
+    assert any("phase 1 resumed" in m for m in messages) and any(
+        "resumed from" in m and "after epoch 1" in m for m in messages
+    )
     assert len(record["history"]["val_auc"]) == 1 + 2  # phase 1's epoch, then phase 2's first (saved) and second
     _, state = Checkpoints(config.resume, config).last_epoch()
     assert state["epochs_done"] == 2

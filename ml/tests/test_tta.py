@@ -1,4 +1,5 @@
 """Test-time views (ml/serving/tta.py): exact symmetries of the square, undone exactly, averaged as documented."""
+
 import numpy as np
 import pytest
 
@@ -120,8 +121,11 @@ def test_unknown_views_make_the_model_unavailable_not_a_crash(tmp_path, settings
 def test_close_call_check_reads_the_metadata():
     check = {"views": list(tta.ALL_VIEWS), "temperature": 2.0, "logit_offset": -1.5}
     assert tta.close_call_check({}) is None
-    assert tta.close_call_check({tta.CLOSE_CALL_KEY: check}) == {"views": tta.ALL_VIEWS, "temperature": 2.0,
-                                                                "logit_offset": -1.5}
+    assert tta.close_call_check({tta.CLOSE_CALL_KEY: check}) == {
+        "views": tta.ALL_VIEWS,
+        "temperature": 2.0,
+        "logit_offset": -1.5,
+    }
     with pytest.raises(ValueError, match="must average all eight views"):
         tta.close_call_check({tta.CLOSE_CALL_KEY: dict(check, views=["id", "h"])})
     with pytest.raises(ValueError, match="scores the image as it is"):
@@ -159,8 +163,9 @@ def test_a_close_call_is_answered_by_the_eight_views_with_their_calibration(tmp_
     from ml.serving import classifier
     from ml.testing import write_standin_model
 
-    out = write_standin_model(tmp_path / "m", threshold=0.6, uncertain_threshold=0.4, boundary_margin=0.5,
-                              close_call_check=True)
+    out = write_standin_model(
+        tmp_path / "m", threshold=0.6, uncertain_threshold=0.4, boundary_margin=0.5, close_call_check=True
+    )
     meta = json.loads((out / "metadata.json").read_text())
     meta[tta.CLOSE_CALL_KEY]["temperature"] = 2.0
     (out / "metadata.json").write_text(json.dumps(meta))

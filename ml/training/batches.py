@@ -3,6 +3,7 @@
 The original project balanced its classes with an augmenting generator; this is that generator,
 in NumPy (ml.model.augmentation), so that it feeds Keras on every backend.
 """
+
 from __future__ import annotations
 
 import multiprocessing
@@ -66,8 +67,11 @@ def balanced_indices(y: np.ndarray, batch_size: int, seed: int, sources: np.ndar
         picks = []
         for c, n in ((0, batch_size // 2), (1, batch_size - batch_size // 2)):
             names = list(weights[c])
-            chosen = rng.choice(len(names), size=n, p=[weights[c][name] for name in names]) if len(names) > 1 \
+            chosen = (
+                rng.choice(len(names), size=n, p=[weights[c][name] for name in names])
+                if len(names) > 1
                 else np.zeros(n, dtype=int)
+            )
             picks.extend(take((c, names[i])) for i in chosen)
         yield rng.permutation(np.array(picks))
 

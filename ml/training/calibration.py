@@ -8,6 +8,7 @@ not the Keras model's that training holds in memory: the two differ by float16 r
 and a threshold chosen on one can break its promise on the other (an earlier model's
 uncertain band flagged 0.976 of validation melanomas as served instead of 0.98).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -39,8 +40,12 @@ def fit_calibration(y_val: np.ndarray, raw_val: np.ndarray, train_prior: float) 
     p_val = evaluation.sigmoid((evaluation.logit(raw_val) + logit_offset) / temperature)
     threshold = evaluation.threshold_for_sensitivity(y_val, p_val, evaluation.SENSITIVITY_TARGET)
     uncertain_threshold = min(evaluation.threshold_for_sensitivity(y_val, p_val, evaluation.FLAG_TARGET), threshold)
-    return {"logit_offset": logit_offset, "temperature": temperature, "threshold": threshold,
-            "uncertain_threshold": uncertain_threshold}
+    return {
+        "logit_offset": logit_offset,
+        "temperature": temperature,
+        "threshold": threshold,
+        "uncertain_threshold": uncertain_threshold,
+    }
 
 
 def training_prior(meta: dict[str, Any]) -> float:
@@ -60,11 +65,23 @@ def training_prior(meta: dict[str, Any]) -> float:
     return n_malignant / n
 
 
-def calibrate_and_report(model_dir, y_val: np.ndarray, val_images, train_prior: float, *, fitted_by: str,
-                         y_test: np.ndarray | None = None, test_images=None, results: dict[str, Any] | None = None,
-                         history: dict[str, list[float]] | None = None, phases: list[int] | None = None,
-                         log: Callable[[str], None] = print, close_calls: bool = True,
-                         val_sources=None, test_sources=None) -> dict[str, Any]:
+def calibrate_and_report(
+    model_dir,
+    y_val: np.ndarray,
+    val_images,
+    train_prior: float,
+    *,
+    fitted_by: str,
+    y_test: np.ndarray | None = None,
+    test_images=None,
+    results: dict[str, Any] | None = None,
+    history: dict[str, list[float]] | None = None,
+    phases: list[int] | None = None,
+    log: Callable[[str], None] = print,
+    close_calls: bool = True,
+    val_sources=None,
+    test_sources=None,
+) -> dict[str, Any]:
     """Score the validation (and test) split with the saved model as served, fit calibration and
     thresholds on validation alone, record them in metadata.json, and write metrics.json and the
     plots from those same served scores. The test split is scored, never used to choose.
@@ -91,9 +108,11 @@ def calibrate_and_report(model_dir, y_val: np.ndarray, val_images, train_prior: 
     p_views = evaluation.sigmoid((evaluation.logit(raw_views) + fitted["logit_offset"]) / fitted["temperature"])
     margin = evaluation.fit_boundary_margin(p_views, fitted["threshold"], fitted["uncertain_threshold"])
     margin["rule"] = (
-        "exact: the model averages all eight views, so turning the photo does not change its answer" if invariant
+        "exact: the model averages all eight views, so turning the photo does not change its answer"
+        if invariant
         else f"the smallest margin around the outcome boundaries that holds >= {evaluation.BOUNDARY_COVERAGE:.2f} of "
-             "the validation images whose outcome changes when the photo is turned or flipped (8 views)")
+        "the validation images whose outcome changes when the photo is turned or flipped (8 views)"
+    )
     meta["boundary_margin"] = margin
     meta.pop(tta.CLOSE_CALL_KEY, None)
     if close_calls and not invariant and margin["logit"] > 0:
@@ -101,15 +120,19 @@ def calibrate_and_report(model_dir, y_val: np.ndarray, val_images, train_prior: 
         # correction, a temperature of its own (an average of views spreads less than one view).
         averaged = evaluation.logit(raw_views).mean(axis=1) + fitted["logit_offset"]
         meta[tta.CLOSE_CALL_KEY] = {
-            "views": list(tta.ALL_VIEWS), "temperature": evaluation.fit_temperature(y_val, averaged),
+            "views": list(tta.ALL_VIEWS),
+            "temperature": evaluation.fit_temperature(y_val, averaged),
             "logit_offset": fitted["logit_offset"],
             "rule": "a result whose first look is within the boundary margin is scored again in all eight views; "
-                    "their average, calibrated on the validation split, is the answer, at the model's thresholds",
+            "their average, calibrated on the validation split, is the answer, at the model's thresholds",
         }
     meta["calibration_fit"] = {
         "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "command": fitted_by, "runtime": runtime, "views": list(meta.get("tta_views") or ["id"]),
-        "validation_n": int(len(y_val)), "validation_auc": evaluation.roc_auc(y_val, raw_val),
+        "command": fitted_by,
+        "runtime": runtime,
+        "views": list(meta.get("tta_views") or ["id"]),
+        "validation_n": int(len(y_val)),
+        "validation_auc": evaluation.roc_auc(y_val, raw_val),
     }
     meta_path.write_text(json.dumps(meta, indent=2))
 
@@ -119,31 +142,43 @@ def calibrate_and_report(model_dir, y_val: np.ndarray, val_images, train_prior: 
         served_val, near_val = served_orientations(loaded, val_images, orientations=tta.IDENTITY)
         p_checked = served_val[:, 0]
         check = meta[tta.CLOSE_CALL_KEY]
-        check.update({
-            "validation_checked": float(near_val.mean()),
-            "validation_sensitivity": float(np.mean(p_checked[y_val == 1] >= threshold)),
-            "validation_flagged_share_of_malignant": float(np.mean(p_checked[y_val == 1] >= uncertain)),
-        })
-        if (check["validation_sensitivity"] < evaluation.SENSITIVITY_TARGET
-                or check["validation_flagged_share_of_malignant"] < evaluation.FLAG_TARGET):
+        check.update(
+            {
+                "validation_checked": float(near_val.mean()),
+                "validation_sensitivity": float(np.mean(p_checked[y_val == 1] >= threshold)),
+                "validation_flagged_share_of_malignant": float(np.mean(p_checked[y_val == 1] >= uncertain)),
+            }
+        )
+        if (
+            check["validation_sensitivity"] < evaluation.SENSITIVITY_TARGET
+            or check["validation_flagged_share_of_malignant"] < evaluation.FLAG_TARGET
+        ):
             # The thresholds were chosen for the first look; a check that breaks their promise is not kept.
-            log(f"no close-call check: with it the validation split would lose its sensitivity or flagged share "
-                f"({check['validation_sensitivity']:.3f}, {check['validation_flagged_share_of_malignant']:.3f})")
+            log(
+                f"no close-call check: with it the validation split would lose its sensitivity or flagged share "
+                f"({check['validation_sensitivity']:.3f}, {check['validation_flagged_share_of_malignant']:.3f})"
+            )
             del meta[tta.CLOSE_CALL_KEY]
         meta_path.write_text(json.dumps(meta, indent=2))
     # metrics.json and the plots: as serving scores under the current settings (the check is
     # applied where SKINCARE_CLOSE_CALL_CHECK is on)
     loaded.use_calibration(meta)
-    p_val = (p_checked if loaded.close_call
-             else np.array([loaded.calibrate(raw) for raw in raw_val]))  # the first look alone: its scores above
+    p_val = (
+        p_checked if loaded.close_call else np.array([loaded.calibrate(raw) for raw in raw_val])
+    )  # the first look alone: its scores above
     results = dict(results or {})
-    results.update({
-        "model_version": meta.get("model_version"),
-        "scored_with": {"runtime": runtime, "views": meta["calibration_fit"]["views"],
-                        "close_call_check": bool(loaded.close_call)},
-        "validation": evaluation.metrics(y_val, p_val, threshold, uncertain_threshold=uncertain),
-        "validation_uncalibrated_ece": evaluation.expected_calibration_error(y_val, raw_val),
-    })
+    results.update(
+        {
+            "model_version": meta.get("model_version"),
+            "scored_with": {
+                "runtime": runtime,
+                "views": meta["calibration_fit"]["views"],
+                "close_call_check": bool(loaded.close_call),
+            },
+            "validation": evaluation.metrics(y_val, p_val, threshold, uncertain_threshold=uncertain),
+            "validation_uncalibrated_ece": evaluation.expected_calibration_error(y_val, raw_val),
+        }
+    )
     if val_sources is not None and len(set(val_sources)) > 1:
         results["validation_by_source"] = _by_source(y_val, p_val, val_sources, threshold, uncertain)
     plots.plot_evaluation(y_val, p_val, threshold, model_dir, prefix="validation_", title="(validation)")
@@ -157,15 +192,20 @@ def calibrate_and_report(model_dir, y_val: np.ndarray, val_images, train_prior: 
         results["history"] = history
         plots.plot_history(history, model_dir, phases=phases)
     (model_dir / METRICS_FILENAME).write_text(json.dumps(results, indent=2))
-    log(f"calibrated on the validation scores of the {runtime} runtime: temperature {fitted['temperature']:.3f}, "
+    log(
+        f"calibrated on the validation scores of the {runtime} runtime: temperature {fitted['temperature']:.3f}, "
         f"threshold {threshold:.4f}, uncertain from {uncertain:.4f}; close to a boundary within "
         f"{margin['logit']:.3f} logits (the outcome changes with the view for {margin['validation_outcome_changes']:.3f} "
         f"of the validation images, the note is on {margin['validation_noted']:.3f})"
-        + (f"; its close-call check (eight views, applied with SKINCARE_CLOSE_CALL_CHECK"
-           f"{' on, as now' if loaded.close_call else ', off now'}) on validation: sensitivity "
-           f"{meta[tta.CLOSE_CALL_KEY]['validation_sensitivity']:.3f}, flagged "
-           f"{meta[tta.CLOSE_CALL_KEY]['validation_flagged_share_of_malignant']:.3f} of the malignant"
-           if tta.CLOSE_CALL_KEY in meta else ""))
+        + (
+            f"; its close-call check (eight views, applied with SKINCARE_CLOSE_CALL_CHECK"
+            f"{' on, as now' if loaded.close_call else ', off now'}) on validation: sensitivity "
+            f"{meta[tta.CLOSE_CALL_KEY]['validation_sensitivity']:.3f}, flagged "
+            f"{meta[tta.CLOSE_CALL_KEY]['validation_flagged_share_of_malignant']:.3f} of the malignant"
+            if tta.CLOSE_CALL_KEY in meta
+            else ""
+        )
+    )
     log(evaluation.format_table({k: results[k] for k in ("validation", "test") if k in results}))
     return results
 

@@ -6,6 +6,7 @@ finished epoch: phase 1 is not repeated, and phase 2 goes on from the saved weig
 (its step count, so the cosine decay continues, and the moving average of the weights) and the
 best-so-far record. A run with other settings in the same folder is refused, never mixed.
 """
+
 from __future__ import annotations
 
 import json
@@ -60,8 +61,10 @@ class Checkpoints:
             before = json.loads(path.read_text())
             changed = sorted(k for k in set(before) | set(settings) if before.get(k) != settings.get(k))
             if changed:
-                raise ValueError(f"{self.folder} holds a run with other settings ({', '.join(changed)}): "
-                                 "resume it with the same ones, or give another folder")
+                raise ValueError(
+                    f"{self.folder} holds a run with other settings ({', '.join(changed)}): "
+                    "resume it with the same ones, or give another folder"
+                )
         else:
             path.write_text(json.dumps(settings, indent=2))
 
@@ -74,8 +77,12 @@ class Checkpoints:
         return None if found is None else (found[0]["weights"], found[1])
 
     def save_epoch(self, weights, optimizer_variables, best_weights, state: dict[str, Any]) -> None:
-        _save(self.folder, EPOCH, {"weights": weights, "optimizer": optimizer_variables,
-                                   "best": best_weights or []}, state)
+        _save(
+            self.folder,
+            EPOCH,
+            {"weights": weights, "optimizer": optimizer_variables, "best": best_weights or []},
+            state,
+        )
 
     def last_epoch(self):
         """(arrays, state) of the last finished phase-2 epoch, or None."""

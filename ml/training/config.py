@@ -4,6 +4,7 @@ A plain dataclass (no Django, no Keras), so the trainer reads it here and on a G
 `manage.py train_model` builds it from its flags, and every model's metadata records it whole
 (`training`), which is how the model card tells what a model was trained with.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, fields

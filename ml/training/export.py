@@ -7,6 +7,7 @@ numpy file and ml.serving.classifier.LiteRTRuntime computes it, and its gradient
 Grad-CAM, in numpy. Weights are stored as float16 (half the size, computed in
 float32 by LiteRT); the Keras model stays beside it as the fallback and reference.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,11 +41,18 @@ def export_litert(model_dir, log=print) -> dict:
 
     dense, bn, out = head.get_layer("head_dense"), head.get_layer("head_bn"), head.get_layer("probabilities")
     gamma, beta, mean, variance = bn.get_weights()
-    np.savez(model_dir / HEAD_FILENAME,  # the large kernel in float16, like the backbone's weights
-             dense_kernel=dense.get_weights()[0].astype(np.float16), dense_bias=dense.get_weights()[1],
-             bn_gamma=gamma, bn_beta=beta, bn_mean=mean, bn_variance=variance,
-             bn_epsilon=np.array(bn.epsilon, dtype=np.float32),
-             out_kernel=out.get_weights()[0], out_bias=out.get_weights()[1])
+    np.savez(
+        model_dir / HEAD_FILENAME,  # the large kernel in float16, like the backbone's weights
+        dense_kernel=dense.get_weights()[0].astype(np.float16),
+        dense_bias=dense.get_weights()[1],
+        bn_gamma=gamma,
+        bn_beta=beta,
+        bn_mean=mean,
+        bn_variance=variance,
+        bn_epsilon=np.array(bn.epsilon, dtype=np.float32),
+        out_kernel=out.get_weights()[0],
+        out_bias=out.get_weights()[1],
+    )
     metadata["litert"] = {
         "model": LITERT_FILENAME,
         "head": HEAD_FILENAME,

@@ -4,6 +4,7 @@ The reference holds each training image as it is and once through the training a
 (ml.model.augmentation) followed by a random sharpening or softening, so that a lesion from
 another dermoscope stays familiar while a photo of something else does not.
 """
+
 from __future__ import annotations
 
 import random
@@ -45,7 +46,7 @@ def fit_for_model(model_dir, train_paths, val_paths, log=print, seed: int = 0) -
         """Feature statistics of each image as it is, and augmented with its sharpness changed too."""
         features = []
         for start in range(0, len(paths), 32):
-            x = np.stack([preprocess(p) for p in paths[start:start + 32]])
+            x = np.stack([preprocess(p) for p in paths[start : start + 32]])
             if quality is not None:
                 quality.extend(quality_measures(img) for img in x)
             augmented = random_sharpness(np.stack([augment(img, augment_rng) for img in x]), sharpness_rng)

@@ -15,6 +15,7 @@ Two phases, the original project's recipe with what fine-tuning on a CPU taught 
 Nothing here reads the test split, imports TensorFlow or Django: ml.training.trainer calls it
 here, ml.training.remote on a GPU machine.
 """
+
 from __future__ import annotations
 
 import sys
@@ -35,8 +36,14 @@ Log = Callable[[str], None]
 
 
 def network_spec(config: TrainConfig) -> NetworkSpec:
-    return NetworkSpec(backbone=config.backbone, padding=config.padding, weights=config.weights,
-                       split_block=config.split_block, dense_units=config.dense_units, dropout=config.dropout)
+    return NetworkSpec(
+        backbone=config.backbone,
+        padding=config.padding,
+        weights=config.weights,
+        split_block=config.split_block,
+        dense_units=config.dense_units,
+        dropout=config.dropout,
+    )
 
 
 def view_counts(y: np.ndarray, benign_views: int, max_views: int) -> tuple[int, int]:
@@ -51,8 +58,10 @@ def view_counts(y: np.ndarray, benign_views: int, max_views: int) -> tuple[int, 
 def view_indices(y: np.ndarray, benign_views: int, malignant_views: int) -> list[np.ndarray]:
     """Which training images each view holds: view 1 every image (unaugmented), then every image up to
     benign_views, then the malignant images alone."""
-    return [np.arange(len(y)) if v < benign_views else np.flatnonzero(y == 1)
-            for v in range(max(benign_views, malignant_views))]
+    return [
+        np.arange(len(y)) if v < benign_views else np.flatnonzero(y == 1)
+        for v in range(max(benign_views, malignant_views))
+    ]
 
 
 def onehot(y: np.ndarray) -> np.ndarray:
@@ -84,8 +93,12 @@ class AveragedWeights(keras.callbacks.Callback):
         self.model.optimizer.finalize_variable_values(self.model.trainable_variables)  # the averages, in place
         p = malignant_scores(self.model, self.x_val)
         auc = roc_auc(self.y_val, p)
-        for key, value in {**(logs or {}), "val_auc": auc, "val_loss": log_loss(self.y_val, p),
-                           "val_accuracy": float(np.mean((p >= 0.5) == self.y_val))}.items():
+        for key, value in {
+            **(logs or {}),
+            "val_auc": auc,
+            "val_loss": log_loss(self.y_val, p),
+            "val_accuracy": float(np.mean((p >= 0.5) == self.y_val)),
+        }.items():
             self.history.setdefault(key, []).append(float(value))
         if auc > self.best_auc:
             self.best_auc, self.best_weights, self.best_epoch, self.wait = auc, self.model.get_weights(), epoch + 1, 0
@@ -94,16 +107,22 @@ class AveragedWeights(keras.callbacks.Callback):
             if self.wait >= self.patience:
                 self.model.stop_training = True
         self.model.set_weights(current)
-        self.log(f"epoch {epoch + 1}: validation AUC of the averaged weights {auc:.4f} "
-                 f"(best {self.best_auc:.4f}, epoch {self.best_epoch}; {time.time() - self.started:.0f} s)")
+        self.log(
+            f"epoch {epoch + 1}: validation AUC of the averaged weights {auc:.4f} "
+            f"(best {self.best_auc:.4f}, epoch {self.best_epoch}; {time.time() - self.started:.0f} s)"
+        )
 
     def on_train_end(self, logs=None):
         if self.best_weights is not None:
             self.model.set_weights(self.best_weights)
 
     def state(self) -> dict[str, Any]:
-        return {"best_auc": float(self.best_auc), "best_epoch": self.best_epoch, "wait": self.wait,
-                "history": self.history}
+        return {
+            "best_auc": float(self.best_auc),
+            "best_epoch": self.best_epoch,
+            "wait": self.wait,
+            "history": self.history,
+        }
 
     def restore(self, state: dict[str, Any], best_weights) -> None:
         self.best_auc, self.best_epoch, self.wait = state["best_auc"], state["best_epoch"], state["wait"]
@@ -119,13 +138,26 @@ class SaveEpochs(keras.callbacks.Callback):
         self.checkpoints, self.averaged = checkpoints, averaged
 
     def on_epoch_end(self, epoch, logs=None):
-        self.checkpoints.save_epoch(self.model.get_weights(), [keras.ops.convert_to_numpy(v) for v in self.model.optimizer.variables],
-                                    self.averaged.best_weights, {**self.averaged.state(), "epochs_done": epoch + 1})
+        self.checkpoints.save_epoch(
+            self.model.get_weights(),
+            [keras.ops.convert_to_numpy(v) for v in self.model.optimizer.variables],
+            self.averaged.best_weights,
+            {**self.averaged.state(), "epochs_done": epoch + 1},
+        )
 
 
-def fit_network(config: TrainConfig, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
-                y_val: np.ndarray, *, sources=None, pool=None, checkpoints: Checkpoints | None = None,
-                log: Log = print) -> tuple[Network, dict[str, Any]]:
+def fit_network(
+    config: TrainConfig,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    *,
+    sources=None,
+    pool=None,
+    checkpoints: Checkpoints | None = None,
+    log: Log = print,
+) -> tuple[Network, dict[str, Any]]:
     """Train the network on uint8 images (N, 224, 224, 3); returns it (its weights the kept ones) and a
     record: history, both phases' validation AUC, which phase was kept, the training prior that
     calibration undoes, the views and the seconds each phase took. sources: each training image's
@@ -157,13 +189,16 @@ def fit_network(config: TrainConfig, x_train: np.ndarray, y_train: np.ndarray, x
         keras.utils.set_random_seed(config.phase2_seed)
         net.unfreeze_backbone()
         steps = max(1, len(y_train) // config.batch_size)
-        schedule = keras.optimizers.schedules.CosineDecay(config.finetune_learning_rate,
-                                                          steps * config.finetune_epochs, alpha=0.05)
+        schedule = keras.optimizers.schedules.CosineDecay(
+            config.finetune_learning_rate, steps * config.finetune_epochs, alpha=0.05
+        )
         optimizer = keras.optimizers.Adam(schedule, use_ema=True, ema_momentum=1.0 - 1.0 / steps)
         net.model.compile(optimizer, "binary_crossentropy", metrics=["accuracy"])
-        log(f"phase 2: every block trainable, {steps} balanced batches an epoch, Adam "
+        log(
+            f"phase 2: every block trainable, {steps} balanced batches an epoch, Adam "
             f"{config.finetune_learning_rate:g} with cosine decay, up to {config.finetune_epochs} epochs, "
-            f"patience {config.patience}")
+            f"patience {config.patience}"
+        )
         averaged = AveragedWeights(x_val, y_val, config.patience, log)
         callbacks: list = [averaged]
         epochs_done = 0
@@ -176,16 +211,26 @@ def fit_network(config: TrainConfig, x_train: np.ndarray, y_train: np.ndarray, x
             net.model.set_weights(arrays["weights"])
             averaged.restore(state, arrays["best"])
             epochs_done = state["epochs_done"]
-            log(f"phase 2 resumed from {checkpoints.folder} after epoch {epochs_done} "
-                f"(best validation AUC {averaged.best_auc:.4f}, epoch {averaged.best_epoch})")
+            log(
+                f"phase 2 resumed from {checkpoints.folder} after epoch {epochs_done} "
+                f"(best validation AUC {averaged.best_auc:.4f}, epoch {averaged.best_epoch})"
+            )
         if checkpoints:
             callbacks.append(SaveEpochs(checkpoints, averaged))
         # A resumed run draws fresh batches (another seed) rather than the first epochs' again.
-        batches = AugmentedBatches(x_train, y_train, config.batch_size, config.phase2_seed + 1000 * epochs_done,
-                                   pool=pool, sources=sources)
+        batches = AugmentedBatches(
+            x_train, y_train, config.batch_size, config.phase2_seed + 1000 * epochs_done, pool=pool, sources=sources
+        )
         if epochs_done < config.finetune_epochs and averaged.wait < config.patience:
-            net.model.fit(batches.generator(), steps_per_epoch=steps, epochs=config.finetune_epochs,
-                          initial_epoch=epochs_done, shuffle=False, verbose=_verbose(), callbacks=callbacks)
+            net.model.fit(
+                batches.generator(),
+                steps_per_epoch=steps,
+                epochs=config.finetune_epochs,
+                initial_epoch=epochs_done,
+                shuffle=False,
+                verbose=_verbose(),
+                callbacks=callbacks,
+            )
         elif averaged.best_weights is not None:
             net.model.set_weights(averaged.best_weights)
         phase2_auc = float(averaged.best_auc)
@@ -197,13 +242,20 @@ def fit_network(config: TrainConfig, x_train: np.ndarray, y_train: np.ndarray, x
     kept = "finetuned" if phase2_auc is not None and phase2_auc >= phase1_auc else "frozen"
     record = {
         "history": history,
-        "phases": {"validation_auc_frozen": phase1_auc, "validation_auc_finetuned": phase2_auc, "kept": kept,
-                   "phase1_epochs": config.epochs},
+        "phases": {
+            "validation_auc_frozen": phase1_auc,
+            "validation_auc_finetuned": phase2_auc,
+            "kept": kept,
+            "phase1_epochs": config.epochs,
+        },
         # The malignant share the kept weights were trained on, which calibration undoes.
         "train_prior": 0.5 if kept == "finetuned" else p1["views"]["n_malignant"] / p1["views"]["n"],
         "training_views": p1["views"],
-        "seconds": {**p1["seconds"], "phase2_finetune": round(time.time() - phase2_started, 1),
-                    "total": round(time.time() - started, 1)},
+        "seconds": {
+            **p1["seconds"],
+            "phase2_finetune": round(time.time() - phase2_started, 1),
+            "total": round(time.time() - started, 1),
+        },
     }
     return net, record
 
@@ -224,12 +276,28 @@ def _phase1(net: Network, config: TrainConfig, x_train, y_train, x_val, y_val, s
     # (the default pools both columns into one curve and reads higher).
     auc = keras.metrics.AUC(name="auc", multi_label=True, num_labels=2)
     net.head.compile(keras.optimizers.Adam(config.learning_rate), "binary_crossentropy", metrics=["accuracy", auc])
-    h1 = net.head.fit(f_train, onehot(labels_train), validation_data=(f_val, onehot(y_val)), epochs=config.epochs,
-                      batch_size=config.batch_size, shuffle=True, verbose=_verbose())
+    h1 = net.head.fit(
+        f_train,
+        onehot(labels_train),
+        validation_data=(f_val, onehot(y_val)),
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        shuffle=True,
+        verbose=_verbose(),
+    )
     auc_value = roc_auc(y_val, net.head.predict(f_val, verbose=0)[:, 1])
     log(f"phase 1 (frozen backbone, {len(f_train)} views): validation AUC {auc_value:.4f}")
-    return {"auc": auc_value, "history": {k: [float(x) for x in v] for k, v in h1.history.items()},
-            "views": {"n": int(len(labels_train)), "n_malignant": int(labels_train.sum()),
-                      "benign_views": benign_views, "malignant_views": malignant_views},
-            "seconds": {"cache_features": round(features_seconds, 1),
-                        "phase1_head": round(time.time() - started - features_seconds, 1)}}
+    return {
+        "auc": auc_value,
+        "history": {k: [float(x) for x in v] for k, v in h1.history.items()},
+        "views": {
+            "n": int(len(labels_train)),
+            "n_malignant": int(labels_train.sum()),
+            "benign_views": benign_views,
+            "malignant_views": malignant_views,
+        },
+        "seconds": {
+            "cache_features": round(features_seconds, 1),
+            "phase1_head": round(time.time() - started - features_seconds, 1),
+        },
+    }

@@ -8,6 +8,7 @@ Writes OUT/run.json (the settings, the record of both phases, the machine) and O
 `manage.py import_model OUT --dataset DATASET` finishes the model here as train_model does.
 The test images never travel.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,16 @@ MANIFEST = "manifest.json"
 RUN = "run.json"
 WEIGHTS = "weights.npz"
 # Settings a run may change on the command line (the split's, seed and limit, come from the bundle).
-OVERRIDABLE = ("padding", "epochs", "learning_rate", "finetune_epochs", "finetune_learning_rate", "patience",
-               "finetune_seed", "batch_size")
+OVERRIDABLE = (
+    "padding",
+    "epochs",
+    "learning_rate",
+    "finetune_epochs",
+    "finetune_learning_rate",
+    "patience",
+    "finetune_seed",
+    "batch_size",
+)
 
 
 class BundleError(ValueError):
@@ -54,7 +63,9 @@ def load_bundle(bundles: list[Path], log=print):
         raise BundleError(f"no {MANIFEST} in {', '.join(map(str, bundles))}")
     missing = [n for n, _ in manifest["train"] + manifest["validation"] if n not in found]
     if missing:
-        raise BundleError(f"{len(missing)} of the bundle's images are missing (first: {missing[0]}): did every part travel?")
+        raise BundleError(
+            f"{len(missing)} of the bundle's images are missing (first: {missing[0]}): did every part travel?"
+        )
     started = time.time()
     x_train = np.stack([preprocess_uint8(found[n]) for n, _ in manifest["train"]])
     x_val = np.stack([preprocess_uint8(found[n]) for n, _ in manifest["validation"]])
@@ -68,12 +79,18 @@ def config_for(manifest: dict[str, Any], overrides: dict[str, Any]) -> TrainConf
     unknown = sorted(set(overrides) - set(OVERRIDABLE))
     if unknown:
         raise BundleError(f"cannot change {', '.join(unknown)} on the GPU machine (only {', '.join(OVERRIDABLE)})")
-    return TrainConfig(datasets=manifest["datasets"], format=manifest.get("format"), seed=manifest["seed"],
-                       limit=manifest.get("limit"), **overrides)
+    return TrainConfig(
+        datasets=manifest["datasets"],
+        format=manifest.get("format"),
+        seed=manifest["seed"],
+        limit=manifest.get("limit"),
+        **overrides,
+    )
 
 
-def run(bundles, output, overrides: dict[str, Any], weights: str | None = None, workers: int | None = None,
-        log=print) -> dict[str, Any]:
+def run(
+    bundles, output, overrides: dict[str, Any], weights: str | None = None, workers: int | None = None, log=print
+) -> dict[str, Any]:
     started = time.time()
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
@@ -102,8 +119,13 @@ def run(bundles, output, overrides: dict[str, Any], weights: str | None = None, 
         machine += f", {jax.devices()[0].device_kind}"
     except Exception:  # a description only: never fail a run for it
         pass
-    summary = {"manifest": manifest, "config": asdict(config), "record": record, "machine": machine,
-               "seconds": round(time.time() - started, 1)}
+    summary = {
+        "manifest": manifest,
+        "config": asdict(config),
+        "record": record,
+        "machine": machine,
+        "seconds": round(time.time() - started, 1),
+    }
     (output / RUN).write_text(json.dumps(summary))
     log(f"wrote {output}: validation AUC {record['phases']}; {summary['seconds']:.0f} s on {machine}")
     return summary
@@ -122,8 +144,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     overrides = {k: getattr(args, k) for k in OVERRIDABLE if getattr(args, k) is not None}
     try:
-        run(args.bundle, args.output, overrides, weights=args.weights, workers=args.workers,
-            log=lambda m: print(m, flush=True))
+        run(
+            args.bundle,
+            args.output,
+            overrides,
+            weights=args.weights,
+            workers=args.workers,
+            log=lambda m: print(m, flush=True),
+        )
     except BundleError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

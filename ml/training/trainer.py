@@ -10,6 +10,7 @@
    the temperature, the threshold for sensitivity >= 0.90 and the "uncertain" band
    (ml.training.calibration); then the test split is scored once.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -47,30 +48,36 @@ Log = Callable[[str], None]
 IMAGE_CACHE_FORMAT = "full-decode"
 
 # What every model's metadata says of its input.
-PREPROCESSING_DESCRIPTION = (f"ml.preprocessing.preprocess: decode every pixel with Pillow, EXIF orientation, RGB, "
-                             f"squash to {IMAGE_SIZE}x{IMAGE_SIZE} (bilinear), a dermoscope's dark corners painted "
-                             "with skin colour, float 0..255; the model scales its own input")
+PREPROCESSING_DESCRIPTION = (
+    f"ml.preprocessing.preprocess: decode every pixel with Pillow, EXIF orientation, RGB, "
+    f"squash to {IMAGE_SIZE}x{IMAGE_SIZE} (bilinear), a dermoscope's dark corners painted "
+    "with skin colour, float 0..255; the model scales its own input"
+)
 
 # How the thresholds and calibration are chosen (ml.training.calibration fits them): said in every model's metadata.
 CALIBRATION_RULES = {
     "threshold_rule": f"sensitivity >= {metrics.SENSITIVITY_TARGET} on the validation split, as high as that allows "
-                      "(halfway to the next lower validation score)",
+    "(halfway to the next lower validation score)",
     "uncertain_rule": f"flags (needs a doctor + uncertain) >= {metrics.FLAG_TARGET} of malignant on the validation split",
     "calibration": "p = sigmoid((logit(p_raw) + logit_offset) / temperature); logit_offset undoes the balanced "
-                   "training prior, temperature fitted on the validation split, both on the scores of the "
-                   "model as served",
+    "training prior, temperature fitted on the validation split, both on the scores of the "
+    "model as served",
 }
 
 
 def cache_root(config: TrainConfig) -> Path:
-    root = Path(config.cache_dir or os.environ.get("SKINCARE_CACHE_DIR") or Path(tempfile.gettempdir()) / "skincare-cache")
+    root = Path(
+        config.cache_dir or os.environ.get("SKINCARE_CACHE_DIR") or Path(tempfile.gettempdir()) / "skincare-cache"
+    )
     root.mkdir(parents=True, exist_ok=True)
     return root
 
 
 def load_images(paths: list[Path], cache: Path | None = None, log: Log = print) -> np.ndarray:
     """All images through the serving preprocessing, rounded to uint8 (N, 224, 224, 3), cached on disk."""
-    key = hashlib.sha1(("\n".join(str(p) for p in paths) + f"|{IMAGE_SIZE}|{IMAGE_CACHE_FORMAT}").encode()).hexdigest()[:16]
+    key = hashlib.sha1(("\n".join(str(p) for p in paths) + f"|{IMAGE_SIZE}|{IMAGE_CACHE_FORMAT}").encode()).hexdigest()[
+        :16
+    ]
     cached = cache / f"images-{key}.npy" if cache else None
     if cached and cached.exists():
         return np.load(cached)
@@ -107,7 +114,8 @@ def split_source(samples, config: TrainConfig, seed: int):
         train, val, _ = split_samples(rest, (1 - val_share, val_share, 0.0), seed=seed)
         return train, val, official_test, "test = the ISIC 2018 Task 3 test set, the rest split by lesion"
     train, val, test = split_samples(
-        samples, (1 - config.val_fraction - config.test_fraction, config.val_fraction, config.test_fraction), seed=seed)
+        samples, (1 - config.val_fraction - config.test_fraction, config.val_fraction, config.test_fraction), seed=seed
+    )
     return train, val, test, "split by group (lesion or patient), stratified"
 
 
@@ -135,13 +143,19 @@ def new_model_metadata(backbone: str) -> dict[str, Any]:
     """What every new model folder's metadata.json starts with (train_model, import_model)."""
     now = dt.datetime.now(dt.UTC)
     name = backbone.removeprefix("efficientnet-")
-    return {"model_version": now.strftime(f"{name}-%Y%m%d-%H%M"), "created_at": now.isoformat(timespec="seconds"),
-            "backbone": backbone, "class_names": list(CLASS_NAMES), "image_size": IMAGE_SIZE,
-            "preprocessing": PREPROCESSING_DESCRIPTION, **CALIBRATION_RULES}
+    return {
+        "model_version": now.strftime(f"{name}-%Y%m%d-%H%M"),
+        "created_at": now.isoformat(timespec="seconds"),
+        "backbone": backbone,
+        "class_names": list(CLASS_NAMES),
+        "image_size": IMAGE_SIZE,
+        "preprocessing": PREPROCESSING_DESCRIPTION,
+        **CALIBRATION_RULES,
+    }
 
 
 def machine_description() -> str:
-    return (f"{platform.machine()}, {os.cpu_count()} CPUs, Keras {keras.__version__} on {keras.backend.backend()}")
+    return f"{platform.machine()}, {os.cpu_count()} CPUs, Keras {keras.__version__} on {keras.backend.backend()}"
 
 
 def save_artifact(output: Path, model, metadata: dict[str, Any], train_s, val_s, test_s, log: Log = print) -> None:
@@ -153,22 +167,38 @@ def save_artifact(output: Path, model, metadata: dict[str, Any], train_s, val_s,
     model.save(output / MODEL_FILENAME)
     compress_keras_file(output / MODEL_FILENAME)
     write_metadata(output, metadata)
-    splits = {"validation": sorted(str(s.path.name) for s in val_s), "test": sorted(str(s.path.name) for s in test_s),
-              # each held-out image's source, for figures per source
-              "sources": {name: {s.path.name: source_of(s) for s in part} for name, part in (("validation", val_s),
-                                                                                          ("test", test_s))}}
+    splits = {
+        "validation": sorted(str(s.path.name) for s in val_s),
+        "test": sorted(str(s.path.name) for s in test_s),
+        # each held-out image's source, for figures per source
+        "sources": {
+            name: {s.path.name: source_of(s) for s in part} for name, part in (("validation", val_s), ("test", test_s))
+        },
+    }
     (output / SPLITS_FILENAME).write_text(json.dumps(splits))
     fit_for_model(output, [s.path for s in train_s], [s.path for s in val_s], log=log)
     export_litert(output, log=log)
 
 
-def finish_artifact(output: Path, model, record: dict[str, Any], config: TrainConfig, reports, splits,
-                    *, fitted_by: str, trained_on: str, log: Log = print) -> dict[str, Any]:
+def finish_artifact(
+    output: Path,
+    model,
+    record: dict[str, Any],
+    config: TrainConfig,
+    reports,
+    splits,
+    *,
+    fitted_by: str,
+    trained_on: str,
+    log: Log = print,
+) -> dict[str, Any]:
     """Everything after the weights, the same for train_model and import_model: save, gate, export,
     calibrate on validation as served, score the test split once, write metrics.json."""
     train_s, val_s, test_s, split_note = splits
-    y = {name: np.array([s.label for s in part]) for name, part in (("train", train_s), ("validation", val_s),
-                                                                    ("test", test_s))}
+    y = {
+        name: np.array([s.label for s in part])
+        for name, part in (("train", train_s), ("validation", val_s), ("test", test_s))
+    }
     by_source = {}
     for name, part in (("train", train_s), ("validation", val_s), ("test", test_s)):
         for sample in part:
@@ -178,8 +208,10 @@ def finish_artifact(output: Path, model, record: dict[str, Any], config: TrainCo
     metadata = {
         **new_model_metadata(config.backbone),
         "data": {
-            "datasets": [str(d) for d in config.datasets], "formats": [r.format for r in reports],
-            "split": split_note, "seed": config.seed,
+            "datasets": [str(d) for d in config.datasets],
+            "formats": [r.format for r in reports],
+            "split": split_note,
+            "seed": config.seed,
             **{name: {"n": len(v), "n_malignant": int(v.sum())} for name, v in y.items()},
             "by_source": by_source,
             "training_views": {**record["training_views"], "prior": record["train_prior"]},
@@ -189,11 +221,20 @@ def finish_artifact(output: Path, model, record: dict[str, Any], config: TrainCo
     }
     save_artifact(output, model, metadata, train_s, val_s, test_s, log=log)
     results = calibrate_and_report(
-        output, y["validation"], [s.path for s in val_s], record["train_prior"], fitted_by=fitted_by,
-        y_test=y["test"], test_images=[s.path for s in test_s],
-        val_sources=[source_of(s) for s in val_s], test_sources=[source_of(s) for s in test_s],
-        results={"phases": record["phases"]}, history=record["history"],
-        phases=[config.epochs] if config.finetune_epochs else None, log=log)
+        output,
+        y["validation"],
+        [s.path for s in val_s],
+        record["train_prior"],
+        fitted_by=fitted_by,
+        y_test=y["test"],
+        test_images=[s.path for s in test_s],
+        val_sources=[source_of(s) for s in val_s],
+        test_sources=[source_of(s) for s in test_s],
+        results={"phases": record["phases"]},
+        history=record["history"],
+        phases=[config.epochs] if config.finetune_epochs else None,
+        log=log,
+    )
     results["timing_seconds"] = {**record["seconds"], "machine": trained_on}
     (Path(output) / METRICS_FILENAME).write_text(json.dumps(results, indent=2))
     return results
@@ -203,16 +244,19 @@ def train(config: TrainConfig, log: Log = print) -> dict[str, Any]:
     started = time.time()
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
-    reports = [read_dataset(d, config.format, atypical_is_malignant=config.atypical_is_malignant)
-               for d in config.datasets]
+    reports = [
+        read_dataset(d, config.format, atypical_is_malignant=config.atypical_is_malignant) for d in config.datasets
+    ]
     for report in reports:
         log(report.summary())
     splits = split_for_training(reports, config)
     train_s, val_s, test_s, split_note = splits
     y_train = np.array([s.label for s in train_s])
     y_val = np.array([s.label for s in val_s])
-    log(f"split ({split_note}): train {len(train_s)} ({int(y_train.sum())} malignant), "
-        f"validation {len(val_s)} ({int(y_val.sum())}), test {len(test_s)} ({sum(s.label for s in test_s)})")
+    log(
+        f"split ({split_note}): train {len(train_s)} ({int(y_train.sum())} malignant), "
+        f"validation {len(val_s)} ({int(y_val.sum())}), test {len(test_s)} ({sum(s.label for s in test_s)})"
+    )
     if y_train.sum() == 0 or y_train.sum() == len(y_train) or y_val.sum() == 0 or y_val.sum() == len(y_val):
         raise ValueError("the training and validation splits each need benign and malignant images")
     cache = cache_root(config)
@@ -223,13 +267,23 @@ def train(config: TrainConfig, log: Log = print) -> dict[str, Any]:
     try:
         sources = np.array([source_of(s) for s in train_s])
         checkpoints = Checkpoints(config.resume, config) if config.resume else None
-        net, record = fit_network(config, x_train, y_train, x_val, y_val, sources=sources, pool=pool,
-                                  checkpoints=checkpoints, log=log)
+        net, record = fit_network(
+            config, x_train, y_train, x_val, y_val, sources=sources, pool=pool, checkpoints=checkpoints, log=log
+        )
     finally:
         if pool is not None:
             pool.terminate()
     record["seconds"]["total"] = round(time.time() - started, 1)  # with reading and decoding the images
-    results = finish_artifact(output, net.model, record, config, reports, splits, fitted_by="manage.py train_model",
-                              trained_on=machine_description(), log=log)
+    results = finish_artifact(
+        output,
+        net.model,
+        record,
+        config,
+        reports,
+        splits,
+        fitted_by="manage.py train_model",
+        trained_on=machine_description(),
+        log=log,
+    )
     log(f"wrote {output} in {(time.time() - started) / 60:.1f} min")
     return results

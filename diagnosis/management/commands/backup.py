@@ -1,4 +1,5 @@
 """A consistent copy of the database and of every stored file, with checksums (diagnosis/backup.py)."""
+
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
@@ -21,7 +22,9 @@ class Command(BaseCommand):
         except backup.BackupError as exc:
             raise CommandError(str(exc))
         counts = manifest["counts"]
-        self.stdout.write(self.style.SUCCESS(
-            f"Backed up to {destination}: {manifest['engine']} database with {counts['predictions']} prediction(s), "
-            f"{counts['lesions']} lesion(s); {len(manifest['media'])} file(s). Checksums in {backup.MANIFEST}."
-        ))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Backed up to {destination}: {manifest['engine']} database with {counts['predictions']} prediction(s), "
+                f"{counts['lesions']} lesion(s); {len(manifest['media'])} file(s). Checksums in {backup.MANIFEST}."
+            )
+        )

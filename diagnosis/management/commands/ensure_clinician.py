@@ -4,6 +4,7 @@ A new account gets a random password, printed once; an existing account keeps
 its password (reset it with `manage.py changepassword USERNAME`). A reviewer gets
 the reviewer's permissions, and an existing reviewer any added since it was made.
 """
+
 import secrets
 
 from django.contrib.auth import get_user_model
@@ -11,7 +12,13 @@ from django.contrib.auth.models import Permission
 from django.core.management.base import BaseCommand
 
 REVIEWER_PERMISSIONS = [
-    "view_upload", "change_upload", "view_prediction", "change_prediction", "view_lesion", "change_lesion", "view_auditevent",
+    "view_upload",
+    "change_upload",
+    "view_prediction",
+    "change_prediction",
+    "view_lesion",
+    "change_lesion",
+    "view_auditevent",
 ]
 
 

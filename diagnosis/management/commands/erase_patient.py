@@ -1,4 +1,5 @@
 """Erase everything kept about one patient (a request under data-protection law)."""
+
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
@@ -27,8 +28,10 @@ class Command(BaseCommand):
         if not erased.uploads and not erased.lesions:
             self.stdout.write(self.style.WARNING(f"Nothing stored for patient {patient_ref}; the request is recorded."))
             return
-        self.stdout.write(self.style.SUCCESS(
-            f"Erased patient {patient_ref}: {erased.predictions} prediction(s), {erased.uploads} upload(s), "
-            f"{erased.lesions} lesion(s), {erased.files} file(s); {erased.audit_events_redacted} audit event(s) "
-            "kept without their content."
-        ))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Erased patient {patient_ref}: {erased.predictions} prediction(s), {erased.uploads} upload(s), "
+                f"{erased.lesions} lesion(s), {erased.files} file(s); {erased.audit_events_redacted} audit event(s) "
+                "kept without their content."
+            )
+        )

@@ -1,4 +1,5 @@
 """Bring a backup (manage.py backup) back into an empty install (diagnosis/backup.py)."""
+
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
@@ -21,7 +22,9 @@ class Command(BaseCommand):
         except backup.BackupError as exc:
             raise CommandError(str(exc))
         counts = manifest["counts"]
-        self.stdout.write(self.style.SUCCESS(
-            f"Restored from {source} (made {manifest['created_at']}): {counts['predictions']} prediction(s), "
-            f"{counts['lesions']} lesion(s), {len(manifest['media'])} file(s), every checksum verified."
-        ))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Restored from {source} (made {manifest['created_at']}): {counts['predictions']} prediction(s), "
+                f"{counts['lesions']} lesion(s), {len(manifest['media'])} file(s), every checksum verified."
+            )
+        )

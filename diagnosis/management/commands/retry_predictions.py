@@ -1,4 +1,5 @@
 """Assess again the uploads the model could not assess (no model, failed, or interrupted)."""
+
 from django.core.management.base import BaseCommand
 
 from diagnosis import services

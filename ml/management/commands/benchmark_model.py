@@ -11,6 +11,7 @@ Everything in one run on the same images:
 Latency on a small shared machine varies from run to run, so the timed loops run --rounds
 times and the figures are the median of the rounds' figures (each round's p50 is kept too).
 """
+
 import json
 import os
 import resource
@@ -77,9 +78,12 @@ class Command(BaseCommand):
         parser.add_argument("--images", help="folder of images to use (default: the shared HAM10000 and PH2 images)")
         parser.add_argument("-n", type=int, default=100, help="predictions to time (default: %(default)s)")
         parser.add_argument("--baseline-n", type=int, default=30, help="baseline predictions to time")
-        parser.add_argument("--rounds", type=int, default=5,
-                            help="times to repeat each timed loop; the figures are the rounds' median "
-                                 "(default: %(default)s)")
+        parser.add_argument(
+            "--rounds",
+            type=int,
+            default=5,
+            help="times to repeat each timed loop; the figures are the rounds' median (default: %(default)s)",
+        )
         parser.add_argument("--json", dest="json_path", help="also write the figures to this JSON file")
 
     def _images(self, folder, n):
@@ -87,8 +91,10 @@ class Command(BaseCommand):
             paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png", ".bmp"})
         else:
             shared = shared_datasets_root()
-            paths = sorted((shared / "ham10000" / "images").glob("*.jpg"))[:n // 2] + \
-                sorted((shared / "ph2" / "images").glob("*.jpg"))[:n - n // 2]
+            paths = (
+                sorted((shared / "ham10000" / "images").glob("*.jpg"))[: n // 2]
+                + sorted((shared / "ph2" / "images").glob("*.jpg"))[: n - n // 2]
+            )
         if not paths:
             raise CommandError("no images found: pass --images FOLDER")
         return [paths[i % len(paths)] for i in range(n)]
@@ -100,8 +106,13 @@ class Command(BaseCommand):
         paths = self._images(o["images"], o["n"])
         blobs = [p.read_bytes() for p in paths]
         self.stdout.write(f"benchmarking {settings.SKINCARE_MODEL_DIR} on {len(blobs)} images ...")
-        cold = subprocess.run([sys.executable, "-c", COLD_START_SCRIPT, str(time.time()), str(paths[0])],
-                              capture_output=True, text=True, cwd=settings.BASE_DIR, env={**os.environ})
+        cold = subprocess.run(
+            [sys.executable, "-c", COLD_START_SCRIPT, str(time.time()), str(paths[0])],
+            capture_output=True,
+            text=True,
+            cwd=settings.BASE_DIR,
+            env={**os.environ},
+        )
         if cold.returncode != 0:
             raise CommandError(f"cold-start run failed: {cold.stderr.strip()[-500:]}")
         cold_s, runtime_name, tf_loaded = cold.stdout.split()[-3:]
@@ -115,8 +126,11 @@ class Command(BaseCommand):
 
         model = load_keras_model(Path(settings.SKINCARE_MODEL_DIR) / MODEL_FILENAME)
         model.predict(preprocessing.preprocess(blobs[0])[None], verbose=0)
-        baseline = _timed_rounds(lambda blob: model.predict(preprocessing.preprocess(blob)[None], verbose=0),
-                                 blobs[:o["baseline_n"]], o["rounds"])
+        baseline = _timed_rounds(
+            lambda blob: model.predict(preprocessing.preprocess(blob)[None], verbose=0),
+            blobs[: o["baseline_n"]],
+            o["rounds"],
+        )
         p50s = [_percentile(times, 50) for times in rounds]
         p50 = statistics.median(p50s)
         base = statistics.median(_percentile(times, 50) for times in baseline)

@@ -1,4 +1,5 @@
 """manage.py evaluate_gate: how often the image gate refuses junk and accepts real lesions."""
+
 import json
 from collections import Counter
 from pathlib import Path
@@ -15,13 +16,19 @@ from ml.serving import classifier
 
 class Command(BaseCommand):
     requires_system_checks = []
-    help = ("Measure the image gate: the share of a junk set refused (sample photos, uniform colours, noise, "
-            "lesion images made black, burnt out or blurred) and the share of real lesion images accepted "
-            "(the model's HAM10000 test split and PH2).")
+    help = (
+        "Measure the image gate: the share of a junk set refused (sample photos, uniform colours, noise, "
+        "lesion images made black, burnt out or blurred) and the share of real lesion images accepted "
+        "(the model's HAM10000 test split and PH2)."
+    )
 
     def add_arguments(self, parser):
-        parser.add_argument("--datasets", help="the shared datasets folder (default: $SKINCARE_DATASETS or ../shared/datasets)")
-        parser.add_argument("--spoiled", type=int, default=20, help="lesion images per dataset to spoil for the junk set")
+        parser.add_argument(
+            "--datasets", help="the shared datasets folder (default: $SKINCARE_DATASETS or ../shared/datasets)"
+        )
+        parser.add_argument(
+            "--spoiled", type=int, default=20, help="lesion images per dataset to spoil for the junk set"
+        )
         parser.add_argument("--json", dest="json_path")
 
     def handle(self, *args, **o):
@@ -39,7 +46,9 @@ class Command(BaseCommand):
         ham = [s.path for s in read_dataset(root / "ham10000").samples if s.path.name in held]
         ph2 = [s.path for s in read_dataset(root / "ph2").samples]
         rng = np.random.default_rng(0)
-        spoil_from = list(rng.choice(ham, o["spoiled"], replace=False)) + list(rng.choice(ph2, o["spoiled"], replace=False))
+        spoil_from = list(rng.choice(ham, o["spoiled"], replace=False)) + list(
+            rng.choice(ph2, o["spoiled"], replace=False)
+        )
 
         def decide(source):
             return classifier.predict(source)  # the serving path itself: the gate, as a request meets it
@@ -53,11 +62,17 @@ class Command(BaseCommand):
             if decision.assessed:
                 missed.append(name)
         kinds = Counter(name.split(":")[0] for name, _ in junk)
-        result = {"model_version": loaded.metadata.get("model_version"), "gate": loaded.gate.limits,
-                  "junk": {"n": len(junk), "refused": len(junk) - len(missed),
-                           "refused_share": (len(junk) - len(missed)) / len(junk),
-                           "by_kind": {k: {"n": kinds[k], "refused": refused_by_kind[k]} for k in kinds},
-                           "accepted": missed}}
+        result = {
+            "model_version": loaded.metadata.get("model_version"),
+            "gate": loaded.gate.limits,
+            "junk": {
+                "n": len(junk),
+                "refused": len(junk) - len(missed),
+                "refused_share": (len(junk) - len(missed)) / len(junk),
+                "by_kind": {k: {"n": kinds[k], "refused": refused_by_kind[k]} for k in kinds},
+                "accepted": missed,
+            },
+        }
         for name, paths in (("ham10000_test", ham), ("ph2", ph2)):
             reasons = Counter()
             for path in paths:
@@ -65,9 +80,15 @@ class Command(BaseCommand):
                 if not d.assessed:
                     reasons[d.reason] += 1
             refused = sum(reasons.values())
-            result[name] = {"n": len(paths), "accepted": len(paths) - refused,
-                            "accepted_share": (len(paths) - refused) / len(paths), "refusal_reasons": dict(reasons)}
-        self.stdout.write(f"junk refused: {result['junk']['refused']}/{len(junk)} = {result['junk']['refused_share']:.3f}")
+            result[name] = {
+                "n": len(paths),
+                "accepted": len(paths) - refused,
+                "accepted_share": (len(paths) - refused) / len(paths),
+                "refusal_reasons": dict(reasons),
+            }
+        self.stdout.write(
+            f"junk refused: {result['junk']['refused']}/{len(junk)} = {result['junk']['refused_share']:.3f}"
+        )
         for k, row in result["junk"]["by_kind"].items():
             self.stdout.write(f"  {k:>14}: {row['refused']}/{row['n']} refused")
         if missed:

@@ -1,4 +1,5 @@
 """manage.py evaluate_gradcam: does the heat map land on the lesion? Checked on PH2's lesion masks."""
+
 import json
 from pathlib import Path
 
@@ -13,11 +14,15 @@ from ml.serving.heatmap import heat_inside_mask
 
 class Command(BaseCommand):
     requires_system_checks = []
-    help = ("Over the PH2 images, the share of Grad-CAM heat that falls inside the dermatologists' lesion outline, "
-            "beside the lesion's share of the image and the share of the layer's class-agnostic activity inside it.")
+    help = (
+        "Over the PH2 images, the share of Grad-CAM heat that falls inside the dermatologists' lesion outline, "
+        "beside the lesion's share of the image and the share of the layer's class-agnostic activity inside it."
+    )
 
     def add_arguments(self, parser):
-        parser.add_argument("--datasets", help="the shared datasets folder (default: $SKINCARE_DATASETS or ../shared/datasets)")
+        parser.add_argument(
+            "--datasets", help="the shared datasets folder (default: $SKINCARE_DATASETS or ../shared/datasets)"
+        )
         parser.add_argument("--limit", type=int, help="only the first N images")
         parser.add_argument("--json", dest="json_path")
 
@@ -27,7 +32,7 @@ class Command(BaseCommand):
             raise CommandError(f"PH2 not found under {root}")
         samples = [s for s in read_dataset(root / "ph2").samples if s.mask_path]
         if o["limit"]:
-            samples = samples[:o["limit"]]
+            samples = samples[: o["limit"]]
         loaded = get_model()
         if loaded.cam_layer is None:
             raise CommandError("this model has no feature layer for Grad-CAM")
@@ -62,25 +67,36 @@ class Command(BaseCommand):
 
         def nanmean(values):
             return float(np.nanmean(values)) if np.isfinite(values).any() else None
+
         # An empty map (nothing anywhere speaks for malignancy) has no heat to place: it counts as
         # none inside the lesion in the headline mean, and is left out of the "where heat" mean.
-        result = {"n": len(samples), "layer": loaded.cam_layer, "runtime": loaded.runtime.name,
-                  "model_version": meta.get("model_version"),
-                  "mean_heat_inside_lesion": float(np.mean(inside)), "median_heat_inside_lesion": float(np.median(inside)),
-                  "mean_lesion_area_share": float(np.mean(area)),
-                  "mean_feature_activity_inside_lesion": float(np.mean(activity)),
-                  "share_of_images_with_heat_mostly_inside": float(np.mean(inside >= 0.5)),
-                  "empty_maps": int(empty.sum()),
-                  "mean_heat_inside_lesion_where_heat": float(inside[~empty].mean()) if (~empty).any() else None}
+        result = {
+            "n": len(samples),
+            "layer": loaded.cam_layer,
+            "runtime": loaded.runtime.name,
+            "model_version": meta.get("model_version"),
+            "mean_heat_inside_lesion": float(np.mean(inside)),
+            "median_heat_inside_lesion": float(np.median(inside)),
+            "mean_lesion_area_share": float(np.mean(area)),
+            "mean_feature_activity_inside_lesion": float(np.mean(activity)),
+            "share_of_images_with_heat_mostly_inside": float(np.mean(inside >= 0.5)),
+            "empty_maps": int(empty.sum()),
+            "mean_heat_inside_lesion_where_heat": float(inside[~empty].mean()) if (~empty).any() else None,
+        }
 
         def rows(keys):
-            return {str(k): {"n": int((keys == k).sum()), "empty_maps": int(empty[keys == k].sum()),
-                             "mean_heat_inside_lesion": float(inside[keys == k].mean()),
-                             "mean_lesion_area_share": float(area[keys == k].mean()),
-                             "mean_feature_activity_inside_lesion": float(activity[keys == k].mean()),
-                             "mean_heat_in_bottom_row": nanmean(bottom[keys == k]),
-                             "mean_heat_in_bottom_row_upside_down": nanmean(flipped_bottom[keys == k])}
-                    for k in sorted(set(keys))}
+            return {
+                str(k): {
+                    "n": int((keys == k).sum()),
+                    "empty_maps": int(empty[keys == k].sum()),
+                    "mean_heat_inside_lesion": float(inside[keys == k].mean()),
+                    "mean_lesion_area_share": float(area[keys == k].mean()),
+                    "mean_feature_activity_inside_lesion": float(activity[keys == k].mean()),
+                    "mean_heat_in_bottom_row": nanmean(bottom[keys == k]),
+                    "mean_heat_in_bottom_row_upside_down": nanmean(flipped_bottom[keys == k]),
+                }
+                for k in sorted(set(keys))
+            }
 
         # The heat is the malignant class's: on a benign lesion the lesion itself counts against
         # malignancy, so the heat there may well sit elsewhere. Each diagnosis apart, and each
@@ -91,8 +107,10 @@ class Command(BaseCommand):
             if not k.startswith("by_"):
                 self.stdout.write(f"{k:>40}: {v}")
         for d, row in [*result["by_diagnosis"].items(), *result["by_outcome"].items()]:
-            self.stdout.write(f"{d:>40}: {row['mean_heat_inside_lesion']:.3f} of the heat inside, "
-                              f"lesion {row['mean_lesion_area_share']:.3f} of the image ({row['n']} images, "
-                              f"{row['empty_maps']} maps empty)")
+            self.stdout.write(
+                f"{d:>40}: {row['mean_heat_inside_lesion']:.3f} of the heat inside, "
+                f"lesion {row['mean_lesion_area_share']:.3f} of the image ({row['n']} images, "
+                f"{row['empty_maps']} maps empty)"
+            )
         if o["json_path"]:
             Path(o["json_path"]).write_text(json.dumps(result, indent=2))

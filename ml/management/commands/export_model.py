@@ -1,4 +1,5 @@
 """manage.py export_model [--model DIR]: the LiteRT export of a trained model (train_model does it too)."""
+
 from pathlib import Path
 
 from django.conf import settings

@@ -1,4 +1,5 @@
 """manage.py fit_gate DATASET --model DIR: (re)fit a saved model's image gate."""
+
 import json
 from pathlib import Path
 
@@ -12,8 +13,10 @@ from ml.training.gate_fitting import fit_for_model
 
 class Command(BaseCommand):
     requires_system_checks = []
-    help = ("Fit the image gate (exposure, sharpness and feature-distance limits) of a saved model on the images "
-            "it was trained on; the distance limit is chosen on its validation split (splits.json).")
+    help = (
+        "Fit the image gate (exposure, sharpness and feature-distance limits) of a saved model on the images "
+        "it was trained on; the distance limit is chosen on its validation split (splits.json)."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("datasets", nargs="+", metavar="DATASET", help="the dataset(s) the model was trained on")

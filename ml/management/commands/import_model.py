@@ -1,4 +1,5 @@
 """manage.py import_model RUN_DIR --dataset DATASET --output DIR: a served model from a GPU run."""
+
 from django.core.management.base import BaseCommand, CommandError
 
 from ml.data.datasets import FORMATS, DatasetError
@@ -8,9 +9,11 @@ from ml.training.remote import BundleError
 
 class Command(BaseCommand):
     requires_system_checks = []
-    help = ("Load the weights of a GPU run (ml/gpu_train.sh), check its split is train_model's, then fit the image "
-            "gate, export it for serving, calibrate it on the validation split as served and write its figures, "
-            "as train_model does.")
+    help = (
+        "Load the weights of a GPU run (ml/gpu_train.sh), check its split is train_model's, then fit the image "
+        "gate, export it for serving, calibrate it on the validation split as served and write its figures, "
+        "as train_model does."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("run_dir", help="the folder that ml/gpu_train.sh wrote")

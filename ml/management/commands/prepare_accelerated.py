@@ -1,4 +1,5 @@
 """manage.py prepare_accelerated DATASET --output DIR: the split and images a GPU run trains on."""
+
 from django.core.management.base import BaseCommand, CommandError
 
 from ml.data.datasets import FORMATS, DatasetError
@@ -8,9 +9,11 @@ from ml.training.remote import BundleError
 
 class Command(BaseCommand):
     requires_system_checks = []
-    help = ("Write train_model's split of DATASET (same seed, same code) as manifest.json, with the training and "
-            "validation images copied beside it in parts, for ml/gpu_train.sh on a machine without TensorFlow. "
-            "The test images are not copied.")
+    help = (
+        "Write train_model's split of DATASET (same seed, same code) as manifest.json, with the training and "
+        "validation images copied beside it in parts, for ml/gpu_train.sh on a machine without TensorFlow. "
+        "The test images are not copied."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("datasets", nargs="+", metavar="DATASET")
@@ -24,7 +27,14 @@ class Command(BaseCommand):
         if o["parts"] < 1:
             raise CommandError("--parts must be at least 1")
         try:
-            prepare_bundle(o["datasets"], o["output"], seed=o["seed"], parts=o["parts"], data_format=o["format"],
-                           limit=o["limit"], log=self.stdout.write)
+            prepare_bundle(
+                o["datasets"],
+                o["output"],
+                seed=o["seed"],
+                parts=o["parts"],
+                data_format=o["format"],
+                limit=o["limit"],
+                log=self.stdout.write,
+            )
         except (BundleError, DatasetError) as exc:
             raise CommandError(str(exc)) from exc

@@ -1,4 +1,5 @@
 """manage.py prepare_dataset SRC DEST: any known dataset -> the original project's four folders."""
+
 from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
@@ -18,7 +19,9 @@ class Command(BaseCommand):
         parser.add_argument("src", help="dataset folder")
         parser.add_argument("dest", help="output folder (must be empty unless --force)")
         parser.add_argument("--format", choices=FORMATS, help="dataset format (default: detected from SRC)")
-        parser.add_argument("--test-fraction", type=float, default=0.2, help="share of each class in the test folders (default 0.2)")
+        parser.add_argument(
+            "--test-fraction", type=float, default=0.2, help="share of each class in the test folders (default 0.2)"
+        )
         parser.add_argument("--seed", type=int, default=42, help="seed of the split (default 42)")
         parser.add_argument(
             "--atypical-is-malignant",
@@ -33,7 +36,9 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         try:
-            report = read_dataset(options["src"], options["format"], atypical_is_malignant=options["atypical_is_malignant"])
+            report = read_dataset(
+                options["src"], options["format"], atypical_is_malignant=options["atypical_is_malignant"]
+            )
             self.stdout.write(report.summary())
             prepared = write_split_folders(
                 report,

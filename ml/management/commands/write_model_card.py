@@ -1,4 +1,5 @@
 """manage.py write_model_card [--model DIR]: MODEL_CARD.md from the evaluation JSON files."""
+
 from pathlib import Path
 
 from django.conf import settings
