@@ -254,7 +254,7 @@ SKINCARE_MODEL_DIR = Path(os.environ.get("SKINCARE_MODEL_DIR", BASE_DIR / "ml" /
 # "auto": the LiteRT export when the artifact has one (no TensorFlow in the worker), else Keras;
 # "keras" or "litert" to force one.
 SKINCARE_RUNTIME = os.environ.get("SKINCARE_RUNTIME", "auto")
-# LiteRT threads per inference; 0: the CPUs the process may use, at most 4 (ml.serving.classifier.inference_threads).
+# LiteRT threads per inference; 0: the CPUs the process may use, at most 4 (ml.serving.runtimes.inference_threads).
 SKINCARE_INFERENCE_THREADS = env_int("SKINCARE_INFERENCE_THREADS", 0)
 # Check close calls again in all eight flips and quarter turns of the photo, where the model carries
 # the calibration for it (metadata "close_call_check", ml/serving/tta.py). Off by default: it makes the answer

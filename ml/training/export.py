@@ -3,7 +3,7 @@
 LiteRT (the TensorFlow Lite runtime, package `ai-edge-litert`) runs the
 convolutional part: image -> (last feature map, lower-backbone feature map). The
 head is tiny (pooling, Dense, BatchNormalization, Dense), so its weights go to a
-numpy file and ml.serving.classifier.LiteRTRuntime computes it, and its gradient for
+numpy file and ml.serving.runtimes.LiteRTRuntime computes it, and its gradient for
 Grad-CAM, in numpy. Weights are stored as float16 (half the size, computed in
 float32 by LiteRT); the Keras model stays beside it as the fallback and reference.
 """
