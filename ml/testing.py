@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ml.artifact import CLASS_NAMES, IMAGE_SIZE
 from ml.serving.classifier import METADATA_FILENAME, MODEL_FILENAME
 
 QUALITY_ONLY_GATE = {
@@ -49,7 +50,7 @@ def write_standin_model(
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    image = keras.Input((224, 224, 3), name="image")
+    image = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3), name="image")
     lower = keras.Model(
         image, keras.layers.AveragePooling2D(32)(keras.layers.Rescaling(1.0 / 255.0)(image)), name="lower"
     )
@@ -67,8 +68,8 @@ def write_standin_model(
     model.save(directory / MODEL_FILENAME)
     metadata = {
         "model_version": version,
-        "class_names": ["benign", "malignant"],
-        "image_size": 224,
+        "class_names": list(CLASS_NAMES),
+        "image_size": IMAGE_SIZE,
         "preprocessing": "ml.preprocessing.preprocess: RGB, squashed to 224x224, bilinear, 0..255",
         "threshold": threshold,
         "uncertain_threshold": threshold if uncertain_threshold is None else uncertain_threshold,

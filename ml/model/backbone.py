@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ml.artifact import IMAGE_SIZE
+
 BN_EPSILON = 1e-3  # the TF checkpoint's value
 INPUT_MEAN, INPUT_STD = 127.0, 128.0
 FEATURE_LAYER = "top_activation"  # the last convolutional feature map (7x7x1280)
@@ -280,7 +282,7 @@ class Lite0Layers:
         L = self.layers
         return L[FEATURE_LAYER](L["top_bn"](L["top_conv"](x)))
 
-    def block_output_shape(self, block: int, image_size: int = 224):
+    def block_output_shape(self, block: int, image_size: int = IMAGE_SIZE):
         """Shape of the feature map after `block` (exclusive end of the lower part)."""
         stride = 2  # the stem
         channels = STEM_CHANNELS
@@ -291,7 +293,7 @@ class Lite0Layers:
 
 
 def build_lite0(
-    input_shape=(224, 224, 3),
+    input_shape=(IMAGE_SIZE, IMAGE_SIZE, 3),
     include_top: bool = False,
     name: str = "efficientnet_lite0",
     padding: str = "tf",
@@ -367,7 +369,11 @@ def load_lite0_weights(model, path=None, include_top: bool | None = None, varian
 
 
 def pretrained_lite0(
-    input_shape=(224, 224, 3), include_top: bool = False, weights_path=None, padding: str = "tf", variant: str = "lite0"
+    input_shape=(IMAGE_SIZE, IMAGE_SIZE, 3),
+    include_top: bool = False,
+    weights_path=None,
+    padding: str = "tf",
+    variant: str = "lite0",
 ):
     model = build_lite0(
         input_shape, include_top=include_top, padding=padding, variant=variant, name=f"efficientnet_{variant}"

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
+from ml.artifact import IMAGE_SIZE
+
 SKIMAGE_PHOTOS = (
     "chelsea",
     "coffee",
@@ -71,7 +73,7 @@ def _skimage_photo(name: str) -> Image.Image | None:
 def spoil(image: Image.Image) -> dict[str, Image.Image]:
     """A real lesion image made nearly black, burnt out, and blurred beyond recognition."""
     rgb = np.asarray(image.convert("RGB"), dtype=np.float32)
-    small = image.convert("RGB").resize((224, 224), Image.Resampling.BILINEAR)
+    small = image.convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
     return {
         "nearly_black": Image.fromarray((rgb * 0.08).astype(np.uint8)),
         "burnt_out": Image.fromarray(np.clip(rgb * 2.5 + 110, 0, 255).astype(np.uint8)),

@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 (after choosing the backend)
 import numpy as np  # noqa: E402
 
+from ml.artifact import CLASS_NAMES
 from ml.reporting.metrics import _ratio, calibration_curve, confusion, expected_calibration_error, roc_auc, roc_curve  # noqa: E402
 
 
@@ -53,8 +54,8 @@ def plot_evaluation(y, p, threshold: float, out_dir, prefix: str = "", title: st
     ax.set(
         xticks=[0, 1],
         yticks=[0, 1],
-        xticklabels=["benign", "malignant"],
-        yticklabels=["benign", "malignant"],
+        xticklabels=list(CLASS_NAMES),
+        yticklabels=list(CLASS_NAMES),
         xlabel="predicted",
         ylabel="true",
         title=f"Confusion {title}".strip(),

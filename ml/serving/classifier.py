@@ -18,7 +18,7 @@ import numpy as np
 from django.conf import settings
 
 from ml import preprocessing
-from ml.artifact import IMAGE_SIZE, METADATA_FILENAME, MODEL_FILENAME, ModelUnavailable  # noqa: F401 (ModelUnavailable: part of this module's interface)
+from ml.artifact import CLASS_NAMES, IMAGE_SIZE, METADATA_FILENAME, MODEL_FILENAME, ModelUnavailable  # noqa: F401 (ModelUnavailable: part of this module's interface)
 from ml.artifact import read_metadata as read_folder_metadata
 from ml.serving import tta
 from ml.serving.gate import Gate
@@ -111,7 +111,7 @@ class LoadedModel:
     def __init__(self, directory: Path, runtime: str | None = None):
         self.directory = directory
         self.metadata = read_metadata(directory)
-        self.malignant_index = int(self.metadata.get("class_names", ["benign", "malignant"]).index("malignant"))
+        self.malignant_index = int(self.metadata.get("class_names", list(CLASS_NAMES)).index("malignant"))
         try:
             self.views = tta.views_of(self.metadata)
             self.use_calibration(self.metadata)
