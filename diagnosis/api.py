@@ -25,6 +25,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from . import selectors, services
 from .audit import Via
+from .final_diagnoses import final_diagnosis_json
 from .forms import UploadForm
 from .models import BodySite, Prediction
 from .reasons import public_reason
@@ -148,8 +149,6 @@ class PredictionSerializer(serializers.ModelSerializer):
         return self.absolute(thumbnail.url) if thumbnail else None
 
     def get_final_diagnosis(self, prediction: Prediction) -> dict | None:
-        from .performance_api import final_diagnosis_json
-
         lesion = prediction.upload.lesion
         return final_diagnosis_json(getattr(lesion, "final_diagnosis", None)) if lesion is not None else None
 

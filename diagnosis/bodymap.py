@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .models import BodySite, MapView
+from .choices import BodySite, MapView
 
 WIDTH, HEIGHT = 100, 215
 

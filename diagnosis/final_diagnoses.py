@@ -120,3 +120,20 @@ def follow_as_lesion(upload: Upload, *, name: str, user, via: str = audit.Via.PA
             audit.record(user, audit.Action.LINK, lesion, via=via, upload=upload.pk)
     upload.refresh_from_db()
     return upload.lesion
+
+
+def final_diagnosis_json(final: FinalDiagnosis | None) -> dict | None:
+    if final is None:
+        return None
+    return {
+        "lesion": final.lesion_id,
+        "diagnosis": final.diagnosis,
+        "diagnosis_display": final.get_diagnosis_display(),
+        "malignant": final.is_malignant,
+        "method": final.method,
+        "method_display": final.get_method_display(),
+        "diagnosed_on": final.diagnosed_on.isoformat(),
+        "comment": final.comment,
+        "recorded_by": final.recorded_by.get_username(),
+        "recorded_at": final.recorded_at.isoformat(),
+    }

@@ -20,6 +20,8 @@ from django.db.models import Q
 from django.db.models.functions import Lower
 from django.utils import timezone
 
+from .bodymap import site_at
+from .choices import BodySite, MapView  # noqa: F401 (the models' vocabulary, imported from here too)
 from .reasons import public_reason
 from .validators import no_bidi_controls
 
@@ -37,30 +39,6 @@ def random_thumbnail_name(instance, filename: str) -> str:
 
 def random_heatmap_name(instance, filename: str) -> str:
     return f"uploads/heatmaps/{uuid.uuid4().hex}.png"
-
-
-class BodySite(models.TextChoices):
-    # HAM10000's localisation vocabulary, so that uploads and training data agree.
-    SCALP = "scalp", "Scalp"
-    FACE = "face", "Face"
-    EAR = "ear", "Ear"
-    NECK = "neck", "Neck"
-    CHEST = "chest", "Chest"
-    ABDOMEN = "abdomen", "Abdomen"
-    BACK = "back", "Back"
-    TRUNK = "trunk", "Trunk"
-    UPPER_EXTREMITY = "upper extremity", "Upper extremity"
-    HAND = "hand", "Hand"
-    LOWER_EXTREMITY = "lower extremity", "Lower extremity"
-    FOOT = "foot", "Foot"
-    ACRAL = "acral", "Acral (palm or sole)"
-    GENITAL = "genital", "Genital"
-    UNKNOWN = "unknown", "Unknown"
-
-
-class MapView(models.TextChoices):
-    FRONT = "front", "Front"
-    BACK = "back", "Back"
 
 
 class Lesion(models.Model):
@@ -104,8 +82,6 @@ class Lesion(models.Model):
     @property
     def pin_site(self) -> str:
         """The body site under the pin (a BodySite value), "" without a pin."""
-        from .bodymap import site_at
-
         return site_at(self.map_view, self.map_x, self.map_y) if self.has_pin else ""
 
     @property

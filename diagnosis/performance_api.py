@@ -23,7 +23,7 @@ from rest_framework.views import APIView
 
 from . import audit, performance, selectors
 from .api import COMMON_ERRORS, DETAIL, FIELD_ERRORS
-from .final_diagnoses import may_record, record_final_diagnosis
+from .final_diagnoses import final_diagnosis_json, may_record, record_final_diagnosis
 from .final_diagnosis_forms import FinalDiagnosisForm
 from .models import FinalDiagnosis
 
@@ -71,23 +71,6 @@ OUTCOME_REQUEST = {
     "required": ["diagnosis", "method", "diagnosed_on"],
 }
 NOT_FOUND = OpenApiResponse(DETAIL, description="No such lesion or prediction (or not yours to see).")
-
-
-def final_diagnosis_json(final: FinalDiagnosis | None) -> dict | None:
-    if final is None:
-        return None
-    return {
-        "lesion": final.lesion_id,
-        "diagnosis": final.diagnosis,
-        "diagnosis_display": final.get_diagnosis_display(),
-        "malignant": final.is_malignant,
-        "method": final.method,
-        "method_display": final.get_method_display(),
-        "diagnosed_on": final.diagnosed_on.isoformat(),
-        "comment": final.comment,
-        "recorded_by": final.recorded_by.get_username(),
-        "recorded_at": final.recorded_at.isoformat(),
-    }
 
 
 def _require_reviewer(user) -> None:
