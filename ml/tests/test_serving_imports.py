@@ -23,3 +23,19 @@ def test_importing_the_classifier_loads_no_tensorflow_keras_or_training():
     assert "ml.serving.classifier" in modules and "ml.preprocessing" in modules  # the report was read
     loaded = sorted(m for m in modules if m.startswith(HEAVY))
     assert not loaded, loaded
+
+
+def test_no_module_of_ml_or_diagnosis_is_in_an_import_cycle():
+    """The layers contract (pyproject.toml) keeps the direction between packages; this keeps modules
+    within a package from importing each other round in a circle (held apart by imports in functions)."""
+    import grimp
+
+    graph = grimp.build_graph("ml", "diagnosis")
+    modules = {m for m in graph.modules if ".tests" not in m and ".migrations" not in m}
+    cycles = sorted(
+        (module, imported)
+        for module in modules
+        for imported in graph.find_modules_directly_imported_by(module)
+        if imported in modules and graph.chain_exists(importer=imported, imported=module)
+    )
+    assert not cycles, cycles
