@@ -99,3 +99,26 @@ def junk_images(lesion_paths: list[Path] = (), seed: int = 0) -> list[tuple[str,
             for kind, spoilt in spoil(img).items():
                 out.append((f"{kind}:{Path(path).name}", spoilt))
     return out
+
+
+# Ordinary photos a clinician might upload by mistake, from a Debian package's sample images
+# (opencv-doc, installed by .ci/run; never the shared datasets), by what they show.
+DEBIAN_PHOTO_FOLDER = Path("/usr/share/doc/opencv-doc/examples/data")
+DEBIAN_PHOTOS = {
+    "people": ("messi5.jpg", "basketball1.png"),
+    "animals": ("baboon.jpg", "chicky_512.png", "squirrel_cls.jpg", "butterfly.jpg", "HappyFish.jpg"),
+    "food": ("fruits.jpg", "apple.jpg", "orange.jpg", "smarties.png"),
+    "documents": ("imageTextN.png", "imageTextR.png", "text_defocus.jpg", "sudoku.png", "notes.png"),
+    "rooms and buildings": ("home.jpg", "building.jpg", "box_in_scene.png", "leuvenA.jpg", "stuff.jpg"),
+    "art": ("starry_night.jpg",),
+}
+
+
+def debian_photos(folder: Path = DEBIAN_PHOTO_FOLDER) -> list[tuple[str, str, Path]]:
+    """(category, name, path) of the ordinary photos found; empty where opencv-doc is not installed."""
+    return [
+        (category, name, folder / name)
+        for category, names in DEBIAN_PHOTOS.items()
+        for name in names
+        if (folder / name).is_file()
+    ]

@@ -164,6 +164,15 @@ def render(model_dir) -> str:
         ]
         if gate["junk"].get("accepted"):
             lines += ["Junk the gate let through: " + ", ".join(gate["junk"]["accepted"]), ""]
+        ordinary = gate.get("ordinary_photos") or {}
+        if ordinary.get("n"):
+            lines += [
+                f"Ordinary photos someone might upload by mistake ({ordinary['source']}): refused "
+                f"{ordinary['refused']}/{ordinary['n']}: "
+                + ", ".join(f"{k} {v['refused']}/{v['n']}" for k, v in ordinary["by_category"].items())
+                + (f"; let through: {', '.join(ordinary['accepted'])}." if ordinary["accepted"] else "."),
+                "",
+            ]
     cam = _load(ev / "gradcam.json")
     if cam:
         lines += [

@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from ml.data.datasets import read_dataset, shared_datasets_root
 from ml.data.splits import recorded_splits
-from ml.reporting.junk import junk_images
+from ml.reporting.junk import DEBIAN_PHOTO_FOLDER, debian_photos, junk_images
 from ml.serving import classifier
 
 
@@ -73,6 +73,21 @@ class Command(BaseCommand):
                 "accepted": missed,
             },
         }
+        ordinary = debian_photos()
+        accepted_ordinary = [f"{category}:{name}" for category, name, path in ordinary if decide(path).assessed]
+        result["ordinary_photos"] = {
+            "source": f"{DEBIAN_PHOTO_FOLDER} (Debian package opencv-doc)",
+            "n": len(ordinary),
+            "refused": len(ordinary) - len(accepted_ordinary),
+            "by_category": {
+                category: {
+                    "n": sum(c == category for c, _, _ in ordinary),
+                    "refused": sum(c == category and f"{c}:{n}" not in accepted_ordinary for c, n, _ in ordinary),
+                }
+                for category in dict.fromkeys(c for c, _, _ in ordinary)
+            },
+            "accepted": accepted_ordinary,
+        }
         for name, paths in (("ham10000_test", ham), ("ph2", ph2)):
             reasons = Counter()
             for path in paths:
@@ -93,6 +108,15 @@ class Command(BaseCommand):
             self.stdout.write(f"  {k:>14}: {row['refused']}/{row['n']} refused")
         if missed:
             self.stdout.write("  accepted by mistake: " + ", ".join(missed))
+        r = result["ordinary_photos"]
+        if r["n"]:
+            self.stdout.write(f"ordinary photos (opencv-doc) refused: {r['refused']}/{r['n']}")
+            for category, row in r["by_category"].items():
+                self.stdout.write(f"  {category:>20}: {row['refused']}/{row['n']} refused")
+            if r["accepted"]:
+                self.stdout.write("  accepted by mistake: " + ", ".join(r["accepted"]))
+        else:
+            self.stdout.write(f"ordinary photos: none found in {DEBIAN_PHOTO_FOLDER} (apt-get install opencv-doc)")
         for name in ("ham10000_test", "ph2"):
             r = result[name]
             self.stdout.write(f"{name} accepted: {r['accepted']}/{r['n']} = {r['accepted_share']:.3f}")
