@@ -6,33 +6,19 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin
-from django.core.exceptions import ValidationError
 from django.urls import reverse
 from django.utils.html import format_html
 
 from .audit import Via, events_for
-from .final_diagnoses import check_final_diagnosis, may_record, record_final_diagnosis
+from .final_diagnoses import may_record, record_final_diagnosis
+from .final_diagnosis_forms import ChecksFinalDiagnosis
 from .models import AuditEvent, FinalDiagnosis
 
 
-class FinalDiagnosisAdminForm(forms.ModelForm):
+class FinalDiagnosisAdminForm(ChecksFinalDiagnosis, forms.ModelForm):
     class Meta:
         model = FinalDiagnosis
         fields = ["lesion", "diagnosis", "method", "diagnosed_on", "comment"]
-
-    def clean(self):
-        cleaned = super().clean()
-        if {"diagnosis", "method", "diagnosed_on"} <= set(cleaned):
-            try:
-                check_final_diagnosis(
-                    diagnosis=cleaned["diagnosis"],
-                    method=cleaned["method"],
-                    diagnosed_on=cleaned["diagnosed_on"],
-                    comment=cleaned.get("comment", ""),
-                )
-            except ValidationError as exc:
-                raise forms.ValidationError(exc.messages) from exc
-        return cleaned
 
 
 @admin.register(FinalDiagnosis)

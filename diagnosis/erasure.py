@@ -92,18 +92,23 @@ def erase_patient(patient_ref: str, *, user=None, via: str = audit.Via.COMMAND) 
         )
         lesions = Lesion.objects.filter(patient_ref=patient_ref)
         erased = delete_uploads(uploads, lesions=lesions, patient_ref=patient_ref)
-        audit.record(
-            user,
-            audit.Action.ERASE,
-            None,
-            via=via,
-            predictions=erased.predictions,
-            uploads=erased.uploads,
-            lesions=erased.lesions,
-            files=erased.files,
-            audit_events_redacted=erased.audit_events_redacted,
-        )
+        _record_erasure(erased, user=user, via=via)
     return erased
+
+
+def _record_erasure(erased: Erased, *, user, via: str) -> None:
+    """The audit trail's record of an erasure: who, when and how much, never what."""
+    audit.record(
+        user,
+        audit.Action.ERASE,
+        None,
+        via=via,
+        predictions=erased.predictions,
+        uploads=erased.uploads,
+        lesions=erased.lesions,
+        files=erased.files,
+        audit_events_redacted=erased.audit_events_redacted,
+    )
 
 
 def erase_predictions(predictions, *, user=None, via: str = audit.Via.ADMIN) -> list[Erased]:
@@ -118,17 +123,7 @@ def erase_predictions(predictions, *, user=None, via: str = audit.Via.ADMIN) -> 
         else:
             with transaction.atomic():
                 erased = delete_uploads([prediction.upload])
-                audit.record(
-                    user,
-                    audit.Action.ERASE,
-                    None,
-                    via=via,
-                    predictions=erased.predictions,
-                    uploads=erased.uploads,
-                    lesions=0,
-                    files=erased.files,
-                    audit_events_redacted=erased.audit_events_redacted,
-                )
+                _record_erasure(erased, user=user, via=via)
             results.append(erased)
     for ref in sorted(refs):
         results.append(erase_patient(ref, user=user, via=via))

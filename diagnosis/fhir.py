@@ -67,6 +67,12 @@ def _coding(kind: str, code: str, display: str) -> dict:
     return {"coding": [{"system": f"{CODE_SYSTEM}:{kind}", "code": code, "display": display}], "text": display}
 
 
+def _media(content: dict, **fields) -> dict:
+    """A FHIR Media resource of an image (the photo, or its heat map)."""
+    image = {"system": "http://terminology.hl7.org/CodeSystem/media-type", "code": "image", "display": "Image"}
+    return {"resourceType": "Media", "status": "completed", "type": {"coding": [image]}, **fields, "content": content}
+
+
 def _when(moment) -> str | None:
     return timezone.localtime(moment).isoformat() if moment else None
 
@@ -106,29 +112,18 @@ def prediction_bundle(prediction: Prediction, *, request=None) -> Bundle:
     photo = add(
         _urn("prediction", prediction.pk, "photo"),
         about_patient(
-            {
-                "resourceType": "Media",
-                "status": "completed",
-                "type": {
-                    "coding": [
-                        {
-                            "system": "http://terminology.hl7.org/CodeSystem/media-type",
-                            "code": "image",
-                            "display": "Image",
-                        }
-                    ]
-                },
-                "createdDateTime": _when(upload.created_at),
-                "width": upload.width,
-                "height": upload.height,
-                **({"bodySite": body_site} if body_site else {}),
-                "content": {
+            _media(
+                {
                     "contentType": "image/png" if upload.image.name.endswith(".png") else "image/jpeg",
                     "url": _absolute(upload.image.url, request),
                     "title": "Dermoscopic photo as stored (re-encoded; EXIF and GPS removed)",
                     "creation": _when(upload.created_at),
                 },
-            }
+                createdDateTime=_when(upload.created_at),
+                width=upload.width,
+                height=upload.height,
+                **({"bodySite": body_site} if body_site else {}),
+            )
         ),
     )
     media_links.append({"comment": "The photo", "link": _ref(photo)})
@@ -136,24 +131,13 @@ def prediction_bundle(prediction: Prediction, *, request=None) -> Bundle:
         heatmap = add(
             _urn("prediction", prediction.pk, "heatmap"),
             about_patient(
-                {
-                    "resourceType": "Media",
-                    "status": "completed",
-                    "type": {
-                        "coding": [
-                            {
-                                "system": "http://terminology.hl7.org/CodeSystem/media-type",
-                                "code": "image",
-                                "display": "Image",
-                            }
-                        ]
-                    },
-                    "content": {
+                _media(
+                    {
                         "contentType": "image/png",
                         "url": _absolute(prediction.heatmap.url, request),
                         "title": "Heat map (Grad-CAM): where in the photo the model's answer came from",
-                    },
-                }
+                    }
+                )
             ),
         )
         media_links.append(

@@ -10,7 +10,26 @@ from .final_diagnoses import check_final_diagnosis
 from .models import FinalDiagnosis
 
 
-class FinalDiagnosisForm(forms.Form):
+class ChecksFinalDiagnosis:
+    """The service's checks of a final diagnosis (check_final_diagnosis), as form errors: one place for
+    the site's form, the API (which uses it) and the admin's."""
+
+    def clean(self):
+        cleaned = super().clean()
+        if {"diagnosis", "method", "diagnosed_on"} <= set(cleaned):
+            try:
+                check_final_diagnosis(
+                    diagnosis=cleaned["diagnosis"],
+                    method=cleaned["method"],
+                    diagnosed_on=cleaned["diagnosed_on"],
+                    comment=cleaned.get("comment", ""),
+                )
+            except ValidationError as exc:
+                raise forms.ValidationError(exc.messages) from exc
+        return cleaned
+
+
+class FinalDiagnosisForm(ChecksFinalDiagnosis, forms.Form):
     diagnosis = forms.ChoiceField(
         label="Final diagnosis",
         choices=[("", "Choose…"), *FinalDiagnosis.Diagnosis.choices],
@@ -41,17 +60,3 @@ class FinalDiagnosisForm(forms.Form):
     comment = forms.CharField(
         label="Comment", required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 2})
     )
-
-    def clean(self):
-        cleaned = super().clean()
-        if {"diagnosis", "method", "diagnosed_on"} <= set(cleaned):
-            try:
-                check_final_diagnosis(
-                    diagnosis=cleaned["diagnosis"],
-                    method=cleaned["method"],
-                    diagnosed_on=cleaned["diagnosed_on"],
-                    comment=cleaned.get("comment", ""),
-                )
-            except ValidationError as exc:
-                raise forms.ValidationError(exc.messages) from exc
-        return cleaned
