@@ -39,7 +39,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.server import (  # noqa: E402
-    BEHIND_PROXY_ENV,
+    BENCHMARK_ENV,
     PROXY_HEADERS,
     SHIPPED_MODEL,
     Gunicorn,
@@ -158,9 +158,7 @@ def run(args) -> dict:
             workdir,
             database_url,
             model_dir,
-            **BEHIND_PROXY_ENV,
-            # the server's capacity, not the per-user throttle (docs/operations.md)
-            SKINCARE_API_THROTTLE_USER="",
+            **BENCHMARK_ENV,
         )
         print(
             f"bench: {database}; model: {model}; {args.workers} gunicorn workers; {args.clients} clients; "

@@ -40,7 +40,7 @@ from PIL import Image  # noqa: E402
 
 from bench.load import datasets_dir, multipart, percentile  # noqa: E402
 from bench.server import (  # noqa: E402
-    BEHIND_PROXY_ENV,
+    BENCHMARK_ENV,
     PROXY_HEADERS,
     SHIPPED_MODEL,
     Gunicorn,
@@ -150,9 +150,7 @@ def run(args) -> dict:
             workdir,
             f"sqlite:///{workdir / 'db.sqlite3'}",
             model_dir,
-            **BEHIND_PROXY_ENV,
-            # the server's capacity, not the per-user throttle (docs/operations.md)
-            SKINCARE_API_THROTTLE_USER="",
+            **BENCHMARK_ENV,
         )
         print(
             f"bench: SQLite; model: {model}; {args.workers} gunicorn workers; one client, one request at a time; "
