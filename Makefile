@@ -17,7 +17,7 @@ PYTEST_WORKERS ?= 2
 DURATION ?= 60
 REQUESTS ?= 20
 
-.PHONY: run test lint lock venv migrate accounts check bench bench-upload train evaluate evaluate-close-calls gpu-bundle
+.PHONY: run test lint lock venv migrate accounts check bench bench-upload train evaluate compare evaluate-close-calls gpu-bundle
 
 venv: $(STAMP)
 
@@ -71,6 +71,8 @@ bench-upload: venv
 # figure in its model card.
 DATASETS ?= ../shared/datasets
 MODEL ?= ml/artifacts/model
+# The datasets besides HAM10000 the model was trained on (its metadata): each has a held-out test part.
+OTHER_SOURCES = $(BIN)/python -c "from ml.data.splits import trained_on; print(*sorted(trained_on('$(MODEL)') - {'ham10000'}))"
 train: venv
 	$(BIN)/python manage.py train_model $(DATASETS)/ham10000 --output $(MODEL)
 
@@ -80,9 +82,28 @@ evaluate: venv
 	$(BIN)/python manage.py evaluate_model $(DATASETS)/ham10000 --model $(MODEL) --split validation --json $(MODEL)/evaluation/ham10000_validation.json
 	$(BIN)/python manage.py evaluate_model $(DATASETS)/ph2 --model $(MODEL) --orientations --json $(MODEL)/evaluation/ph2_melanoma.json
 	$(BIN)/python manage.py evaluate_model $(DATASETS)/ph2 --model $(MODEL) --atypical-is-malignant --json $(MODEL)/evaluation/ph2_atypical.json
+	set -e; sources="$$($(OTHER_SOURCES))"; for s in $$sources; do \
+	  $(BIN)/python manage.py evaluate_model $(DATASETS)/$$s --model $(MODEL) --split test --json $(MODEL)/evaluation/$${s}_test.json; \
+	  $(BIN)/python manage.py evaluate_model $(DATASETS)/$$s --model $(MODEL) --split validation --json $(MODEL)/evaluation/$${s}_validation.json; \
+	done; if [ -n "$$sources" ]; then \
+	  $(BIN)/python manage.py evaluate_model $$(for s in $$sources; do echo $(DATASETS)/$$s; done) --model $(MODEL) --split test --json $(MODEL)/evaluation/other_sources_test.json; fi
 	SKINCARE_MODEL_DIR=$(MODEL) $(BIN)/python manage.py evaluate_gate --datasets $(DATASETS) --json $(MODEL)/evaluation/gate.json
 	SKINCARE_MODEL_DIR=$(MODEL) $(BIN)/python manage.py evaluate_gradcam --datasets $(DATASETS) --json $(MODEL)/evaluation/gradcam.json
 	SKINCARE_MODEL_DIR=$(MODEL) $(BIN)/python manage.py benchmark_model --json $(MODEL)/evaluation/benchmark.json
+	$(BIN)/python manage.py write_model_card --model $(MODEL)
+
+# The model against the one it replaces (PREVIOUS, a model folder), paired on the same images: HAM10000's
+# test split, PH2, and the held-out test part of every other source the new model was trained on.
+PREVIOUS ?=
+compare: venv
+	@test -n "$(PREVIOUS)" || { echo "usage: make compare PREVIOUS=<the model folder it replaces>"; exit 2; }
+	mkdir -p $(MODEL)/evaluation/compare
+	$(BIN)/python manage.py compare_models $(DATASETS)/ham10000 --split test --model $(PREVIOUS) --model $(MODEL) --json $(MODEL)/evaluation/compare/ham10000_test.json
+	$(BIN)/python manage.py compare_models $(DATASETS)/ph2 --model $(PREVIOUS) --model $(MODEL) --json $(MODEL)/evaluation/compare/ph2_melanoma.json
+	set -e; sources="$$($(OTHER_SOURCES))"; for s in $$sources; do \
+	  $(BIN)/python manage.py compare_models $(DATASETS)/$$s --split test --model $(PREVIOUS) --model $(MODEL) --json $(MODEL)/evaluation/compare/$${s}_test.json; \
+	done; if [ -n "$$sources" ]; then \
+	  $(BIN)/python manage.py compare_models $$(for s in $$sources; do echo $(DATASETS)/$$s; done) --split test --model $(PREVIOUS) --model $(MODEL) --json $(MODEL)/evaluation/compare/other_sources_test.json; fi
 	$(BIN)/python manage.py write_model_card --model $(MODEL)
 
 # The same figures with the model's close-call check turned on (SKINCARE_CLOSE_CALL_CHECK=1; off by

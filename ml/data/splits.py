@@ -15,7 +15,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from ml.artifact import SPLITS_FILENAME
+from ml.artifact import METADATA_FILENAME, SPLITS_FILENAME
 from ml.data.datasets import Sample
 
 
@@ -75,6 +75,30 @@ def recorded_splits(model_dir) -> dict[str, set[str]]:
         raise FileNotFoundError(f"{path} not found: this model recorded no held-out splits (train_model writes them)")
     recorded = json.loads(path.read_text())
     return {split: set(recorded[split]) for split in ("validation", "test")}
+
+
+def trained_on(model_dir) -> set[str]:
+    """The folder names of the datasets a saved model was trained on, from its metadata.json
+    (`data.datasets`, or the single `data.dataset` of models trained before several sources)."""
+    path = Path(model_dir) / METADATA_FILENAME
+    data = json.loads(path.read_text()).get("data", {}) if path.is_file() else {}
+    folders = data.get("datasets") or ([data["dataset"]] if data.get("dataset") else [])
+    return {Path(folder).name for folder in folders}
+
+
+def held_out_of(model_dirs, dataset, split: str) -> set[str] | None:
+    """The names of `dataset`'s images that every model in model_dirs held out as `split`.
+
+    A model that was not trained on this dataset held all of it out and narrows nothing; the models that
+    were trained on it must have held out the same images. None where no model was trained on it: then
+    the dataset has no `split` of theirs (score it whole). ValueError where their splits differ."""
+    name = Path(dataset).name
+    recorded = [recorded_splits(m)[split] for m in model_dirs if name in trained_on(m)]
+    if not recorded:
+        return None
+    if any(names != recorded[0] for names in recorded[1:]):
+        raise ValueError(f"the models did not hold out the same {split} split of {name} (their splits.json differ)")
+    return recorded[0]
 
 
 def held_out(samples, held: dict[str, set[str]]) -> tuple[list, list, list]:

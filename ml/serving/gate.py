@@ -34,7 +34,7 @@ import numpy as np
 from ml.artifact import GATE_FILENAME
 
 NEIGHBOURS = 5
-REFERENCE_IMAGES = 1200  # training images in the reference (each also augmented once)
+REFERENCE_IMAGES = 1200  # training images in the reference (each also augmented once), shared out among the sources
 # Limits are set this far beyond what the training images themselves reach.
 QUALITY_QUANTILE = 0.002
 DISTANCE_QUANTILE = 0.999
@@ -83,8 +83,17 @@ class Gate:
     # ------------------------------------------------------------ fitting
     @classmethod
     def fit(
-        cls, reference_features: np.ndarray, reference_quality: list[dict[str, float]], val_features: np.ndarray
+        cls,
+        reference_features: np.ndarray,
+        reference_quality: list[dict[str, float]],
+        val_features: np.ndarray,
+        malignant_features: np.ndarray | None = None,
+        malignant_quality: list[dict[str, float]] | None = None,
     ) -> Gate:
+        """Limits from the reference (training images) and the validation images. Where the malignant
+        validation images are given (their features and quality measures), every limit is also widened, by
+        the same margins, until none of them is refused: a refused melanoma is a missed one, so the gate
+        errs towards letting a lesion through."""
         q = {k: np.array([m[k] for m in reference_quality]) for k in reference_quality[0]}
 
         def quantile(k, at):
@@ -99,6 +108,15 @@ class Gate:
             "min_sharpness": quantile("sharpness", QUALITY_QUANTILE) * 0.35,
             "min_colourfulness": quantile("colourfulness", QUALITY_QUANTILE) * 0.5,
         }
+        if malignant_quality:
+            m = {k: np.array([v[k] for v in malignant_quality]) for k in malignant_quality[0]}
+            limits["min_brightness"] = min(limits["min_brightness"], float(m["brightness"].min()) * 0.6)
+            limits["max_brightness"] = max(limits["max_brightness"], (float(m["brightness"].max()) + 255) / 2)
+            limits["min_contrast"] = min(limits["min_contrast"], float(m["contrast"].min()) * 0.5)
+            limits["max_dark_share"] = max(limits["max_dark_share"], float(m["dark_share"].max()))
+            limits["max_bright_share"] = max(limits["max_bright_share"], float(m["bright_share"].max()))
+            limits["min_sharpness"] = min(limits["min_sharpness"], float(m["sharpness"].min()) * 0.35)
+            limits["min_colourfulness"] = min(limits["min_colourfulness"], float(m["colourfulness"].min()) * 0.5)
         centre = reference_features.mean(axis=0)
         scale = reference_features.std(axis=0) + 1e-6
         gate = cls(
@@ -109,6 +127,10 @@ class Gate:
         )
         distances = gate.distance(val_features)
         gate.limits["max_distance"] = float(np.quantile(distances, DISTANCE_QUANTILE) * DISTANCE_MARGIN)
+        if malignant_features is not None and len(malignant_features):
+            gate.limits["max_distance"] = max(
+                gate.limits["max_distance"], float(gate.distance(malignant_features).max()) * DISTANCE_MARGIN
+            )
         gate.limits["validation_distance_p50"] = float(np.median(distances))
         return gate
 

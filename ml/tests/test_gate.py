@@ -1,6 +1,7 @@
 """The image gate's own pieces. (The gate on real images and junk: ml/tests/test_shipped_model.py.)"""
 
 import numpy as np
+import pytest
 
 from ml.serving.gate import quality_measures
 from ml.training.gate_fitting import random_sharpness
@@ -33,3 +34,62 @@ def test_random_sharpness_draws_an_amount_per_image():
     out = random_sharpness(x, np.random.default_rng(3))
     sharpness = [quality_measures(im)["sharpness"] for im in out]
     assert len(set(np.round(sharpness, 3))) == 4
+
+
+def _quality(rng, n, sharpness=100.0):
+    return [
+        {
+            "brightness": 150.0 + rng.normal(0, 5),
+            "contrast": 40.0 + rng.normal(0, 2),
+            "dark_share": 0.01,
+            "bright_share": 0.01,
+            "sharpness": sharpness * (1 + 0.1 * rng.random()),
+            "colourfulness": 30.0 + rng.normal(0, 2),
+        }
+        for _ in range(n)
+    ]
+
+
+def test_the_gate_is_widened_until_no_malignant_validation_image_is_refused():
+    """A malignant validation image far from the reference (another dermoscope) and blurrier than any
+    training image: without the labels the gate refuses it; with them, limits move just enough to take it,
+    while a photo further out still is refused."""
+    from ml.serving.gate import Gate
+
+    rng = np.random.default_rng(0)
+    reference = rng.normal(0, 1, (400, 8))
+    val = rng.normal(0, 1, (1000, 8))  # with the odd one: its 99.9th percentile is the next one down
+    odd = np.full((1, 8), 4.0)  # the unfamiliar malignant lesion
+    odd_quality = _quality(rng, 1, sharpness=10.0)[0]
+    far = np.full((1, 8), 12.0)
+    quality = _quality(rng, 400)
+    plain = Gate.fit(reference, quality, np.concatenate([val, odd]))
+    widened = Gate.fit(reference, quality, np.concatenate([val, odd]), odd, [odd_quality])
+
+    image = np.full((224, 224, 3), 150, np.float32)
+    assert plain.distance(odd)[0] > plain.limits["max_distance"]
+    assert widened.distance(odd)[0] <= widened.limits["max_distance"]
+    assert widened.distance(far)[0] > widened.limits["max_distance"]
+    assert odd_quality["sharpness"] < plain.limits["min_sharpness"]
+    assert odd_quality["sharpness"] > widened.limits["min_sharpness"]
+    for key in ("min_brightness", "min_contrast", "min_colourfulness"):
+        assert widened.limits[key] <= plain.limits[key]
+    assert not widened.decide(image, far).accepted  # a uniform grey image is still refused, for its contrast
+
+
+def test_the_reference_is_shared_among_the_sources_by_the_square_root_of_their_sizes():
+    import random
+
+    from ml.training.gate_fitting import reference_sample
+
+    paths = [f"a{i}" for i in range(4000)] + [f"b{i}" for i in range(1000)] + [f"c{i}" for i in range(50)]
+    sources = ["a"] * 4000 + ["b"] * 1000 + ["c"] * 50
+    picked = reference_sample(paths, sources, 600, random.Random(0))
+    counts = {s: sum(p.startswith(s) for p in picked) for s in "abc"}
+    assert len(set(picked)) == len(picked)
+    assert 35 <= counts["c"] <= 50  # the small source in (sqrt 50 of the 600 a sqrt 4000 + sqrt 1000 + sqrt 50 share)
+    assert counts["a"] == pytest.approx(2 * counts["b"], rel=0.15)  # 4x the images, 2x the share
+    assert sum(counts.values()) == pytest.approx(600, abs=2)
+    one = reference_sample(paths[:4000], sources[:4000], 600, random.Random(0))
+    assert one == random.Random(0).sample(paths[:4000], 600)  # one source: the plain sample it always was
+    assert reference_sample(paths[:100], sources[:100], 600, random.Random(0)) == paths[:100]

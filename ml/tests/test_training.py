@@ -62,6 +62,62 @@ def test_train_model_writes_a_complete_artifact(small_model):
     assert all(set(parts) == {"train", "validation", "test"} for parts in meta["data"]["by_source"].values())
     assert set(metrics["validation_by_source"]) == {"ham10000", "isic2017"}
     assert meta["training"]["datasets"] == [str(d) for d in _datasets]
+    # the gate's reference holds both sources, and its limits refuse no malignant validation image
+    assert set(meta["gate_fit"]["reference_by_source"]) == {"ham10000", "isic2017"}
+    assert meta["gate_fit"]["validation_malignant_never_refused"] == meta["data"]["validation"]["n_malignant"]
+
+
+def test_the_gate_refuses_no_malignant_validation_image(small_model):
+    """What Gate.fit promises, on the real images through the serving path: every malignant image the
+    limits were chosen on is assessed."""
+    from ml.data.datasets import read_dataset
+    from ml.data.splits import held_out, recorded_splits
+    from ml.preprocessing import preprocess
+    from ml.serving import classifier
+
+    datasets, out = small_model
+    _, val, _ = held_out([s for d in datasets for s in read_dataset(d).samples], recorded_splits(out))
+    malignant = [s.path for s in val if s.label]
+    loaded = classifier._loaded_for(out)
+    refused = []
+    for path in malignant:  # as classifier.predict decides
+        x = preprocess(path)
+        features = loaded.analyse(x[None, ...])[1]
+        if not loaded.gate.decide(x, features[0]).accepted:
+            refused.append(path.name)
+    assert malignant and refused == []
+
+
+def test_evaluate_model_pools_datasets_and_compares_on_the_split_of_the_model_that_trained_on_them(
+    small_model, tmp_path
+):
+    """Several datasets are scored as one pooled set: the pooled test split as train_model scored it. A model
+    that was never trained on a dataset held all of it out, so compare_models scores the other model's test
+    part of it; with no model trained on it, there is no split to ask for."""
+    from django.core.management.base import CommandError
+
+    from ml.testing import write_standin_model
+
+    (ham, isic2017), out = small_model
+    pooled = tmp_path / "pooled.json"
+    call_command(
+        "evaluate_model", str(ham), str(isic2017), "--model", str(out), "--split", "test", "--json", str(pooled),
+        "--bootstrap", "20",
+    )  # fmt: skip
+    evaluated, trained = json.loads(pooled.read_text()), json.loads((out / "metrics.json").read_text())["test"]
+    assert evaluated["n"] == trained["n"] and evaluated["auc"] == pytest.approx(trained["auc"], abs=1e-9)
+    assert evaluated["datasets"] == [str(ham), str(isic2017)]
+
+    other = write_standin_model(tmp_path / "standin")  # trained on nothing here
+    compared = tmp_path / "compared.json"
+    call_command(
+        "compare_models", str(isic2017), "--split", "test", "--model", str(other), "--model", str(out),
+        "--bootstrap", "20", "--json", str(compared),
+    )  # fmt: skip
+    n_test = json.loads((out / "metadata.json").read_text())["data"]["by_source"]["isic2017"]["test"]["n"]
+    assert json.loads(compared.read_text())["n"] == n_test
+    with pytest.raises(CommandError, match="no model here was trained on isic2017"):
+        call_command("evaluate_model", str(isic2017), "--model", str(other), "--split", "test")
 
 
 def test_train_model_fits_the_boundary_margin_on_the_validation_images_turned(small_model):
@@ -334,6 +390,7 @@ def test_an_interrupted_run_resumes_from_its_last_epoch(tmp_path, monkeypatch):
         fit_network(config, x, y, x[:4], y[:4], checkpoints=Checkpoints(config.resume, config), log=lambda m: None)
     saved, state = Checkpoints(config.resume, config).last_epoch()
     assert state["epochs_done"] == 1 and len(state["history"]["val_auc"]) == 1
+    first_session = state["seconds"]
     monkeypatch.setattr(loop.SaveEpochs, "on_epoch_end", original)
 
     messages = []
@@ -348,6 +405,13 @@ def test_an_interrupted_run_resumes_from_its_last_epoch(tmp_path, monkeypatch):
     assert state["epochs_done"] == 2
     # the optimizer went on counting its steps: 2 epochs of 2 batches
     assert int(net.model.optimizer.iterations.numpy()) == 4
+    # the time is the whole run's: phase 1 and the first session's epoch are counted in
+    seconds = record["seconds"]
+    assert seconds["resumed_after_epoch"] == 1 and seconds["phase2_finetune"] > first_session > 0
+    assert seconds["earlier_sessions"] == pytest.approx(
+        seconds["cache_features"] + seconds["phase1_head"] + first_session, abs=0.2
+    )
+    assert seconds["total"] >= seconds["earlier_sessions"] + seconds["phase2_finetune"] - first_session
     # another recipe in the same folder is refused, not mixed
     with pytest.raises(ValueError, match="holds a run with other settings \\(finetune_learning_rate\\)"):
         Checkpoints(config.resume, TrainConfig(**{**config.__dict__, "finetune_learning_rate": 1e-4}))

@@ -8,6 +8,7 @@ another dermoscope stays familiar while a photo of something else does not.
 from __future__ import annotations
 
 import random
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -29,38 +30,75 @@ def random_sharpness(images, rng: np.random.Generator, low: float = -0.8, high: 
     return np.clip(x + amount * (x - blurred), 0, 255)
 
 
-def fit_for_model(model_dir, train_paths, val_paths, log=print, seed: int = 0) -> dict[str, float]:
-    """Fit the gate of a saved model on its training images (as they are and augmented),
-    choose the distance limit on its validation images, and save both beside the model."""
+def reference_sample(paths, sources, n: int, rng: random.Random) -> list:
+    """n of the training images for the gate's reference, shared out among the sources in proportion to
+    the square root of their sizes (as the training batches weigh them, ml.training.batches), so a small
+    source's dermoscope is in the reference too; all of them where there are no more than n."""
+    paths = list(paths)
+    if len(paths) <= n:
+        return paths
+    by_source: dict[str, list] = {}
+    for path, source in zip(paths, sources):
+        by_source.setdefault(source, []).append(path)
+    weights = {source: len(members) ** 0.5 for source, members in by_source.items()}
+    quota = {source: min(len(m), round(n * weights[source] / sum(weights.values()))) for source, m in by_source.items()}
+    # what a small source cannot fill goes to the others, largest first
+    for source in sorted(by_source, key=lambda s: -len(by_source[s])):
+        quota[source] = min(len(by_source[source]), quota[source] + max(0, n - sum(quota.values())))
+    return [p for source in sorted(by_source) for p in rng.sample(by_source[source], quota[source])]
+
+
+def fit_for_model(
+    model_dir, train_paths, val_paths, log=print, seed: int = 0, train_sources=None, val_labels=None
+) -> dict[str, float]:
+    """Fit the gate of a saved model on its training images (as they are and augmented), choose the
+    distance limit on its validation images, and save both beside the model. train_sources: each training
+    image's source, to share the reference among them; val_labels: 1 for a malignant validation image, so
+    that the limits refuse none of those (Gate.fit)."""
     model_dir = Path(model_dir)
     lower = load_keras_model(model_dir / MODEL_FILENAME).get_layer("lower")
     augment_rng = np.random.default_rng(seed + 1000)
     rng = random.Random(seed)
     train_paths = list(train_paths)
-    if len(train_paths) > REFERENCE_IMAGES:
-        train_paths = rng.sample(train_paths, REFERENCE_IMAGES)
-
+    sources = list(train_sources) if train_sources is not None else [""] * len(train_paths)
+    source_by_path = dict(zip(train_paths, sources))
+    train_paths = reference_sample(train_paths, sources, REFERENCE_IMAGES, rng)
     sharpness_rng = np.random.default_rng(seed)
 
     def collect(paths, quality=None):
-        """Feature statistics of each image as it is, and augmented with its sharpness changed too."""
-        features = []
+        """Feature statistics of each image as it is, and of each augmented with its sharpness changed too."""
+        plain, augmented = [], []
         for start in range(0, len(paths), 32):
             x = np.stack([preprocess(p) for p in paths[start : start + 32]])
             if quality is not None:
                 quality.extend(quality_measures(img) for img in x)
-            augmented = random_sharpness(np.stack([augment(img, augment_rng) for img in x]), sharpness_rng)
-            for batch in (x, augmented):
-                features.append(feature_statistics(lower(batch, training=False)))
-        return np.concatenate(features)
+            changed = random_sharpness(np.stack([augment(img, augment_rng) for img in x]), sharpness_rng)
+            plain.append(feature_statistics(lower(x, training=False)))
+            augmented.append(feature_statistics(lower(changed, training=False)))
+        return np.concatenate(plain), np.concatenate(augmented)
 
     log(f"fitting the image gate on {len(train_paths)} training images (and an augmented view of each) ...")
     quality: list[dict[str, float]] = []
-    reference = collect(train_paths, quality)
-    gate = Gate.fit(reference, quality, collect(list(val_paths)))
+    reference = np.concatenate(collect(train_paths, quality))
+    val_quality: list[dict[str, float]] = []
+    val_plain, val_augmented = collect(list(val_paths), val_quality)
+    malignant = np.asarray(val_labels, dtype=bool) if val_labels is not None else np.zeros(len(val_plain), bool)
+    gate = Gate.fit(
+        reference,
+        quality,
+        np.concatenate([val_plain, val_augmented]),
+        malignant_features=val_plain[malignant],  # as they are: the augmented views are no patient's
+        malignant_quality=[q for q, bad in zip(val_quality, malignant) if bad],
+    )
     limits = gate.save(model_dir)
     meta = read_metadata(model_dir)
     meta["gate"] = limits
+    meta["gate_fit"] = {
+        "reference_images": len(train_paths),
+        "reference_by_source": dict(sorted(Counter(source_by_path[p] for p in train_paths).items())),
+        "validation_images": len(val_plain),
+        "validation_malignant_never_refused": int(malignant.sum()),
+    }
     write_metadata(model_dir, meta)
     log("gate limits: " + ", ".join(f"{k} {v:.3g}" for k, v in limits.items()))
     return limits

@@ -87,6 +87,12 @@ class AveragedWeights(keras.callbacks.Callback):
         self.best_auc, self.best_weights, self.best_epoch, self.wait = -np.inf, None, None, 0
         self.history: dict[str, list[float]] = {}
         self.started = time.time()
+        # phase 2's seconds in earlier sessions of a resumed run (None where its checkpoint did not say)
+        self.seconds_before: float | None = 0.0
+
+    def seconds(self) -> float | None:
+        """Phase 2's seconds so far, over every session of a resumed run."""
+        return None if self.seconds_before is None else self.seconds_before + time.time() - self.started
 
     def on_epoch_end(self, epoch, logs=None):
         current = self.model.get_weights()
@@ -122,11 +128,14 @@ class AveragedWeights(keras.callbacks.Callback):
             "best_epoch": self.best_epoch,
             "wait": self.wait,
             "history": self.history,
+            "seconds": self.seconds(),
         }
 
     def restore(self, state: dict[str, Any], best_weights) -> None:
         self.best_auc, self.best_epoch, self.wait = state["best_auc"], state["best_epoch"], state["wait"]
         self.history, self.best_weights = state["history"], best_weights or None
+        self.seconds_before = state.get("seconds")
+        self.started = time.time()
 
 
 class SaveEpochs(keras.callbacks.Callback):
@@ -170,10 +179,12 @@ def fit_network(
 
     # Phase 1: the head on the frozen backbone's pooled features of balanced views.
     done = checkpoints.phase1() if checkpoints else None
+    earlier = 0.0  # seconds spent in earlier sessions of a resumed run (None where they were not recorded)
     if done is not None:
         phase1_weights, p1 = done
         net.model.set_weights(phase1_weights)
         log(f"phase 1 resumed from {checkpoints.folder}: validation AUC {p1['auc']:.4f}")
+        earlier = p1["seconds"]["cache_features"] + p1["seconds"]["phase1_head"]
     else:
         p1 = _phase1(net, config, x_train, y_train, x_val, y_val, started, log)
         phase1_weights = net.model.get_weights()
@@ -184,7 +195,8 @@ def fit_network(
 
     # Phase 2: every block, balanced batches augmented afresh, averaged weights validated.
     phase2_started = time.time()
-    phase2_auc = None
+    phase2_auc = phase2_seconds = None
+    epochs_done = 0
     if config.finetune_epochs > 0:
         keras.utils.set_random_seed(config.phase2_seed)
         net.unfreeze_backbone()
@@ -211,6 +223,7 @@ def fit_network(
             net.model.set_weights(arrays["weights"])
             averaged.restore(state, arrays["best"])
             epochs_done = state["epochs_done"]
+            earlier = None if averaged.seconds_before is None else earlier + averaged.seconds_before
             log(
                 f"phase 2 resumed from {checkpoints.folder} after epoch {epochs_done} "
                 f"(best validation AUC {averaged.best_auc:.4f}, epoch {averaged.best_epoch})"
@@ -234,6 +247,7 @@ def fit_network(
         elif averaged.best_weights is not None:
             net.model.set_weights(averaged.best_weights)
         phase2_auc = float(averaged.best_auc)
+        phase2_seconds = averaged.seconds()
         for k, v in averaged.history.items():
             history.setdefault(k, []).extend(v)
         if phase2_auc < phase1_auc:
@@ -253,8 +267,11 @@ def fit_network(
         "training_views": p1["views"],
         "seconds": {
             **p1["seconds"],
-            "phase2_finetune": round(time.time() - phase2_started, 1),
-            "total": round(time.time() - started, 1),
+            # over every session of a resumed run; this session's alone where earlier ones were not recorded
+            "phase2_finetune": round(phase2_seconds if phase2_seconds is not None else time.time() - phase2_started, 1),
+            "total": round(time.time() - started + (earlier or 0.0), 1),
+            "earlier_sessions": None if earlier is None else round(earlier, 1),
+            "resumed_after_epoch": epochs_done,
         },
     }
     return net, record

@@ -176,7 +176,14 @@ def save_artifact(output: Path, model, metadata: dict[str, Any], train_s, val_s,
         },
     }
     (output / SPLITS_FILENAME).write_text(json.dumps(splits))
-    fit_for_model(output, [s.path for s in train_s], [s.path for s in val_s], log=log)
+    fit_for_model(
+        output,
+        [s.path for s in train_s],
+        [s.path for s in val_s],
+        log=log,
+        train_sources=[source_of(s) for s in train_s],
+        val_labels=[s.label for s in val_s],
+    )
     export_litert(output, log=log)
 
 
@@ -273,7 +280,8 @@ def train(config: TrainConfig, log: Log = print) -> dict[str, Any]:
     finally:
         if pool is not None:
             pool.terminate()
-    record["seconds"]["total"] = round(time.time() - started, 1)  # with reading and decoding the images
+    # with reading and decoding the images, and the training in earlier sessions of a resumed run
+    record["seconds"]["total"] = round(time.time() - started + (record["seconds"].get("earlier_sessions") or 0.0), 1)
     results = finish_artifact(
         output,
         net.model,

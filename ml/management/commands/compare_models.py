@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 from ml.reporting import metrics as evaluation
 from ml.serving.classifier import ModelUnavailable, predict_many
 
-from .evaluate_model import add_dataset_arguments, samples_to_score
+from .evaluate_model import add_dataset_arguments, dataset_name, samples_to_score
 
 
 class Command(BaseCommand):
@@ -35,10 +35,12 @@ class Command(BaseCommand):
         if len(o["models"]) != 2:
             raise CommandError(f"give --model exactly twice (A, then B), not {len(o['models'])} times")
         model_a, model_b = (Path(m) for m in o["models"])
-        report, samples, y = samples_to_score(
-            o["dataset"], o["format"], o["atypical_is_malignant"], [model_a, model_b], o["split"]
+        reports, samples, y = samples_to_score(
+            o["datasets"], o["format"], o["atypical_is_malignant"], [model_a, model_b], o["split"]
         )
-        self.stdout.write(f"scoring {len(samples)} images ({int(y.sum())} malignant) with {model_a} and {model_b} ...")
+        self.stdout.write(
+            f"{dataset_name(o['datasets'], o['split'])}: scoring {len(samples)} images ({int(y.sum())} malignant) with {model_a} and {model_b} ..."
+        )
         scores, versions = [], []
         for model_dir in (model_a, model_b):
             try:
@@ -50,8 +52,9 @@ class Command(BaseCommand):
         result = evaluation.paired_auc_difference(y, scores[0], scores[1], n_boot=o["bootstrap"])
         result.update(
             {
-                "dataset": str(o["dataset"]),
-                "format": report.format,
+                "dataset": " ".join(str(d) for d in o["datasets"]),
+                "datasets": [str(d) for d in o["datasets"]],
+                "format": "+".join(r.format for r in reports),
                 "split": o["split"],
                 "atypical_is_malignant": o["atypical_is_malignant"],
                 "model_a": {"dir": str(model_a), "version": versions[0]},

@@ -9,7 +9,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from ml.data.datasets import read_dataset, shared_datasets_root
-from ml.data.splits import recorded_splits
+from ml.data.splits import recorded_splits, trained_on
 from ml.reporting.junk import DEBIAN_PHOTO_FOLDER, debian_photos, junk_images
 from ml.serving import classifier
 
@@ -19,7 +19,8 @@ class Command(BaseCommand):
     help = (
         "Measure the image gate: the share of a junk set refused (sample photos, uniform colours, noise, "
         "lesion images made black, burnt out or blurred) and the share of real lesion images accepted "
-        "(the model's HAM10000 test split and PH2)."
+        "(the held-out test part of every dataset the model was trained on, and PH2), malignant ones counted "
+        "apart: a refused melanoma is a missed one."
     )
 
     def add_arguments(self, parser):
@@ -43,8 +44,14 @@ class Command(BaseCommand):
             held = recorded_splits(model_dir)["test"]
         except FileNotFoundError as exc:
             raise CommandError(str(exc)) from exc
-        ham = [s.path for s in read_dataset(root / "ham10000").samples if s.path.name in held]
-        ph2 = [s.path for s in read_dataset(root / "ph2").samples]
+        lesions = {}  # every held-out test part, then PH2: [(path, label)]
+        for name in sorted(trained_on(model_dir) | {"ham10000"}, key=lambda n: (n != "ham10000", n)):
+            if not (root / name).is_dir():
+                raise CommandError(f"{name}, which the model was trained on, not found under {root}")
+            lesions[name] = [(s.path, s.label) for s in read_dataset(root / name).samples if s.path.name in held]
+        lesions["ph2"] = [(s.path, s.label) for s in read_dataset(root / "ph2").samples]
+        ham = [path for path, _ in lesions["ham10000"]]
+        ph2 = [path for path, _ in lesions["ph2"]]
         rng = np.random.default_rng(0)
         spoil_from = list(rng.choice(ham, o["spoiled"], replace=False)) + list(
             rng.choice(ph2, o["spoiled"], replace=False)
@@ -88,19 +95,26 @@ class Command(BaseCommand):
             },
             "accepted": accepted_ordinary,
         }
-        for name, paths in (("ham10000_test", ham), ("ph2", ph2)):
-            reasons = Counter()
-            for path in paths:
+        result["lesions"] = {}
+        for name, images in lesions.items():
+            reasons, malignant_refused = Counter(), []
+            for path, label in images:
                 d = decide(path)
                 if not d.assessed:
                     reasons[d.reason] += 1
+                    if label:
+                        malignant_refused.append(path.name)
             refused = sum(reasons.values())
-            result[name] = {
-                "n": len(paths),
-                "accepted": len(paths) - refused,
-                "accepted_share": (len(paths) - refused) / len(paths),
+            result["lesions"][name] = {
+                "part": "all" if name == "ph2" else "test",
+                "n": len(images),
+                "accepted": len(images) - refused,
+                "accepted_share": (len(images) - refused) / len(images),
+                "n_malignant": sum(label for _, label in images),
+                "malignant_refused": malignant_refused,
                 "refusal_reasons": dict(reasons),
             }
+        result["ham10000_test"], result["ph2"] = result["lesions"]["ham10000"], result["lesions"]["ph2"]
         self.stdout.write(
             f"junk refused: {result['junk']['refused']}/{len(junk)} = {result['junk']['refused_share']:.3f}"
         )
@@ -117,9 +131,12 @@ class Command(BaseCommand):
                 self.stdout.write("  accepted by mistake: " + ", ".join(r["accepted"]))
         else:
             self.stdout.write(f"ordinary photos: none found in {DEBIAN_PHOTO_FOLDER} (apt-get install opencv-doc)")
-        for name in ("ham10000_test", "ph2"):
-            r = result[name]
-            self.stdout.write(f"{name} accepted: {r['accepted']}/{r['n']} = {r['accepted_share']:.3f}")
+        for name, r in result["lesions"].items():
+            self.stdout.write(
+                f"{name} ({r['part']}) accepted: {r['accepted']}/{r['n']} = {r['accepted_share']:.3f}; malignant "
+                f"refused: {len(r['malignant_refused'])} of {r['n_malignant']}"
+                + (f" ({', '.join(r['malignant_refused'])})" if r["malignant_refused"] else "")
+            )
             for reason, n in r["refusal_reasons"].items():
                 self.stdout.write(f"  refused {n}: {reason}")
         if o["json_path"]:

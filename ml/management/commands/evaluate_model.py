@@ -8,7 +8,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from ml.data.datasets import FORMATS, DatasetError, read_dataset
-from ml.data.splits import recorded_splits
+from ml.data.splits import held_out_of
 from ml.reporting import metrics as evaluation
 from ml.serving import tta
 from ml.serving.classifier import ModelUnavailable, served_scores
@@ -17,13 +17,19 @@ from ml.serving.classifier import ModelUnavailable, served_scores
 def add_dataset_arguments(parser):
     """The arguments that say which images to score: evaluate_model's and compare_models'."""
 
-    parser.add_argument("dataset", help="dataset folder in any format ml.data.datasets reads")
+    parser.add_argument(
+        "datasets",
+        nargs="+",
+        metavar="DATASET",
+        help="dataset folder(s) in any format ml.data.datasets reads; several are scored as one pooled set",
+    )
     parser.add_argument("--format", choices=FORMATS, help="override the detected dataset format")
     parser.add_argument(
         "--split",
         choices=["all", "validation", "test"],
         default="all",
-        help="score only the images held out as this split (the model's splits.json)",
+        help="score only the images held out as this split (the model's splits.json); a model that was not "
+        "trained on a dataset held all of it out",
     )
     parser.add_argument(
         "--atypical-is-malignant",
@@ -32,29 +38,42 @@ def add_dataset_arguments(parser):
     )
 
 
-def samples_to_score(dataset, data_format, atypical_is_malignant, model_dirs, split="all"):
-    """(report, samples, labels) of a dataset, narrowed to the images every model in model_dirs
-    held out as `split` (its splits.json); a CommandError that says what is wrong otherwise."""
+def samples_to_score(datasets, data_format, atypical_is_malignant, model_dirs, split="all"):
+    """(reports, samples, labels) of one or more datasets pooled, each narrowed to the images every model in
+    model_dirs held out as `split` (ml.data.splits.held_out_of); a CommandError that says what is wrong
+    otherwise."""
 
-    try:
-        report = read_dataset(dataset, data_format, atypical_is_malignant=atypical_is_malignant)
-    except DatasetError as exc:
-        raise CommandError(str(exc)) from exc
-    samples = list(report.samples)
-    if split != "all":
+    reports, samples = [], []
+    for dataset in datasets:
         try:
-            held_out = [recorded_splits(model_dir)[split] for model_dir in model_dirs]
-        except FileNotFoundError as exc:
+            report = read_dataset(dataset, data_format, atypical_is_malignant=atypical_is_malignant)
+        except DatasetError as exc:
             raise CommandError(str(exc)) from exc
-        if any(names != held_out[0] for names in held_out[1:]):
-            raise CommandError(f"the models did not hold out the same {split} split (their splits.json differ)")
-        samples = [s for s in samples if s.path.name in held_out[0]]
-        if not samples:
-            raise CommandError(f"none of this dataset's images is in the model's {split} split")
+        reports.append(report)
+        these = list(report.samples)
+        if split != "all":
+            try:
+                names = held_out_of(model_dirs, dataset, split)
+            except (FileNotFoundError, ValueError) as exc:
+                raise CommandError(str(exc)) from exc
+            if names is None:
+                raise CommandError(
+                    f"no model here was trained on {Path(dataset).name}, so it has no {split} split: all of it is "
+                    "held out (leave out --split)"
+                )
+            these = [s for s in these if s.path.name in names]
+            if not these:
+                raise CommandError(f"none of {Path(dataset).name}'s images is in the model's {split} split")
+        samples += these
     y = np.array([s.label for s in samples])
     if y.min() == y.max():
-        raise CommandError("the dataset needs both benign and malignant images to be scored")
-    return report, samples, y
+        raise CommandError("the images need both benign and malignant ones to be scored")
+    return reports, samples, y
+
+
+def dataset_name(datasets, split: str) -> str:
+    """How a scored set is named in the output: its folders' names, and the split."""
+    return " + ".join(Path(d).name for d in datasets) + ("" if split == "all" else f" ({split})")
 
 
 class Command(BaseCommand):
@@ -84,8 +103,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, **o):
         model_dir = Path(o["model"] or settings.SKINCARE_MODEL_DIR)
-        report, samples, y = samples_to_score(
-            o["dataset"], o["format"], o["atypical_is_malignant"], [model_dir], o["split"]
+        reports, samples, y = samples_to_score(
+            o["datasets"], o["format"], o["atypical_is_malignant"], [model_dir], o["split"]
         )
         self.stdout.write(f"scoring {len(samples)} images ({int(y.sum())} malignant) with {model_dir} ...")
         try:
@@ -127,8 +146,9 @@ class Command(BaseCommand):
             )
         result.update(
             {
-                "dataset": str(o["dataset"]),
-                "format": report.format,
+                "dataset": " ".join(str(d) for d in o["datasets"]),
+                "datasets": [str(d) for d in o["datasets"]],
+                "format": "+".join(r.format for r in reports),
                 "split": o["split"],
                 "atypical_is_malignant": o["atypical_is_malignant"],
                 "model_version": meta.get("model_version"),
@@ -143,7 +163,7 @@ class Command(BaseCommand):
                 "mean_probability": float(p[mask].mean()),
             }
         result["by_class"] = by_detail
-        name = f"{Path(o['dataset']).name}" + ("" if o["split"] == "all" else f" ({o['split']})")
+        name = dataset_name(o["datasets"], o["split"])
         self.stdout.write(evaluation.format_table({name: result}))
         self.stdout.write(f"threshold {result['threshold']:.3f} (saved with model {result['model_version']})")
         for detail, row in by_detail.items():

@@ -9,13 +9,15 @@ from django.core.management.base import BaseCommand, CommandError
 from ml.data.datasets import DatasetError, read_dataset
 from ml.data.splits import held_out, recorded_splits
 from ml.training.gate_fitting import fit_for_model
+from ml.training.trainer import source_of
 
 
 class Command(BaseCommand):
     requires_system_checks = []
     help = (
         "Fit the image gate (exposure, sharpness and feature-distance limits) of a saved model on the images "
-        "it was trained on; the distance limit is chosen on its validation split (splits.json)."
+        "it was trained on (the reference shared among the sources); the limits are chosen on its validation split "
+        "(splits.json) so that none of its malignant images is refused."
     )
 
     def add_arguments(self, parser):
@@ -33,8 +35,15 @@ class Command(BaseCommand):
             samples = [s for d in o["datasets"] for s in read_dataset(d, o["format"]).samples]
         except DatasetError as exc:
             raise CommandError(str(exc)) from exc
-        train, val, _ = ([s.path for s in part] for part in held_out(samples, held))
+        train, val, _ = held_out(samples, held)
         if not train or not val:
             raise CommandError("no training or validation images of this model found in that dataset")
-        limits = fit_for_model(model_dir, train, val, log=self.stdout.write)
+        limits = fit_for_model(
+            model_dir,
+            [s.path for s in train],
+            [s.path for s in val],
+            log=self.stdout.write,
+            train_sources=[source_of(s) for s in train],
+            val_labels=[s.label for s in val],
+        )
         self.stdout.write(json.dumps(limits, indent=2))
