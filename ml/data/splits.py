@@ -86,18 +86,18 @@ def trained_on(model_dir) -> set[str]:
     return {Path(folder).name for folder in folders}
 
 
-def held_out_of(model_dirs, dataset, split: str) -> set[str] | None:
-    """The names of `dataset`'s images that every model in model_dirs held out as `split`.
+def held_out_of(model_dirs, dataset, split: str, names) -> set[str] | None:
+    """Of `names` (the image names of `dataset`), those every model in model_dirs held out as `split`.
 
     A model that was not trained on this dataset held all of it out and narrows nothing; the models that
-    were trained on it must have held out the same images. None where no model was trained on it: then
-    the dataset has no `split` of theirs (score it whole). ValueError where their splits differ."""
-    name = Path(dataset).name
-    recorded = [recorded_splits(m)[split] for m in model_dirs if name in trained_on(m)]
+    were trained on it must have held out the same images of it. None where no model was trained on it:
+    then the dataset has no `split` of theirs (score it whole). ValueError where their splits differ."""
+    folder, names = Path(dataset).name, set(names)
+    recorded = [recorded_splits(m)[split] & names for m in model_dirs if folder in trained_on(m)]
     if not recorded:
         return None
-    if any(names != recorded[0] for names in recorded[1:]):
-        raise ValueError(f"the models did not hold out the same {split} split of {name} (their splits.json differ)")
+    if any(held != recorded[0] for held in recorded[1:]):
+        raise ValueError(f"the models did not hold out the same {split} split of {folder} (their splits.json differ)")
     return recorded[0]
 
 

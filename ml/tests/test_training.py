@@ -119,6 +119,26 @@ def test_evaluate_model_pools_datasets_and_compares_on_the_split_of_the_model_th
     with pytest.raises(CommandError, match="no model here was trained on isic2017"):
         call_command("evaluate_model", str(isic2017), "--model", str(other), "--split", "test")
 
+    # a model trained on HAM10000 alone, with the same HAM10000 test images: compared on HAM10000's test split
+    # (its splits.json lists no other source's images, the two-source model's does)
+    ham_only = tmp_path / "ham-only"
+    ham_only.mkdir()
+    for f in out.iterdir():
+        if f.name not in ("splits.json", "metadata.json"):
+            (ham_only / f.name).symlink_to(f)
+    meta = json.loads((out / "metadata.json").read_text())
+    meta["data"]["datasets"] = [str(ham)]
+    (ham_only / "metadata.json").write_text(json.dumps(meta))
+    splits = json.loads((out / "splits.json").read_text())
+    ham_test = [n for n in splits["test"] if splits["sources"]["test"][n] == "ham10000"]
+    (ham_only / "splits.json").write_text(json.dumps({"validation": [], "test": ham_test}))
+    call_command(
+        "compare_models", str(ham), "--split", "test", "--model", str(ham_only), "--model", str(out),
+        "--bootstrap", "20", "--json", str(compared),
+    )  # fmt: skip
+    result = json.loads(compared.read_text())
+    assert result["n"] == len(ham_test) and result["difference"] == 0  # the same weights
+
 
 def test_train_model_fits_the_boundary_margin_on_the_validation_images_turned(small_model):
     """The result page's "close to a boundary" margin: what training saved is what the validation

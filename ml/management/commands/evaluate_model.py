@@ -53,7 +53,7 @@ def samples_to_score(datasets, data_format, atypical_is_malignant, model_dirs, s
         these = list(report.samples)
         if split != "all":
             try:
-                names = held_out_of(model_dirs, dataset, split)
+                names = held_out_of(model_dirs, dataset, split, {s.path.name for s in these})
             except (FileNotFoundError, ValueError) as exc:
                 raise CommandError(str(exc)) from exc
             if names is None:
