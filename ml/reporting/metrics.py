@@ -135,6 +135,20 @@ def expected_calibration_error(y, p, n_bins: int = 10) -> float:
     return float(ece)
 
 
+def ece_if_calibrated(p, n_bins: int = 10, draws: int = 1000, seed: int = 0) -> dict[str, float]:
+    """The ECE a perfectly calibrated model would still show on these images, from chance alone: labels
+    drawn from the model's own probabilities, ECE measured as above, `draws` times (mean and 95th
+    percentile). On a small set (a few dozen images) it is far from 0, so an ECE there says little."""
+    p = np.asarray(p, dtype=float)
+    bins = np.minimum((p * n_bins).astype(int), n_bins - 1)
+    onehot = np.eye(n_bins)[bins]  # (n, bins)
+    counts = onehot.sum(axis=0)
+    y = (np.random.default_rng(seed).random((draws, len(p))) < p).astype(float)
+    gap = np.abs(p @ onehot - y @ onehot)  # per draw and bin: |sum p - sum y|, over the bin's n
+    ece = gap[:, counts > 0].sum(axis=1) / len(p)
+    return {"mean": float(ece.mean()), "p95": float(np.quantile(ece, 0.95))}
+
+
 def calibration_curve(y, p, n_bins: int = 10):
     y, p = np.asarray(y, dtype=float), np.asarray(p, dtype=float)
     bins = np.minimum((p * n_bins).astype(int), n_bins - 1)
@@ -198,6 +212,7 @@ def metrics(y, p, threshold: float, *, n_boot: int = 1000, uncertain_threshold: 
         "specificity": specificity,
         "specificity_at_sensitivity_0.95": specificity_at_sensitivity(y, p, 0.95) if y.sum() else float("nan"),
         "ece": expected_calibration_error(y, p),
+        "ece_if_calibrated": ece_if_calibrated(p),
         "confusion": c,
     }
     if uncertain_threshold is not None:

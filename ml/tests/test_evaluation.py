@@ -167,3 +167,18 @@ def test_serving_notes_a_result_within_the_saved_margin():
     assert not is_near_boundary(0.5, 0.5, 0.2, {}) and not is_near_boundary(
         0.5, 0.5, 0.2, {"boundary_margin": {"logit": 0.0}}
     )
+
+
+def test_ece_from_chance_alone_is_the_ece_of_labels_drawn_from_the_probabilities():
+    """ece_if_calibrated: labels drawn from the model's own probabilities, scored by the same ECE. It
+    shrinks as the set grows: on a few dozen images a calibrated model still shows an ECE near 0.15."""
+    from ml.reporting.metrics import ece_if_calibrated, expected_calibration_error
+
+    p = np.random.default_rng(1).random(38)
+    draws = np.random.default_rng(0).random((1000, 38)) < p
+    direct = [expected_calibration_error(y, p) for y in draws]
+    r = ece_if_calibrated(p, draws=1000, seed=0)
+    assert r["mean"] == pytest.approx(np.mean(direct), abs=1e-9)
+    assert r["p95"] == pytest.approx(np.quantile(direct, 0.95), abs=1e-9)
+    assert 0.10 < r["mean"] < 0.20
+    assert ece_if_calibrated(np.random.default_rng(1).random(3000))["mean"] < 0.03

@@ -42,6 +42,13 @@ class Command(BaseCommand):
         def bottom_row_share(cam):  # the share of a map's heat in its bottom row (nan for an empty map)
             return float(cam[-1].sum() / cam.sum()) if float(cam.max()) > 0 else float("nan")
 
+        def other_edges(cam):  # the same for the other three edges: a fix at the bottom must not move it there
+            if not float(cam.max()) > 0:
+                return [float("nan")] * 3
+            return [float(edge.sum() / cam.sum()) for edge in (cam[0], cam[:, 0], cam[:, -1])]
+
+        edges = []
+
         def served_map(image):  # the map and the outcome serving gives (ml.serving.classifier.predict, no gate)
             raw, _features, cam = loaded.analyse(image[None])
             probability, _near, _views, cam = loaded.settle(image, float(raw[0]), cam[0])
@@ -57,6 +64,7 @@ class Command(BaseCommand):
             # Does the heat follow the image? The same image upside down: the lesion's heat moves to
             # the other edge; heat that stays in the bottom row belongs to the network, not the skin.
             bottom.append(bottom_row_share(cam))
+            edges.append(other_edges(cam))
             flipped_bottom.append(bottom_row_share(served_map(np.ascontiguousarray(image[::-1]))[0]))
             # A reference, not a bound: where the layer's features are at all, summed over its channels
             # whichever class they speak for. Grad-CAM weighs these same features for one class.
@@ -64,6 +72,7 @@ class Command(BaseCommand):
             outcomes.append(outcome)
         inside, area, empty, activity = np.array(inside), np.array(area), np.array(empty), np.array(activity)
         bottom, flipped_bottom = np.array(bottom), np.array(flipped_bottom)
+        top, left, right = np.array(edges).reshape(-1, 3).T
 
         def nanmean(values):
             return float(np.nanmean(values)) if np.isfinite(values).any() else None
@@ -94,6 +103,9 @@ class Command(BaseCommand):
                     "mean_feature_activity_inside_lesion": float(activity[keys == k].mean()),
                     "mean_heat_in_bottom_row": nanmean(bottom[keys == k]),
                     "mean_heat_in_bottom_row_upside_down": nanmean(flipped_bottom[keys == k]),
+                    "mean_heat_in_top_row": nanmean(top[keys == k]),
+                    "mean_heat_in_left_column": nanmean(left[keys == k]),
+                    "mean_heat_in_right_column": nanmean(right[keys == k]),
                 }
                 for k in sorted(set(keys))
             }
