@@ -11,6 +11,7 @@ import math
 from typing import Any
 
 import numpy as np
+from scipy.optimize import minimize
 
 from ml.serving.scores import boundary_distance, logit, near_boundary, outcome_levels, sigmoid  # noqa: F401 (used here and by callers)
 
@@ -192,6 +193,30 @@ def fit_temperature(y, raw_logits) -> float:
     best = grid[int(np.argmin([nll(t) for t in grid]))]
     fine = np.linspace(best * 0.95, best * 1.05, 101)
     return float(fine[int(np.argmin([nll(t) for t in fine]))])
+
+
+def fit_platt(y, raw_logits, start_offset: float = 0.0) -> tuple[float, float]:
+    """(offset, temperature) of sigmoid((z + offset) / T) fitted to (y, z) by maximum likelihood: Platt
+    scaling written in the served form, with Platt's smoothed targets ((n+ + 1) / (n+ + 2) for a
+    malignant image, 1 / (n- + 2) for a benign one), so that a split the scores separate perfectly still
+    has one finite answer. The likelihood is convex in (1 / T, offset / T): any start reaches the same
+    optimum; start_offset (and the temperature fitted with it) is where the search begins."""
+    y, z = np.asarray(y, dtype=float), np.asarray(raw_logits, dtype=float)
+    n_pos, n_neg = y.sum(), len(y) - y.sum()
+    target = np.where(y == 1, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
+
+    def nll_and_gradient(w):  # w = (1 / T, offset / T)
+        q = np.clip(sigmoid(w[0] * z + w[1]), 1e-12, 1 - 1e-12)
+        nll = -np.mean(target * np.log(q) + (1 - target) * np.log(1 - q))
+        residual = q - target
+        return nll, np.array([np.mean(residual * z), np.mean(residual)])
+
+    t0 = fit_temperature(y, z + start_offset)
+    found = minimize(nll_and_gradient, [1.0 / t0, start_offset / t0], jac=True, method="BFGS", options={"gtol": 1e-10})
+    scale, shift = found.x
+    if not scale > 0:  # scores that rank malignant lower than benign: no calibration makes sense of them
+        raise ValueError("the validation scores rank benign above malignant: no calibration fits them")
+    return float(shift / scale), float(1.0 / scale)
 
 
 def metrics(y, p, threshold: float, *, n_boot: int = 1000, uncertain_threshold: float | None = None) -> dict[str, Any]:

@@ -182,3 +182,17 @@ def test_ece_from_chance_alone_is_the_ece_of_labels_drawn_from_the_probabilities
     assert r["p95"] == pytest.approx(np.quantile(direct, 0.95), abs=1e-9)
     assert 0.10 < r["mean"] < 0.20
     assert ece_if_calibrated(np.random.default_rng(1).random(3000))["mean"] < 0.03
+
+
+def test_platt_scaling_fits_the_offset_a_fixed_prior_gets_wrong():
+    """fit_platt: labels drawn from sigmoid((z - 2) / 1.5) give back an offset near -2 and a temperature
+    near 1.5 from a wrong start; where the start is right, it stays there."""
+    from ml.reporting.metrics import fit_platt, fit_temperature, log_loss, sigmoid
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 3, 20000)
+    y = (rng.random(z.size) < sigmoid((z - 2.0) / 1.5)).astype(int)
+    offset, temperature = fit_platt(y, z, start_offset=0.0)
+    assert offset == pytest.approx(-2.0, abs=0.15) and temperature == pytest.approx(1.5, rel=0.05)
+    fixed = fit_temperature(y, z)  # the offset fixed at 0: worse
+    assert log_loss(y, sigmoid((z + offset) / temperature)) < log_loss(y, sigmoid(z / fixed))

@@ -59,9 +59,9 @@ CALIBRATION_RULES = {
     "threshold_rule": f"sensitivity >= {metrics.SENSITIVITY_TARGET} on the validation split, as high as that allows "
     "(halfway to the next lower validation score)",
     "uncertain_rule": f"flags (needs a doctor + uncertain) >= {metrics.FLAG_TARGET} of malignant on the validation split",
-    "calibration": "p = sigmoid((logit(p_raw) + logit_offset) / temperature); logit_offset undoes the balanced "
-    "training prior, temperature fitted on the validation split, both on the scores of the "
-    "model as served",
+    "calibration": "p = sigmoid((logit(p_raw) + logit_offset) / temperature): Platt scaling, offset and temperature "
+    "both fitted on the validation split (from the offset that undoes the balanced training prior, prior_offset), "
+    "on the scores of the model as served",
 }
 
 
