@@ -435,3 +435,51 @@ def test_an_interrupted_run_resumes_from_its_last_epoch(tmp_path, monkeypatch):
     # another recipe in the same folder is refused, not mixed
     with pytest.raises(ValueError, match="holds a run with other settings \\(finetune_learning_rate\\)"):
         Checkpoints(config.resume, TrainConfig(**{**config.__dict__, "finetune_learning_rate": 1e-4}))
+
+
+def test_a_two_source_models_gate_and_card_are_reported_per_source(small_model, tmp_path, datasets_root):
+    """evaluate_gate on a model trained on two sources reports each held-out test part and PH2 with the
+    malignant images it refused; the card then has a row per source, the sources table and the musts."""
+    import shutil
+
+    from django.test import override_settings
+
+    from ml.reporting import model_card
+    from ml.serving import classifier
+
+    (ham, isic2017), trained = small_model
+    out = tmp_path / "model"
+    shutil.copytree(trained, out)
+    (out / "evaluation").mkdir()
+    with override_settings(SKINCARE_MODEL_DIR=str(out)):
+        classifier.reset()
+        try:
+            call_command(
+                "evaluate_gate", "--datasets", str(datasets_root), "--spoiled", "2",
+                "--json", str(out / "evaluation" / "gate.json"),
+            )  # fmt: skip
+        finally:
+            classifier.reset()
+    gate = json.loads((out / "evaluation" / "gate.json").read_text())
+    meta = json.loads((out / "metadata.json").read_text())
+    assert list(gate["lesions"]) == ["ham10000", "isic2017", "ph2"]
+    for name in ("ham10000", "isic2017"):
+        r = gate["lesions"][name]
+        assert (r["n"], r["n_malignant"]) == (
+            meta["data"]["by_source"][name]["test"]["n"],
+            meta["data"]["by_source"][name]["test"]["n_malignant"],
+        )
+        assert len(r["malignant_refused"]) <= r["n_malignant"] and r["accepted"] <= r["n"]
+    assert gate["lesions"]["ph2"]["n"] == 200 and gate["ham10000_test"] == gate["lesions"]["ham10000"]
+
+    call_command(
+        "evaluate_model", str(isic2017), "--model", str(out), "--split", "test", "--bootstrap", "20",
+        "--json", str(out / "evaluation" / "isic2017_test.json"),
+    )  # fmt: skip
+    card = model_card.render(out)
+    assert "| ISIC 2017 | several clinics in the ISIC archive |" in card  # the sources table
+    assert "| ISIC 2017, held-out test part |" in card  # the results row
+    assert "| ISIC 2017, test part |" in card and "| PH2 (all) |" in card  # the gate's rows
+    assert "| ISIC 2017 held-out test AUC | >= 0.8 |" in card  # a must
+    assert "### Musts (a model that misses one does not ship)" in card
+    assert "CC BY-NC 4.0" in card and "Platt scaling" in card
