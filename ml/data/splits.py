@@ -77,13 +77,18 @@ def recorded_splits(model_dir) -> dict[str, set[str]]:
     return {split: set(recorded[split]) for split in ("validation", "test")}
 
 
-def trained_on(model_dir) -> set[str]:
-    """The folder names of the datasets a saved model was trained on, from its metadata.json
+def trained_datasets(metadata: dict) -> list[str]:
+    """The folder names of the datasets a model was trained on, in training order, from its metadata
     (`data.datasets`, or the single `data.dataset` of models trained before several sources)."""
-    path = Path(model_dir) / METADATA_FILENAME
-    data = json.loads(path.read_text()).get("data", {}) if path.is_file() else {}
+    data = metadata.get("data", {})
     folders = data.get("datasets") or ([data["dataset"]] if data.get("dataset") else [])
-    return {Path(folder).name for folder in folders}
+    return [Path(folder).name for folder in folders]
+
+
+def trained_on(model_dir) -> set[str]:
+    """trained_datasets of a saved model folder, as a set (empty where it has no metadata.json)."""
+    path = Path(model_dir) / METADATA_FILENAME
+    return set(trained_datasets(json.loads(path.read_text()))) if path.is_file() else set()
 
 
 def held_out_of(model_dirs, dataset, split: str, names) -> set[str] | None:

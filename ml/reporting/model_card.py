@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ml.data.splits import trained_datasets
 from ml.serving.classifier import calibrated_probability
 from ml.serving.tta import ALL_VIEWS, IDENTITY, close_call_check, views_of
 
@@ -30,7 +31,15 @@ SOURCES = {
     ),
 }
 
-COMMAND = "python manage.py evaluate_model {data} --split {split} --json {dir}/evaluation/{key}.json"
+
+def _command(data: str, key: str, split: str | None = None, extra: str = "") -> str:
+    """The evaluate_model command that writes evaluation/KEY.json (`{dir}`: the model folder, filled later)."""
+    return (
+        f"python manage.py evaluate_model {data}"
+        + (f" --split {split}" if split else "")
+        + extra
+        + f" --json {{dir}}/evaluation/{key}.json"
+    )
 
 
 def _source_title(name: str) -> str:
@@ -39,9 +48,7 @@ def _source_title(name: str) -> str:
 
 def _other_sources(meta) -> list[str]:
     """The datasets besides HAM10000 a model was trained on (each has a held-out test part), in order."""
-    data = meta.get("data", {})
-    folders = data.get("datasets") or ([data["dataset"]] if data.get("dataset") else [])
-    return [Path(f).name for f in folders if Path(f).name != "ham10000"]
+    return [name for name in trained_datasets(meta) if name != "ham10000"]
 
 
 def evaluations(meta) -> dict[str, tuple[str, str]]:
@@ -52,44 +59,34 @@ def evaluations(meta) -> dict[str, tuple[str, str]]:
     rows = {
         "ham10000_test": (
             "HAM10000 test split (ISIC 2018 Task 3 test set)",
-            COMMAND.format(data="../shared/datasets/ham10000", split="test", key="ham10000_test", dir="{dir}").replace(
-                " --json", " --orientations --json"
-            ),
+            _command("../shared/datasets/ham10000", "ham10000_test", "test", " --orientations"),
         ),
         "ham10000_validation": (
             "HAM10000 validation split ("
             + ("its part of the pooled validation split, where" if several else "where")
             + " threshold and calibration were chosen)",
-            COMMAND.format(
-                data="../shared/datasets/ham10000", split="validation", key="ham10000_validation", dir="{dir}"
-            ),
+            _command("../shared/datasets/ham10000", "ham10000_validation", "validation"),
         ),
     }
     for name in others:
         for split in ("test", "validation"):
-            key = f"{name}_{split}"
             part = "held-out test part" if split == "test" else "part of the pooled validation split"
-            rows[key] = (
+            rows[f"{name}_{split}"] = (
                 f"{_source_title(name)}, {part}",
-                COMMAND.format(data=f"../shared/datasets/{name}", split=split, key=key, dir="{dir}"),
+                _command(f"../shared/datasets/{name}", f"{name}_{split}", split),
             )
     if several:
         rows["other_sources_test"] = (
             "The other sources' held-out test parts, pooled (" + ", ".join(map(_source_title, others)) + ")",
-            COMMAND.format(
-                data=" ".join(f"../shared/datasets/{n}" for n in others),
-                split="test",
-                key="other_sources_test",
-                dir="{dir}",
-            ),
+            _command(" ".join(f"../shared/datasets/{n}" for n in others), "other_sources_test", "test"),
         )
     rows["ph2_melanoma"] = (
         "PH2, melanoma vs the rest (external)",
-        "python manage.py evaluate_model ../shared/datasets/ph2 --orientations --json {dir}/evaluation/ph2_melanoma.json",
+        _command("../shared/datasets/ph2", "ph2_melanoma", extra=" --orientations"),
     )
     rows["ph2_atypical"] = (
         "PH2, atypical nevus + melanoma vs common nevus (external, the original challenge's convention)",
-        "python manage.py evaluate_model ../shared/datasets/ph2 --atypical-is-malignant --json {dir}/evaluation/ph2_atypical.json",
+        _command("../shared/datasets/ph2", "ph2_atypical", extra=" --atypical-is-malignant"),
     )
     return rows
 
@@ -413,8 +410,7 @@ def _derived_musts(ev: Path) -> list[tuple[str, str, float, float]]:
             )
     gate = _load(ev / "gate.json")
     if gate:
-        for name, r in (gate.get("lesions") or {"ham10000": gate["ham10000_test"], "ph2": gate["ph2"]}).items():
-            title = "PH2" if name == "ph2" else f"{_source_title(name)} test part"
+        for title, r in _gate_sets(gate):
             rows.append((f"{title} accepted by the gate", ">=", 0.99, r["accepted_share"]))
             if r.get("malignant_refused") is not None:
                 rows.append((f"{title}: malignant images refused by the gate", "<=", 0, len(r["malignant_refused"])))
@@ -448,15 +444,20 @@ def _settings(meta) -> dict[str, Any]:
     return {"padding": "tf", **meta.get("training", {})}
 
 
+def _gate_sets(gate: dict) -> list[tuple[str, dict]]:
+    """(title, figures) of each set of real lesions evaluate_gate measured: every held-out test part and
+    PH2 (only HAM10000's test split and PH2 in results written before it measured each source)."""
+    sets = gate.get("lesions") or {"ham10000": gate["ham10000_test"], "ph2": gate["ph2"]}
+    return [("PH2 (all)" if name == "ph2" else f"{_source_title(name)}, test part", r) for name, r in sets.items()]
+
+
 def _gate_lesion_lines(gate: dict) -> list[str]:
     """Real lesions the gate accepts, per set, and the malignant ones it refused (there should be none)."""
-    sets = gate.get("lesions") or {"ham10000": gate["ham10000_test"], "ph2": gate["ph2"]}
     lines = [
         "| real lesions | accepted | malignant refused | refused because |",
         "|---|---|---|---|",
     ]
-    for name, r in sets.items():
-        title = "PH2 (all)" if name == "ph2" else f"{_source_title(name)}, test part"
+    for title, r in _gate_sets(gate):
         refused = r.get("malignant_refused")
         lines.append(
             f"| {title} | {r['accepted']}/{r['n']} = {_f(r['accepted_share'])} | "

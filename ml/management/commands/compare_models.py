@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 from ml.reporting import metrics as evaluation
 from ml.serving.classifier import ModelUnavailable, predict_many
 
-from .evaluate_model import add_dataset_arguments, dataset_name, samples_to_score
+from .evaluate_model import add_dataset_arguments, dataset_name, samples_to_score, scored_set
 
 
 class Command(BaseCommand):
@@ -51,15 +51,9 @@ class Command(BaseCommand):
             versions.append(meta.get("model_version"))
         result = evaluation.paired_auc_difference(y, scores[0], scores[1], n_boot=o["bootstrap"])
         result.update(
-            {
-                "dataset": " ".join(str(d) for d in o["datasets"]),
-                "datasets": [str(d) for d in o["datasets"]],
-                "format": "+".join(r.format for r in reports),
-                "split": o["split"],
-                "atypical_is_malignant": o["atypical_is_malignant"],
-                "model_a": {"dir": str(model_a), "version": versions[0]},
-                "model_b": {"dir": str(model_b), "version": versions[1]},
-            }
+            scored_set(o, reports),
+            model_a={"dir": str(model_a), "version": versions[0]},
+            model_b={"dir": str(model_b), "version": versions[1]},
         )
         low, high = result["difference_ci95"]
         self.stdout.write(

@@ -37,17 +37,14 @@ class Command(BaseCommand):
         if loaded.cam_layer is None:
             raise CommandError("this model has no feature layer for Grad-CAM")
         meta = loaded.metadata
-        inside, area, empty, outcomes, bottom, flipped_bottom, activity = [], [], [], [], [], [], []
+        inside, area, empty, outcomes, edges, flipped_bottom, activity = [], [], [], [], [], [], []
 
-        def bottom_row_share(cam):  # the share of a map's heat in its bottom row (nan for an empty map)
-            return float(cam[-1].sum() / cam.sum()) if float(cam.max()) > 0 else float("nan")
-
-        def other_edges(cam):  # the same for the other three edges: a fix at the bottom must not move it there
+        def edge_shares(cam):
+            """The share of a map's heat in its bottom row, top row, left and right column (nan for an empty
+            map): the bottom row for TensorFlow's padding artefact, the others so a fix cannot just move it."""
             if not float(cam.max()) > 0:
-                return [float("nan")] * 3
-            return [float(edge.sum() / cam.sum()) for edge in (cam[0], cam[:, 0], cam[:, -1])]
-
-        edges = []
+                return [float("nan")] * 4
+            return [float(edge.sum() / cam.sum()) for edge in (cam[-1], cam[0], cam[:, 0], cam[:, -1])]
 
         def served_map(image):  # the map and the outcome serving gives (ml.serving.classifier.predict, no gate)
             raw, _features, cam = loaded.analyse(image[None])
@@ -63,16 +60,15 @@ class Command(BaseCommand):
             empty.append(not float(cam.max()) > 0)
             # Does the heat follow the image? The same image upside down: the lesion's heat moves to
             # the other edge; heat that stays in the bottom row belongs to the network, not the skin.
-            bottom.append(bottom_row_share(cam))
-            edges.append(other_edges(cam))
-            flipped_bottom.append(bottom_row_share(served_map(np.ascontiguousarray(image[::-1]))[0]))
+            edges.append(edge_shares(cam))
+            flipped_bottom.append(edge_shares(served_map(np.ascontiguousarray(image[::-1]))[0])[0])
             # A reference, not a bound: where the layer's features are at all, summed over its channels
             # whichever class they speak for. Grad-CAM weighs these same features for one class.
             activity.append(heat_inside_mask(loaded.feature_activity(image[None])[0], s.mask_path)[0])
             outcomes.append(outcome)
         inside, area, empty, activity = np.array(inside), np.array(area), np.array(empty), np.array(activity)
-        bottom, flipped_bottom = np.array(bottom), np.array(flipped_bottom)
-        top, left, right = np.array(edges).reshape(-1, 3).T
+        flipped_bottom = np.array(flipped_bottom)
+        bottom, top, left, right = np.array(edges).reshape(-1, 4).T
 
         def nanmean(values):
             return float(np.nanmean(values)) if np.isfinite(values).any() else None

@@ -71,6 +71,17 @@ def samples_to_score(datasets, data_format, atypical_is_malignant, model_dirs, s
     return reports, samples, y
 
 
+def scored_set(o, reports) -> dict:
+    """What a result says of the images it scored: the datasets, their formats, the split and the labels' convention."""
+    return {
+        "dataset": " ".join(str(d) for d in o["datasets"]),
+        "datasets": [str(d) for d in o["datasets"]],
+        "format": "+".join(r.format for r in reports),
+        "split": o["split"],
+        "atypical_is_malignant": o["atypical_is_malignant"],
+    }
+
+
 def dataset_name(datasets, split: str) -> str:
     """How a scored set is named in the output: its folders' names, and the split."""
     return " + ".join(Path(d).name for d in datasets) + ("" if split == "all" else f" ({split})")
@@ -144,16 +155,7 @@ class Command(BaseCommand):
                 boundary_margin=None if margin is None else float(margin),
                 noted=noted,
             )
-        result.update(
-            {
-                "dataset": " ".join(str(d) for d in o["datasets"]),
-                "datasets": [str(d) for d in o["datasets"]],
-                "format": "+".join(r.format for r in reports),
-                "split": o["split"],
-                "atypical_is_malignant": o["atypical_is_malignant"],
-                "model_version": meta.get("model_version"),
-            }
-        )
+        result.update(scored_set(o, reports), model_version=meta.get("model_version"))
         by_detail = {}
         for detail in sorted({s.detail for s in samples}):
             mask = np.array([s.detail == detail for s in samples])
