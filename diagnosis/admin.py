@@ -84,6 +84,8 @@ class ReviewForm(forms.ModelForm):
 
 # What the model said, as a person reads it: numbers rounded (display methods below), the image
 # check's measures as a table; the stored values are the model's, unrounded.
+# The upload as the clinician made it: shown first, never edited in the admin.
+UPLOAD_FIELDS = ["photo_and_heatmap", "upload_link", "patient_ref", "lesion", "body_site", "note", "uploaded_by"]
 PREDICTION_FIELDS = [
     "status",
     "reason",
@@ -156,30 +158,14 @@ class PredictionAdmin(NoAddOrDeleteAdmin):
     fieldsets = [
         (
             "Upload",
-            {
-                "fields": [
-                    "photo_and_heatmap",
-                    "upload_link",
-                    "patient_ref",
-                    "lesion",
-                    "body_site",
-                    "note",
-                    "uploaded_by",
-                ]
-            },
+            {"fields": UPLOAD_FIELDS},
         ),
         ("What the model said (read-only)", {"fields": PREDICTION_FIELDS}),
         ("Review", {"fields": ["review_decision", "review_comment", "reviewed_by", "reviewed_at"]}),
         ("Audit trail (read-only)", {"fields": ["audit_trail"], "classes": ["collapse"]}),
     ]
     readonly_fields = [
-        "photo_and_heatmap",
-        "upload_link",
-        "patient_ref",
-        "lesion",
-        "body_site",
-        "note",
-        "uploaded_by",
+        *UPLOAD_FIELDS,
         *PREDICTION_FIELDS,
         "reviewed_by",
         "reviewed_at",
