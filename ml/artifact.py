@@ -13,7 +13,8 @@ from typing import Any
 
 # The class order of the network's two outputs: index = label.
 CLASS_NAMES = ("benign", "malignant")
-# The network's input: IMAGE_SIZE x IMAGE_SIZE RGB (ml.preprocessing squashes every photo to it).
+# The network's input: IMAGE_SIZE x IMAGE_SIZE RGB (ml.preprocessing squashes every photo to it) unless
+# the model's metadata records another side (image_size, written by train_model): read it with image_size_of.
 IMAGE_SIZE = 224
 
 MODEL_FILENAME = "model.keras"  # the Keras model (the reference, and the serving fallback)
@@ -55,3 +56,8 @@ def read_splits(directory: str | Path) -> dict[str, set[str]]:
     if not path.is_file():
         return {}
     return {split: set(names) for split, names in json.loads(path.read_text()).items()}
+
+
+def image_size_of(metadata: dict[str, Any]) -> int:
+    """The side of a model's square input, as its metadata records it (IMAGE_SIZE for models that predate it)."""
+    return int(metadata.get("image_size", IMAGE_SIZE))

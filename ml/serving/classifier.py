@@ -18,7 +18,7 @@ import numpy as np
 from django.conf import settings
 
 from ml import preprocessing
-from ml.artifact import CLASS_NAMES, IMAGE_SIZE, METADATA_FILENAME, MODEL_FILENAME, ModelUnavailable  # noqa: F401 (ModelUnavailable: part of this module's interface)
+from ml.artifact import CLASS_NAMES, METADATA_FILENAME, MODEL_FILENAME, ModelUnavailable, image_size_of  # noqa: F401 (ModelUnavailable: part of this module's interface)
 from ml.artifact import read_metadata as read_folder_metadata
 from ml.serving import tta
 from ml.serving.gate import Gate
@@ -112,6 +112,7 @@ class LoadedModel:
         self.directory = directory
         self.metadata = read_metadata(directory)
         self.malignant_index = int(self.metadata.get("class_names", list(CLASS_NAMES)).index("malignant"))
+        self.image_size = image_size_of(self.metadata)  # what ml.preprocessing squashes a photo to for this model
         try:
             self.views = tta.views_of(self.metadata)
             self.use_calibration(self.metadata)
@@ -291,7 +292,7 @@ def raw_orientations(
     turned or flipped as each view name says. sources: image sources ml.preprocessing reads, or
     preprocessed (N, size, size, 3) arrays. Column "id" is what serving computes for the image at first
     look. views: the test-time views each orientation is scored in (default: the model's own)."""
-    size = int(loaded.metadata.get("image_size", IMAGE_SIZE))
+    size = loaded.image_size
     if not isinstance(sources, np.ndarray):
         sources = list(sources)
     rows: list = []
@@ -318,7 +319,7 @@ def predict(image: preprocessing.ImageSource, *, use_gate: bool = True) -> Resul
     started = time.perf_counter()
     loaded = get_model()
     meta = loaded.metadata
-    size = int(meta.get("image_size", IMAGE_SIZE))
+    size = image_size_of(meta)
     threshold = float(meta["threshold"])
     uncertain = meta.get("uncertain_threshold")
     version = str(meta.get("model_version", "unknown"))

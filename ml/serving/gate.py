@@ -5,7 +5,7 @@ cat still gets a "probability of malignancy" unless something stops it. Two kind
 of check, with limits learnt from the training images and saved with the model
 (gate.npz and metadata.json):
 
-* image quality, from the 224x224 model input: too dark, too bright, nearly one
+* image quality, from the model input: too dark, too bright, nearly one
   colour, no skin colour at all (greyscale), too blurred to judge (variance of
   the Laplacian);
 * familiarity: the distance, in the lower backbone blocks' feature statistics

@@ -3,7 +3,7 @@
 A dermoscopic image has no "up": the lesion is the same lesion flipped or turned by 90
 degrees, and the model was trained on such views. The eight symmetries of the square
 (the dihedral group: optional transpose, then optional left-right and up-down flips) are
-exact on a square 224x224 input, so no pixel is interpolated.
+exact on any square input, so no pixel is interpolated.
 
 Averaging is done on the score the Grad-CAM map explains, log p(malignant) - log p(benign):
 the averaged score is the model's logit for the averaged views, and because Grad-CAM is

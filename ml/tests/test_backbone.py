@@ -109,3 +109,42 @@ def test_training_network_takes_the_padding():
         lower, upper = [layer.name for layer in net.lower.layers], [layer.name for layer in net.upper.layers]
         assert ("stem_conv_pad" in lower) is expected
         assert any(name.endswith("_dwconv_pad") for name in upper) is expected  # block 11, the last stride 2
+
+
+def _flip_symmetric_kernels(model) -> None:
+    """Make every convolution kernel its own mirror image, up-down and left-right (the mean of its four flips):
+    the network is then flip-equivariant exactly where its padding is the same on every side."""
+    import keras
+
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D | keras.layers.DepthwiseConv2D):
+            kernel, *rest = layer.get_weights()
+            kernel = (kernel + kernel[::-1] + kernel[:, ::-1] + kernel[::-1, ::-1]) / 4
+            layer.set_weights([kernel, *rest])
+
+
+@pytest.mark.parametrize(
+    "image_size, padding, equivariant",
+    [(224, "tf", False), (224, "symmetric", False), (225, "tf", True), (225, "symmetric", True)],
+)
+def test_an_odd_input_side_pads_every_edge_alike(image_size, padding, equivariant):
+    """--image-size 225 (32k + 1): every stride-2 layer's input side is odd, so both paddings read k // 2 zeros
+    on all four sides and no edge of the feature maps is the network's own. With mirror-image kernels the
+    network then maps a flipped photo to the flipped feature map (the gate's lower map here) and to the same
+    pooled features; at 224 one edge differs."""
+    from ml.model.network import Network, NetworkSpec
+
+    net = Network(NetworkSpec(padding=padding, image_size=image_size))
+    for part in (net.lower, net.upper):
+        _flip_symmetric_kernels(part)
+    photo = np.asarray(
+        Image.fromarray(np.uint8(_photo("chelsea"))).resize((image_size, image_size), Image.Resampling.BILINEAR),
+        dtype=np.float32,
+    )[None]
+    lower, pooled = np.asarray(net.lower(photo)), np.asarray(net.features(photo))
+    assert lower.shape[1] == {224: 14, 225: 15}[image_size]
+    for axis in (1, 2):  # upside down, and left to right
+        turned = np.flip(photo, axis).copy()
+        map_gap = np.abs(np.flip(np.asarray(net.lower(turned)), axis) - lower).max() / np.abs(lower).max()
+        pooled_gap = np.abs(np.asarray(net.features(turned)) - pooled).max() / np.abs(pooled).max()
+        assert bool(map_gap < 1e-4 and pooled_gap < 1e-4) is equivariant, (axis, map_gap, pooled_gap)

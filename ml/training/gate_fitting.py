@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from ml.artifact import MODEL_FILENAME, read_metadata, write_metadata
+from ml.artifact import MODEL_FILENAME, image_size_of, read_metadata, write_metadata
 from ml.model.augmentation import augment
 from ml.model.layers import load_keras_model
 from ml.preprocessing import preprocess
@@ -57,6 +57,7 @@ def fit_for_model(
     that the limits refuse none of those (Gate.fit)."""
     model_dir = Path(model_dir)
     lower = load_keras_model(model_dir / MODEL_FILENAME).get_layer("lower")
+    size = image_size_of(read_metadata(model_dir))
     augment_rng = np.random.default_rng(seed + 1000)
     rng = random.Random(seed)
     train_paths = list(train_paths)
@@ -69,7 +70,7 @@ def fit_for_model(
         """Feature statistics of each image as it is, and of each augmented with its sharpness changed too."""
         plain, augmented = [], []
         for start in range(0, len(paths), 32):
-            x = np.stack([preprocess(p) for p in paths[start : start + 32]])
+            x = np.stack([preprocess(p, size) for p in paths[start : start + 32]])
             if quality is not None:
                 quality.extend(quality_measures(img) for img in x)
             changed = random_sharpness(np.stack([augment(img, augment_rng) for img in x]), sharpness_rng)

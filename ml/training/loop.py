@@ -39,6 +39,7 @@ def network_spec(config: TrainConfig) -> NetworkSpec:
     return NetworkSpec(
         backbone=config.backbone,
         padding=config.padding,
+        image_size=config.image_size,
         weights=config.weights,
         split_block=config.split_block,
         dense_units=config.dense_units,
@@ -167,7 +168,7 @@ def fit_network(
     checkpoints: Checkpoints | None = None,
     log: Log = print,
 ) -> tuple[Network, dict[str, Any]]:
-    """Train the network on uint8 images (N, 224, 224, 3); returns it (its weights the kept ones) and a
+    """Train the network on uint8 images (N, side, side, 3); returns it (its weights the kept ones) and a
     record: history, both phases' validation AUC, which phase was kept, the training prior that
     calibration undoes, the views and the seconds each phase took. sources: each training image's
     source, where there are several (phase 2's batches weigh them, ml.training.batches). checkpoints: where

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from ml.artifact import IMAGE_SIZE
 from ml.preprocessing import preprocess_uint8
 from ml.training.batches import augmentation_pool
 from ml.training.config import TrainConfig
@@ -33,6 +34,7 @@ WEIGHTS = "weights.npz"
 # Settings a run may change on the command line (the split's, seed and limit, come from the bundle).
 OVERRIDABLE = (
     "padding",
+    "image_size",
     "epochs",
     "learning_rate",
     "finetune_epochs",
@@ -47,7 +49,7 @@ class BundleError(ValueError):
     """A bundle or a run folder that cannot be used, said in words a person can act on."""
 
 
-def load_bundle(bundles: list[Path], log=print):
+def load_bundle(bundles: list[Path], log=print, size: int = IMAGE_SIZE):
     """(manifest, x_train, y_train, x_val, y_val) from one or more bundle folders (the parts may have
     travelled separately: the manifest is read from the first folder that has one)."""
     manifest = None
@@ -67,8 +69,8 @@ def load_bundle(bundles: list[Path], log=print):
             f"{len(missing)} of the bundle's images are missing (first: {missing[0]}): did every part travel?"
         )
     started = time.time()
-    x_train = np.stack([preprocess_uint8(found[n]) for n, _ in manifest["train"]])
-    x_val = np.stack([preprocess_uint8(found[n]) for n, _ in manifest["validation"]])
+    x_train = np.stack([preprocess_uint8(found[n], size) for n, _ in manifest["train"]])
+    x_val = np.stack([preprocess_uint8(found[n], size) for n, _ in manifest["validation"]])
     log(f"decoded {len(x_train) + len(x_val)} images through ml.preprocessing in {time.time() - started:.0f} s")
     y_train = np.array([label for _, label in manifest["train"]])
     y_val = np.array([label for _, label in manifest["validation"]])
@@ -94,7 +96,8 @@ def run(
     started = time.time()
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    manifest, x_train, y_train, x_val, y_val = load_bundle([Path(b) for b in bundles], log=log)
+    size = overrides.get("image_size", IMAGE_SIZE)
+    manifest, x_train, y_train, x_val, y_val = load_bundle([Path(b) for b in bundles], log=log, size=size)
     config = config_for(manifest, overrides)
     if weights:
         config.weights = weights

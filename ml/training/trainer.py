@@ -47,12 +47,15 @@ Log = Callable[[str], None]
 # Part of the image cache's key: caches written by an older preprocessing are not reused.
 IMAGE_CACHE_FORMAT = "full-decode"
 
+
 # What every model's metadata says of its input.
-PREPROCESSING_DESCRIPTION = (
-    f"ml.preprocessing.preprocess: decode every pixel with Pillow, EXIF orientation, RGB, "
-    f"squash to {IMAGE_SIZE}x{IMAGE_SIZE} (bilinear), a dermoscope's dark corners painted "
-    "with skin colour, float 0..255; the model scales its own input"
-)
+def preprocessing_description(image_size: int) -> str:
+    return (
+        "ml.preprocessing.preprocess: decode every pixel with Pillow, EXIF orientation, RGB, "
+        f"squash to {image_size}x{image_size} (bilinear), a dermoscope's dark corners painted "
+        "with skin colour, float 0..255; the model scales its own input"
+    )
+
 
 # How the thresholds and calibration are chosen (ml.training.calibration fits them): said in every model's metadata.
 CALIBRATION_RULES = {
@@ -73,18 +76,16 @@ def cache_root(config: TrainConfig) -> Path:
     return root
 
 
-def load_images(paths: list[Path], cache: Path | None = None, log: Log = print) -> np.ndarray:
-    """All images through the serving preprocessing, rounded to uint8 (N, 224, 224, 3), cached on disk."""
-    key = hashlib.sha1(("\n".join(str(p) for p in paths) + f"|{IMAGE_SIZE}|{IMAGE_CACHE_FORMAT}").encode()).hexdigest()[
-        :16
-    ]
+def load_images(paths: list[Path], cache: Path | None = None, log: Log = print, size: int = IMAGE_SIZE) -> np.ndarray:
+    """All images through the serving preprocessing, rounded to uint8 (N, size, size, 3), cached on disk."""
+    key = hashlib.sha1(("\n".join(str(p) for p in paths) + f"|{size}|{IMAGE_CACHE_FORMAT}").encode()).hexdigest()[:16]
     cached = cache / f"images-{key}.npy" if cache else None
     if cached and cached.exists():
         return np.load(cached)
-    out = np.empty((len(paths), IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
+    out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
     started = time.time()
     for i, path in enumerate(paths):
-        out[i] = preprocess_uint8(path)
+        out[i] = preprocess_uint8(path, size)
         if (i + 1) % 1000 == 0:
             log(f"  decoded {i + 1}/{len(paths)} images ({time.time() - started:.0f} s)")
     if cached:
@@ -139,7 +140,7 @@ def source_of(sample) -> str:
     return "ham10000" if sample.source == "isic2018_test" else sample.source
 
 
-def new_model_metadata(backbone: str) -> dict[str, Any]:
+def new_model_metadata(backbone: str, image_size: int = IMAGE_SIZE) -> dict[str, Any]:
     """What every new model folder's metadata.json starts with (train_model, import_model)."""
     now = dt.datetime.now(dt.UTC)
     name = backbone.removeprefix("efficientnet-")
@@ -148,8 +149,8 @@ def new_model_metadata(backbone: str) -> dict[str, Any]:
         "created_at": now.isoformat(timespec="seconds"),
         "backbone": backbone,
         "class_names": list(CLASS_NAMES),
-        "image_size": IMAGE_SIZE,
-        "preprocessing": PREPROCESSING_DESCRIPTION,
+        "image_size": image_size,
+        "preprocessing": preprocessing_description(image_size),
         **CALIBRATION_RULES,
     }
 
@@ -213,7 +214,7 @@ def finish_artifact(
             counts["n"] += 1
             counts["n_malignant"] += int(sample.label)
     metadata = {
-        **new_model_metadata(config.backbone),
+        **new_model_metadata(config.backbone, config.image_size),
         "data": {
             "datasets": [str(d) for d in config.datasets],
             "formats": [r.format for r in reports],
@@ -268,8 +269,8 @@ def train(config: TrainConfig, log: Log = print) -> dict[str, Any]:
         raise ValueError("the training and validation splits each need benign and malignant images")
     cache = cache_root(config)
     log("decoding images through ml.preprocessing.preprocess ...")
-    x_train = load_images([s.path for s in train_s], cache=cache, log=log)
-    x_val = load_images([s.path for s in val_s], cache=cache, log=log)
+    x_train = load_images([s.path for s in train_s], cache=cache, log=log, size=config.image_size)
+    x_val = load_images([s.path for s in val_s], cache=cache, log=log, size=config.image_size)
     pool = augmentation_pool(x_train, config.workers) if config.workers else None
     try:
         sources = np.array([source_of(s) for s in train_s])

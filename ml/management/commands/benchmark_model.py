@@ -125,9 +125,10 @@ class Command(BaseCommand):
         from ml.model.layers import load_keras_model  # after the serving figures: it imports TensorFlow
 
         model = load_keras_model(Path(settings.SKINCARE_MODEL_DIR) / MODEL_FILENAME)
-        model.predict(preprocessing.preprocess(blobs[0])[None], verbose=0)
+        size = classifier.get_model().image_size
+        model.predict(preprocessing.preprocess(blobs[0], size)[None], verbose=0)
         baseline = _timed_rounds(
-            lambda blob: model.predict(preprocessing.preprocess(blob)[None], verbose=0),
+            lambda blob: model.predict(preprocessing.preprocess(blob, size)[None], verbose=0),
             blobs[: o["baseline_n"]],
             o["rounds"],
         )

@@ -52,7 +52,7 @@ class Command(BaseCommand):
             return cam, outcome_for(probability, meta["threshold"], meta.get("uncertain_threshold"))
 
         for s in samples:
-            image = preprocessing.preprocess(s.path)
+            image = preprocessing.preprocess(s.path, loaded.image_size)
             cam, outcome = served_map(image)
             share, lesion_share = heat_inside_mask(cam, s.mask_path)
             inside.append(share)

@@ -37,6 +37,13 @@ class Command(BaseCommand):
             "side; ml/model/backbone.py) (default: %(default)s)",
         )
         d(
+            "--image-size",
+            type=int,
+            default=D["image_size"],
+            help="the network's input side; 225 (32k + 1) pads every stride-2 layer evenly on all sides, so no edge "
+            "of the heat map is the network's own (default: %(default)s, the original's)",
+        )
+        d(
             "--epochs",
             type=int,
             default=D["epochs"],
