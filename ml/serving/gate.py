@@ -16,10 +16,9 @@ of check, with limits learnt from the training images and saved with the model
   dermoscopes' optics: PH2's images are sharper than HAM10000's, and 12 of the 200
   fell just beyond the limit when the reference had no such change), so a
   lesion from another clinic stays familiar while a cat, a cup of coffee or random
-  noise does not. Those blocks keep their ImageNet
-  weights, or are fine-tuned only gently (--finetune-scope all), and the gate is
-  fitted on the trained model, so reference and limits match the features it is
-  given. The pooled features at the top are not used: they were trained to tell
+  noise does not. Those blocks are fine-tuned with the
+  rest, and the gate is fitted on the trained model, so reference and limits match
+  the features it is given. The pooled features at the top are not used: they were trained to tell
   benign from malignant and no longer tell a lesion from a cat.
 """
 

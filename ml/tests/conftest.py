@@ -71,6 +71,10 @@ def small_training_cache(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def small_model(ham10000_root, isic2017_root, tmp_path_factory, small_training_cache):
-    """(HAM10000 folder, a small model trained on it and on isic2017, two sources), shared by the training tests."""
-    out = train_small_model([ham10000_root, isic2017_root], tmp_path_factory.mktemp("model"), small_training_cache)
+    """(HAM10000 folder, a small model trained on it and on isic2017, two sources), shared by the training tests.
+    At --image-size 225, so that every path from a photo to the model's input (the training cache, the gate, the
+    export, calibration, evaluation, serving) is shown to follow the side the model records, not the default."""
+    out = train_small_model(
+        [ham10000_root, isic2017_root], tmp_path_factory.mktemp("model"), small_training_cache, "--image-size", "225"
+    )
     return (ham10000_root, isic2017_root), out

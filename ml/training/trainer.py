@@ -165,7 +165,9 @@ def save_artifact(output: Path, model, metadata: dict[str, Any], train_s, val_s,
     training images, and the LiteRT export that serves it."""
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    model.save(output / MODEL_FILENAME)
+    # The same layers in a model that was never compiled: phase 2's optimizer state (Adam's moments and
+    # moving averages, three times the weights) has no place in the served file.
+    keras.Model(model.inputs, model.outputs, name=model.name).save(output / MODEL_FILENAME)
     compress_keras_file(output / MODEL_FILENAME)
     write_metadata(output, metadata)
     splits = {
