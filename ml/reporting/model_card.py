@@ -189,8 +189,9 @@ def render(model_dir) -> str:
         lines += [
             "## Image gate",
             "Limits learnt from the training images (quality: brightness, contrast, colourfulness, sharpness; "
-            "familiarity: distance to the 5 nearest training images in the lower backbone blocks' feature "
-            "statistics, with the reference including augmented views, some sharpened or softened as other "
+            "familiarity: distance to the 5 nearest training images in "
+            + _gate_features(meta)
+            + ", with the reference including augmented views, some sharpened or softened as other "
             "dermoscopes' optics would). The distance limit is the validation images' 99.9th percentile x 1.1"
             + (
                 f", widened where needed so that none of the {fit['validation_malignant_never_refused']} malignant "
@@ -433,6 +434,15 @@ def _lite(meta) -> str | None:
     name = _backbone(meta)
     variant = name.removeprefix("efficientnet-") if name.startswith("efficientnet-lite") else None
     return variant.capitalize() if variant else None
+
+
+def _gate_features(meta) -> str:
+    """What the gate's familiarity distance is measured on, as its fit recorded it."""
+    fit = meta.get("gate_fit", {})
+    if "layer" not in fit:
+        return "the lower backbone blocks' feature statistics"
+    what = "per-channel mean" if fit["statistics"] == "mean" else "per-channel mean and spread"
+    return f"the {what} of the backbone's `{fit['layer']}` map ({fit['channels']} channels)"
 
 
 def _side(meta) -> str:

@@ -8,18 +8,23 @@ of check, with limits learnt from the training images and saved with the model
 * image quality, from the model input: too dark, too bright, nearly one
   colour, no skin colour at all (greyscale), too blurred to judge (variance of
   the Laplacian);
-* familiarity: the distance, in the lower backbone blocks' feature statistics
-  (per-channel mean and spread of their feature map), to the five nearest
-  training images. The reference holds each training image twice: as it is, and
+* familiarity: the distance, in the statistics of the feature map where the
+  network's lower part ends (NetworkSpec.split_block: block 8's input, 80 channels, for
+  models split before 2026-12-06, their per-channel mean and spread; block 14's output,
+  192 channels, since, its per-channel mean), to the five nearest training images.
+  The reference holds each training image twice: as it is, and
   through the training augmentation (other dermoscopes' colour, exposure, zoom and
   vignetting) followed by sharpening or softening by a random amount (other
   dermoscopes' optics: PH2's images are sharper than HAM10000's, and 12 of the 200
   fell just beyond the limit when the reference had no such change), so a
   lesion from another clinic stays familiar while a cat, a cup of coffee or random
-  noise does not. Those blocks are fine-tuned with the
-  rest, and the gate is fitted on the trained model, so reference and limits match
-  the features it is given. The pooled features at the top are not used: they were trained to tell
-  benign from malignant and no longer tell a lesion from a cat.
+  noise does not. The blocks are fine-tuned with the rest, and the gate is fitted
+  on the trained model, so reference and limits match the features it is given.
+  Why block 14: fitted on four sources, block 8's statistics put cats, fruit and rooms
+  as near the lesions as another clinic's lesions are (docs/experiments.md), while
+  block 14 still tells them apart. The last map (block 15 and the 1280-channel top)
+  does not: it was trained to tell benign from malignant and no longer tells a lesion
+  from a cat.
 """
 
 from __future__ import annotations
@@ -38,6 +43,10 @@ REFERENCE_IMAGES = 1200  # training images in the reference (each also augmented
 QUALITY_QUANTILE = 0.002
 DISTANCE_QUANTILE = 0.999
 DISTANCE_MARGIN = 1.1
+# What the familiarity distance is measured on, of the lower part's map: its per-channel mean and spread
+# ("mean_std", the models fitted before 2026-12-06), or its per-channel mean alone ("mean"). The runtimes always
+# give both (feature_statistics); the gate keeps what it was fitted on.
+STATISTICS = ("mean_std", "mean")
 
 
 @dataclass(frozen=True)
@@ -71,10 +80,19 @@ def feature_statistics(feature_maps) -> np.ndarray:
     return np.concatenate([maps.mean(axis=(1, 2)), maps.std(axis=(1, 2))], axis=1)
 
 
+def chosen_statistics(features, statistics: str) -> np.ndarray:
+    """The columns of feature_statistics' (N, 2C) rows that `statistics` names."""
+    if statistics not in STATISTICS:
+        raise ValueError(f"unknown gate statistics {statistics!r}: choose one of {', '.join(STATISTICS)}")
+    features = np.atleast_2d(features)
+    return features[:, : features.shape[1] // 2] if statistics == "mean" else features
+
+
 class Gate:
-    def __init__(self, limits: dict[str, float], centre=None, scale=None, reference=None):
+    def __init__(self, limits: dict[str, float], centre=None, scale=None, reference=None, statistics: str = "mean_std"):
         self.limits = dict(limits)
         self.centre, self.scale, self.reference = centre, scale, reference
+        self.statistics = statistics
         if reference is not None:  # once, not per image: the reference in float32 and its squared norms
             self._reference32 = np.asarray(reference, dtype=np.float32)
             self._reference_norms = (self._reference32**2).sum(axis=1)
@@ -88,6 +106,7 @@ class Gate:
         val_features: np.ndarray,
         malignant_features: np.ndarray | None = None,
         malignant_quality: list[dict[str, float]] | None = None,
+        statistics: str = "mean_std",
     ) -> Gate:
         """Limits from the reference (training images) and the validation images. Where the malignant
         validation images are given (their features and quality measures), every limit is also widened, by
@@ -116,6 +135,7 @@ class Gate:
             limits["max_bright_share"] = max(limits["max_bright_share"], float(m["bright_share"].max()))
             limits["min_sharpness"] = min(limits["min_sharpness"], float(m["sharpness"].min()) * 0.35)
             limits["min_colourfulness"] = min(limits["min_colourfulness"], float(m["colourfulness"].min()) * 0.5)
+        reference_features = chosen_statistics(reference_features, statistics)
         centre = reference_features.mean(axis=0)
         scale = reference_features.std(axis=0) + 1e-6
         gate = cls(
@@ -123,6 +143,7 @@ class Gate:
             centre.astype(np.float32),
             scale.astype(np.float32),
             ((reference_features - centre) / scale).astype(np.float16),
+            statistics,
         )
         distances = gate.distance(val_features)
         gate.limits["max_distance"] = float(np.quantile(distances, DISTANCE_QUANTILE) * DISTANCE_MARGIN)
@@ -134,8 +155,9 @@ class Gate:
         return gate
 
     def distance(self, features: np.ndarray) -> np.ndarray:
-        """Mean distance to the nearest training images, in standardised feature statistics."""
-        z = ((np.atleast_2d(features) - self.centre) / self.scale).astype(np.float32)
+        """Mean distance to the nearest training images, in standardised feature statistics (rows of
+        feature_statistics; the gate takes the columns it was fitted on)."""
+        z = ((chosen_statistics(features, self.statistics) - self.centre) / self.scale).astype(np.float32)
         d2 = (z**2).sum(1)[:, None] - 2 * z @ self._reference32.T + self._reference_norms[None, :]
         nearest = np.partition(np.maximum(d2, 0), NEIGHBOURS - 1, axis=1)[:, :NEIGHBOURS]
         return np.sqrt(nearest).mean(axis=1)
@@ -169,7 +191,11 @@ class Gate:
     # ------------------------------------------------------------ storage
     def save(self, directory: Path) -> dict[str, float]:
         np.savez_compressed(
-            Path(directory) / GATE_FILENAME, centre=self.centre, scale=self.scale, reference=self.reference
+            Path(directory) / GATE_FILENAME,
+            centre=self.centre,
+            scale=self.scale,
+            reference=self.reference,
+            statistics=np.array(self.statistics),
         )
         return self.limits
 
@@ -181,5 +207,6 @@ class Gate:
         path = Path(directory) / GATE_FILENAME
         if path.is_file():
             with np.load(path) as data:
-                return cls(limits, data["centre"], data["scale"], data["reference"])
+                statistics = str(data["statistics"]) if "statistics" in data.files else "mean_std"
+                return cls(limits, data["centre"], data["scale"], data["reference"], statistics)
         return cls(limits)

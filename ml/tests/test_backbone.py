@@ -148,3 +148,19 @@ def test_an_odd_input_side_pads_every_edge_alike(image_size, padding, equivarian
         map_gap = np.abs(np.flip(np.asarray(net.lower(turned)), axis) - lower).max() / np.abs(lower).max()
         pooled_gap = np.abs(np.asarray(net.features(turned)) - pooled).max() / np.abs(pooled).max()
         assert bool(map_gap < 1e-4 and pooled_gap < 1e-4) is equivariant, (axis, map_gap, pooled_gap)
+
+
+def test_where_the_network_is_split_changes_no_weight_or_its_order():
+    """split_block only groups the layers into the lower part (whose map the gate reads) and the upper part:
+    the weights, trainable ones included, come in the same order, so a checkpoint resumes across a change of
+    split (ml.training.checkpoints.NOT_COMPARED) and resplit_model keeps every score."""
+    from ml.model.network import Network, NetworkSpec
+
+    def weights(split):
+        net = Network(NetworkSpec(split_block=split))
+        net.unfreeze_backbone()
+        return [v.path for v in net.model.weights], [v.path for v in net.model.trainable_weights], net
+
+    (all8, trainable8, net8), (all15, trainable15, net15) = weights(8), weights(15)
+    assert all8 == all15 and trainable8 == trainable15
+    assert net8.lower.output.shape[1:] == (14, 14, 80) and net15.lower.output.shape[1:] == (7, 7, 192)

@@ -93,3 +93,29 @@ def test_the_reference_is_shared_among_the_sources_by_the_square_root_of_their_s
     one = reference_sample(paths[:4000], sources[:4000], 600, random.Random(0))
     assert one == random.Random(0).sample(paths[:4000], 600)  # one source: the plain sample it always was
     assert reference_sample(paths[:100], sources[:100], 600, random.Random(0)) == paths[:100]
+
+
+def test_a_gate_fitted_on_means_ignores_the_spread_and_keeps_what_it_was_fitted_on(tmp_path):
+    """statistics="mean": of feature_statistics' rows (means, then spreads) the gate measures the means alone,
+    and says so in gate.npz; a gate.npz written before it existed is read as mean and spread."""
+    from ml.serving.gate import Gate
+
+    rng = np.random.default_rng(0)
+    means = rng.normal(0, 1, (300, 6))
+    reference = np.concatenate([means, np.abs(rng.normal(1, 0.1, (300, 6)))], axis=1)
+    quality = _quality(rng, 300)
+    validation = reference[:100] + rng.normal(0, 0.05, (100, 12))
+    odd_spread = np.concatenate([means[:1], np.full((1, 6), 9.0)], axis=1)  # familiar means, unheard-of spread
+    by_mean = Gate.fit(reference, quality, validation, statistics="mean")
+    both = Gate.fit(reference, quality, validation)
+    assert by_mean.reference.shape == (300, 6) and both.reference.shape == (300, 12)
+    assert by_mean.distance(odd_spread)[0] <= by_mean.limits["max_distance"]
+    assert both.distance(odd_spread)[0] > both.limits["max_distance"]
+    by_mean.save(tmp_path)
+    loaded = Gate.load(tmp_path, {"gate": by_mean.limits})
+    assert loaded.statistics == "mean" and loaded.distance(odd_spread) == pytest.approx(by_mean.distance(odd_spread))
+    with np.load(tmp_path / "gate.npz") as data:
+        np.savez(tmp_path / "gate.npz", centre=data["centre"], scale=data["scale"], reference=data["reference"])
+    assert Gate.load(tmp_path, {"gate": by_mean.limits}).statistics == "mean_std"
+    with pytest.raises(ValueError, match="unknown gate statistics 'median'"):
+        Gate.fit(reference, quality, validation, statistics="median")

@@ -101,6 +101,35 @@ def test_the_gate_refuses_no_malignant_validation_image(small_model):
     assert malignant and refused == []
 
 
+def test_fit_gate_moves_the_gate_to_another_block_and_keeps_every_score(small_model, tmp_path):
+    """A model trained with the gate at block 14's map (split_block 15, the default), re-split by fit_gate at
+    block 8 and fitted on its means and spreads as the models before were: the same scores from the Keras
+    model and the new LiteRT export, a gate of 80 channels that says which layer it reads, and no malignant
+    validation image refused."""
+    import shutil
+
+    from ml.serving.classifier import LoadedModel
+
+    datasets, trained = small_model
+    out = tmp_path / "model"
+    shutil.copytree(trained, out)
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["training"]["split_block"] == 15
+    assert meta["gate_fit"] | {"layer": "block14_add", "channels": 192, "statistics": "mean"} == meta["gate_fit"]
+    assert meta["litert"]["lower_channels"] == 192
+    probe = np.random.default_rng(1).uniform(0, 255, (3, 225, 225, 3)).astype(np.float32)
+    before = {runtime: LoadedModel(out, runtime).analyse(probe)[0] for runtime in ("litert", "keras")}
+    call_command("fit_gate", *map(str, datasets), "--model", str(out), "--split-block", "8", "--statistics", "mean_std")
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["training"]["split_block"] == 8 and meta["litert"]["lower_channels"] == 80
+    assert meta["gate_fit"]["layer"] == "block7_add" and meta["gate_fit"]["statistics"] == "mean_std"
+    assert meta["gate_fit"]["validation_malignant_never_refused"] == meta["data"]["validation"]["n_malignant"]
+    for runtime, scores in before.items():
+        moved = LoadedModel(out, runtime)
+        assert moved.gate.reference.shape[1] == 160
+        np.testing.assert_allclose(moved.analyse(probe)[0], scores, atol=1e-4)
+
+
 def test_evaluate_model_pools_datasets_and_compares_on_the_split_of_the_model_that_trained_on_them(
     small_model, tmp_path
 ):
@@ -496,3 +525,5 @@ def test_a_two_source_models_gate_and_card_are_reported_per_source(small_model, 
     assert "| ISIC 2017 held-out test AUC | >= 0.8 |" in card  # a must
     assert "### Musts (a model that misses one does not ship)" in card
     assert "CC BY-NC 4.0" in card and "Platt scaling" in card
+    assert "the per-channel mean of the backbone's `block14_add` map (192 channels)" in card  # what the gate measures
+    assert "input 225x225x3 RGB; every stride-2 layer's input has an odd side (225 = 32k + 1)" in card

@@ -22,8 +22,9 @@ from ml.training.config import TrainConfig
 SETTINGS = "settings.json"
 PHASE1 = "phase1"
 EPOCH = "phase2-epoch"
-# Settings that do not change what is trained: a resumed run may differ in them.
-NOT_COMPARED = ("output", "cache_dir", "workers", "resume")
+# Settings that do not change what is trained: a resumed run may differ in them. split_block only groups the
+# same layers (and their weights, in the same order) into the lower and upper parts the image gate reads.
+NOT_COMPARED = ("output", "cache_dir", "workers", "resume", "split_block")
 
 
 def _settings(config: TrainConfig) -> dict[str, Any]:

@@ -42,7 +42,7 @@ class TrainConfig:
     dense_units: int = 256
     dropout: float = 0.3
     batch_size: int = 32
-    split_block: int = 8
+    split_block: int = 15  # the network's lower part ends with block 14: the map the image gate reads
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     seed: int = 42  # the split, the views and phase 1

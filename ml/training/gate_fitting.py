@@ -20,6 +20,9 @@ from ml.model.layers import load_keras_model
 from ml.preprocessing import preprocess
 from ml.serving.gate import REFERENCE_IMAGES, Gate, feature_statistics, quality_measures
 
+# The statistics new gates are fitted on: the per-channel mean of block 14's map (ml.serving.gate says why).
+GATE_STATISTICS = "mean"
+
 
 def random_sharpness(images, rng: np.random.Generator, low: float = -0.8, high: float = 4.0) -> np.ndarray:
     """Unsharp masking by a random amount per image: x + a (x - blur(x)), a in [low, high).
@@ -49,12 +52,19 @@ def reference_sample(paths, sources, n: int, rng: random.Random) -> list:
 
 
 def fit_for_model(
-    model_dir, train_paths, val_paths, log=print, seed: int = 0, train_sources=None, val_labels=None
+    model_dir,
+    train_paths,
+    val_paths,
+    log=print,
+    seed: int = 0,
+    train_sources=None,
+    val_labels=None,
+    statistics: str = GATE_STATISTICS,
 ) -> dict[str, float]:
     """Fit the gate of a saved model on its training images (as they are and augmented), choose the
     distance limit on its validation images, and save both beside the model. train_sources: each training
     image's source, to share the reference among them; val_labels: 1 for a malignant validation image, so
-    that the limits refuse none of those (Gate.fit)."""
+    that the limits refuse none of those (Gate.fit); statistics: of the lower part's map (ml.serving.gate)."""
     model_dir = Path(model_dir)
     lower = load_keras_model(model_dir / MODEL_FILENAME).get_layer("lower")
     size = image_size_of(read_metadata(model_dir))
@@ -90,11 +100,15 @@ def fit_for_model(
         np.concatenate([val_plain, val_augmented]),
         malignant_features=val_plain[malignant],  # as they are: the augmented views are no patient's
         malignant_quality=[q for q, bad in zip(val_quality, malignant) if bad],
+        statistics=statistics,
     )
     limits = gate.save(model_dir)
     meta = read_metadata(model_dir)
     meta["gate"] = limits
     meta["gate_fit"] = {
+        "layer": lower.layers[-1].name,  # where the network's lower part ends: the map the statistics are of
+        "channels": int(lower.output.shape[-1]),
+        "statistics": statistics,
         "reference_images": len(train_paths),
         "reference_by_source": dict(sorted(Counter(source_by_path[p] for p in train_paths).items())),
         "validation_images": len(val_plain),
@@ -103,3 +117,46 @@ def fit_for_model(
     write_metadata(model_dir, meta)
     log("gate limits: " + ", ".join(f"{k} {v:.3g}" for k, v in limits.items()))
     return limits
+
+
+def resplit_model(model_dir, split_block: int, log=print) -> None:
+    """Save a model's network split at another block boundary (NetworkSpec.split_block), so that its gate reads
+    that block's map: the same layers and weights, grouped anew into lower / upper / head, checked to give the
+    same scores. The caller refits the gate and exports LiteRT again (fit_gate --split-block)."""
+    import keras
+
+    from ml.model.network import Network, NetworkSpec
+    from ml.training.export import compress_keras_file
+
+    model_dir = Path(model_dir)
+    meta = read_metadata(model_dir)
+    settings = meta.get("training", {})
+    old = load_keras_model(model_dir / MODEL_FILENAME)
+    spec = NetworkSpec(
+        backbone=meta.get("backbone", "efficientnet-lite0"),
+        padding=settings.get("padding", "tf"),
+        image_size=image_size_of(meta),
+        split_block=split_block,
+        dense_units=settings.get("dense_units", 256),
+        dropout=settings.get("dropout", 0.3),
+    )
+    new = Network(spec)
+
+    def leaves(model):
+        return {layer.name: layer for part in ("lower", "upper", "head") for layer in model.get_layer(part).layers}
+
+    old_layers, new_layers = leaves(old), leaves(new.model)
+    if set(old_layers) != set(new_layers):
+        raise ValueError(f"{model_dir}: its layers are not those of the network {spec} builds")
+    for name, layer in old_layers.items():
+        new_layers[name].set_weights(layer.get_weights())
+    probe = np.random.default_rng(0).uniform(0, 255, (2, spec.image_size, spec.image_size, 3)).astype(np.float32)
+    gap = float(np.abs(np.asarray(new.model(probe)) - np.asarray(old(probe))).max())
+    if gap > 1e-5:
+        raise ValueError(f"the re-split network scores differently (by {gap:.2g}): not saved")
+    keras.Model(new.model.inputs, new.model.outputs, name=old.name).save(model_dir / MODEL_FILENAME)
+    compress_keras_file(model_dir / MODEL_FILENAME)
+    meta = read_metadata(model_dir)
+    meta.setdefault("training", {})["split_block"] = split_block
+    write_metadata(model_dir, meta)
+    log(f"{model_dir / MODEL_FILENAME}: split at block {split_block} (lower part ends in {new.lower.layers[-1].name})")

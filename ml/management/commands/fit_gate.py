@@ -8,7 +8,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from ml.data.datasets import DatasetError, read_dataset
 from ml.data.splits import held_out, recorded_splits
-from ml.training.gate_fitting import fit_for_model
+from ml.serving.gate import STATISTICS
+from ml.training.gate_fitting import GATE_STATISTICS, fit_for_model, resplit_model
 from ml.training.trainer import source_of
 
 
@@ -24,6 +25,18 @@ class Command(BaseCommand):
         parser.add_argument("datasets", nargs="+", metavar="DATASET", help="the dataset(s) the model was trained on")
         parser.add_argument("--format", help="override the detected dataset format")
         parser.add_argument("--model", help="model artifact folder (default: SKINCARE_MODEL_DIR)")
+        parser.add_argument(
+            "--split-block",
+            type=int,
+            help="first split the saved network at this block, so the gate reads the map where block N - 1 ends "
+            "(same weights, same scores; the LiteRT export is written again)",
+        )
+        parser.add_argument(
+            "--statistics",
+            choices=STATISTICS,
+            default=GATE_STATISTICS,
+            help="of that map: per-channel mean, or mean and spread (default: %(default)s)",
+        )
 
     def handle(self, *args, **o):
         model_dir = Path(o["model"] or settings.SKINCARE_MODEL_DIR)
@@ -38,6 +51,11 @@ class Command(BaseCommand):
         train, val, _ = held_out(samples, held)
         if not train or not val:
             raise CommandError("no training or validation images of this model found in that dataset")
+        if o["split_block"] is not None:
+            try:
+                resplit_model(model_dir, o["split_block"], log=self.stdout.write)
+            except ValueError as exc:
+                raise CommandError(str(exc)) from exc
         limits = fit_for_model(
             model_dir,
             [s.path for s in train],
@@ -45,5 +63,10 @@ class Command(BaseCommand):
             log=self.stdout.write,
             train_sources=[source_of(s) for s in train],
             val_labels=[s.label for s in val],
+            statistics=o["statistics"],
         )
+        if o["split_block"] is not None:
+            from ml.training.export import export_litert
+
+            export_litert(model_dir, log=self.stdout.write)
         self.stdout.write(json.dumps(limits, indent=2))
