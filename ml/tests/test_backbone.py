@@ -108,7 +108,7 @@ def test_training_network_takes_the_padding():
         net = Network(network_spec(TrainConfig(datasets=["unused"], padding=padding)))
         lower, upper = [layer.name for layer in net.lower.layers], [layer.name for layer in net.upper.layers]
         assert ("stem_conv_pad" in lower) is expected
-        assert any(name.endswith("_dwconv_pad") for name in upper) is expected  # block 11, the last stride 2
+        assert ("block11_dwconv_pad" in lower + upper) is expected  # block 11, the last stride 2
 
 
 def _flip_symmetric_kernels(model) -> None:
@@ -142,7 +142,7 @@ def test_an_odd_input_side_pads_every_edge_alike(image_size, padding, equivarian
         dtype=np.float32,
     )[None]
     lower, pooled = np.asarray(net.lower(photo)), np.asarray(net.features(photo))
-    assert lower.shape[1] == {224: 14, 225: 15}[image_size]
+    assert lower.shape[1] == {224: 7, 225: 8}[image_size]
     for axis in (1, 2):  # upside down, and left to right
         turned = np.flip(photo, axis).copy()
         map_gap = np.abs(np.flip(np.asarray(net.lower(turned)), axis) - lower).max() / np.abs(lower).max()
