@@ -4,6 +4,7 @@ agreeing with training's own figures on the images it held out."""
 import io
 import json
 import zipfile
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -477,6 +478,11 @@ def test_an_interrupted_run_resumes_from_its_last_epoch(tmp_path, monkeypatch):
     # another recipe in the same folder is refused, not mixed
     with pytest.raises(ValueError, match="holds a run with other settings \\(finetune_learning_rate\\)"):
         Checkpoints(config.resume, TrainConfig(**{**config.__dict__, "finetune_learning_rate": 1e-4}))
+    # where the network is split is not what is trained: a run started with another split (and a settings file
+    # that still records it, as those written before split_block was left out) goes on
+    settings = Path(config.resume) / "settings.json"
+    settings.write_text(json.dumps({**json.loads(settings.read_text()), "split_block": 8}))
+    Checkpoints(config.resume, TrainConfig(**{**config.__dict__, "split_block": 15}))
 
 
 def test_a_two_source_models_gate_and_card_are_reported_per_source(small_model, tmp_path, datasets_root):
