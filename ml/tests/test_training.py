@@ -449,8 +449,10 @@ def test_an_interrupted_run_resumes_from_its_last_epoch(tmp_path, monkeypatch):
         raise KeyboardInterrupt  # the session ends here
 
     monkeypatch.setattr(loop.SaveEpochs, "on_epoch_end", killed_after_saving)
+    # the first session splits the network where the gate read before (block 8), the second at the default
+    first = TrainConfig(**{**config.__dict__, "split_block": 8})
     with pytest.raises(KeyboardInterrupt):
-        fit_network(config, x, y, x[:4], y[:4], checkpoints=Checkpoints(config.resume, config), log=lambda m: None)
+        fit_network(first, x, y, x[:4], y[:4], checkpoints=Checkpoints(first.resume, first), log=lambda m: None)
     saved, state = Checkpoints(config.resume, config).last_epoch()
     assert state["epochs_done"] == 1 and len(state["history"]["val_auc"]) == 1
     first_session = state["seconds"]
@@ -478,8 +480,7 @@ def test_an_interrupted_run_resumes_from_its_last_epoch(tmp_path, monkeypatch):
     # another recipe in the same folder is refused, not mixed
     with pytest.raises(ValueError, match="holds a run with other settings \\(finetune_learning_rate\\)"):
         Checkpoints(config.resume, TrainConfig(**{**config.__dict__, "finetune_learning_rate": 1e-4}))
-    # where the network is split is not what is trained: a run started with another split (and a settings file
-    # that still records it, as those written before split_block was left out) goes on
+    # a settings file that still records the split (written before split_block was left out) goes on too
     settings = Path(config.resume) / "settings.json"
     settings.write_text(json.dumps({**json.loads(settings.read_text()), "split_block": 8}))
     Checkpoints(config.resume, TrainConfig(**{**config.__dict__, "split_block": 15}))
