@@ -7,7 +7,7 @@ of check, with limits learnt from the training images and saved with the model
 
 * image quality, from the model input: too dark, too bright, nearly one
   colour, no skin colour at all (greyscale), too blurred to judge (variance of
-  the Laplacian);
+  the Laplacian), grainy like pixel noise (that variance against the contrast's);
 * familiarity: the distance, in the statistics of the feature map where the
   network's lower part ends (NetworkSpec.split_block: block 8's input, 80 channels, for
   models split before 2026-12-06, their per-channel mean and spread; block 14's output,
@@ -47,6 +47,10 @@ DISTANCE_MARGIN = 1.1
 # ("mean_std", the models fitted before 2026-12-06), or its per-channel mean alone ("mean"). The runtimes always
 # give both (feature_statistics); the gate keeps what it was fitted on.
 STATISTICS = ("mean_std", "mean")
+# Grain (Laplacian variance / contrast squared) is limited at this many times the reference's augmented views'
+# 99.8th percentile: those views include the sharpest dermoscopes the reference stands for (validation images
+# sharpened by the largest amount reach 5.8), while independent pixel noise has about 12 (docs/experiments.md).
+GRAIN_MARGIN = 1.5
 
 
 @dataclass(frozen=True)
@@ -57,7 +61,7 @@ class GateDecision:
 
 
 def quality_measures(rgb: np.ndarray) -> dict[str, float]:
-    """Brightness, contrast, clipped share, colourfulness and sharpness of a (H, W, 3) 0..255 image."""
+    """Brightness, contrast, clipped share, colourfulness, sharpness and grain of a (H, W, 3) 0..255 image."""
     rgb = np.asarray(rgb, dtype=np.float32)
     grey = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
     rg = rgb[..., 0] - rgb[..., 1]
@@ -71,6 +75,8 @@ def quality_measures(rgb: np.ndarray) -> dict[str, float]:
         "bright_share": float((grey > 243).mean()),
         "sharpness": float(lap.var()),
         "colourfulness": float(colourfulness),
+        # the fine detail's share of the contrast: about 12 for the junk's pixel noise, at most 6 for a sharpened lesion
+        "grain": float(lap.var() / max(float(grey.var()), 1.0)),
     }
 
 
@@ -107,6 +113,7 @@ class Gate:
         malignant_features: np.ndarray | None = None,
         malignant_quality: list[dict[str, float]] | None = None,
         statistics: str = "mean_std",
+        augmented_quality: list[dict[str, float]] | None = None,
     ) -> Gate:
         """Limits from the reference (training images) and the validation images. Where the malignant
         validation images are given (their features and quality measures), every limit is also widened, by
@@ -126,8 +133,13 @@ class Gate:
             "min_sharpness": quantile("sharpness", QUALITY_QUANTILE) * 0.35,
             "min_colourfulness": quantile("colourfulness", QUALITY_QUANTILE) * 0.5,
         }
+        if augmented_quality:  # the reference's augmented views: other dermoscopes' optics, the sharpest included
+            grain = np.array([m["grain"] for m in augmented_quality])
+            limits["max_grain"] = float(np.quantile(grain, 1 - QUALITY_QUANTILE)) * GRAIN_MARGIN
         if malignant_quality:
             m = {k: np.array([v[k] for v in malignant_quality]) for k in malignant_quality[0]}
+            if "max_grain" in limits:
+                limits["max_grain"] = max(limits["max_grain"], float(m["grain"].max()) * GRAIN_MARGIN)
             limits["min_brightness"] = min(limits["min_brightness"], float(m["brightness"].min()) * 0.6)
             limits["max_brightness"] = max(limits["max_brightness"], (float(m["brightness"].max()) + 255) / 2)
             limits["min_contrast"] = min(limits["min_contrast"], float(m["contrast"].min()) * 0.5)
@@ -174,6 +186,8 @@ class Gate:
             reason = "The image is far too dark to assess. Retake it with the dermoscope's light on."
         elif m["brightness"] > L["max_brightness"] or m["bright_share"] > L["max_bright_share"]:
             reason = "The image is overexposed (burnt out) and cannot be assessed. Retake it with less light."
+        elif m["grain"] > L.get("max_grain", np.inf):
+            reason = "The image is grainy like pixel noise, unlike any dermoscopic photo. Retake it."
         elif m["sharpness"] < L["min_sharpness"]:
             reason = "The image is too blurred to assess. Retake it in focus."
         elif m["colourfulness"] < L.get("min_colourfulness", 0.0):

@@ -119,3 +119,26 @@ def test_a_gate_fitted_on_means_ignores_the_spread_and_keeps_what_it_was_fitted_
     assert Gate.load(tmp_path, {"gate": by_mean.limits}).statistics == "mean_std"
     with pytest.raises(ValueError, match="unknown gate statistics 'median'"):
         Gate.fit(reference, quality, validation, statistics="median")
+
+
+def test_pixel_noise_is_refused_for_its_grain_and_a_grainy_malignant_image_widens_the_limit():
+    """max_grain: GRAIN_MARGIN times the 99.8th percentile of the reference's augmented views (sharpened as other
+    dermoscopes are), widened where a malignant validation image is grainier. Random pixels are refused for it;
+    a lesion-like image is not; a gate fitted before the limit existed has none."""
+    from ml.serving.gate import GRAIN_MARGIN, Gate
+
+    rng = np.random.default_rng(0)
+    quality = _quality(rng, 400)
+    augmented = [{**q, "grain": float(g)} for q, g in zip(_quality(rng, 400), rng.uniform(0.2, 5.0, 400))]
+    features, validation = rng.normal(0, 1, (400, 8)), rng.normal(0, 1, (100, 8))
+    gate = Gate.fit(features, quality, validation, augmented_quality=augmented)
+    assert 4.9 * GRAIN_MARGIN < gate.limits["max_grain"] <= 5.0 * GRAIN_MARGIN
+    noise = rng.uniform(0, 255, (225, 225, 3)).astype(np.float32)
+    decision = gate.decide(noise, None)
+    assert decision.measures["grain"] > gate.limits["max_grain"] and "grainy" in decision.reason
+    lesion = gate.decide(_lesion_like(0), None)  # a blob on skin, with a little sensor noise
+    assert lesion.measures["grain"] < gate.limits["max_grain"] / 3 and "grainy" not in lesion.reason
+    grainy_melanoma = {**_quality(rng, 1)[0], "grain": 9.0}
+    widened = Gate.fit(features, quality, validation, np.zeros((1, 8)), [grainy_melanoma], augmented_quality=augmented)
+    assert widened.limits["max_grain"] == pytest.approx(9.0 * GRAIN_MARGIN)
+    assert "grainy" not in Gate({k: v for k, v in gate.limits.items() if k != "max_grain"}).decide(noise, None).reason

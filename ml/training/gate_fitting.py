@@ -76,7 +76,7 @@ def fit_for_model(
     train_paths = reference_sample(train_paths, sources, REFERENCE_IMAGES, rng)
     sharpness_rng = np.random.default_rng(seed)
 
-    def collect(paths, quality=None):
+    def collect(paths, quality=None, changed_quality=None):
         """Feature statistics of each image as it is, and of each augmented with its sharpness changed too."""
         plain, augmented = [], []
         for start in range(0, len(paths), 32):
@@ -84,13 +84,16 @@ def fit_for_model(
             if quality is not None:
                 quality.extend(quality_measures(img) for img in x)
             changed = random_sharpness(np.stack([augment(img, augment_rng) for img in x]), sharpness_rng)
+            if changed_quality is not None:
+                changed_quality.extend(quality_measures(img) for img in changed)
             plain.append(feature_statistics(lower(x, training=False)))
             augmented.append(feature_statistics(lower(changed, training=False)))
         return np.concatenate(plain), np.concatenate(augmented)
 
     log(f"fitting the image gate on {len(train_paths)} training images (and an augmented view of each) ...")
     quality: list[dict[str, float]] = []
-    reference = np.concatenate(collect(train_paths, quality))
+    augmented_quality: list[dict[str, float]] = []
+    reference = np.concatenate(collect(train_paths, quality, augmented_quality))
     val_quality: list[dict[str, float]] = []
     val_plain, val_augmented = collect(list(val_paths), val_quality)
     malignant = np.asarray(val_labels, dtype=bool) if val_labels is not None else np.zeros(len(val_plain), bool)
@@ -101,6 +104,7 @@ def fit_for_model(
         malignant_features=val_plain[malignant],  # as they are: the augmented views are no patient's
         malignant_quality=[q for q, bad in zip(val_quality, malignant) if bad],
         statistics=statistics,
+        augmented_quality=augmented_quality,
     )
     limits = gate.save(model_dir)
     meta = read_metadata(model_dir)
