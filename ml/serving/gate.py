@@ -68,15 +68,16 @@ def quality_measures(rgb: np.ndarray) -> dict[str, float]:
     yb = 0.5 * (rgb[..., 0] + rgb[..., 1]) - rgb[..., 2]
     colourfulness = np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean())  # Hasler & Suesstrunk
     lap = -4 * grey[1:-1, 1:-1] + grey[:-2, 1:-1] + grey[2:, 1:-1] + grey[1:-1, :-2] + grey[1:-1, 2:]
+    detail = float(lap.var())
     return {
         "brightness": float(grey.mean()),
         "contrast": float(grey.std()),
         "dark_share": float((grey < 12).mean()),
         "bright_share": float((grey > 243).mean()),
-        "sharpness": float(lap.var()),
+        "sharpness": detail,
         "colourfulness": float(colourfulness),
         # the fine detail's share of the contrast: about 12 for the junk's pixel noise, at most 6 for a sharpened lesion
-        "grain": float(lap.var() / max(float(grey.var()), 1.0)),
+        "grain": detail / max(float(grey.var()), 1.0),
     }
 
 

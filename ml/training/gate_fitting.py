@@ -127,23 +127,22 @@ def resplit_model(model_dir, split_block: int, log=print) -> None:
     """Save a model's network split at another block boundary (NetworkSpec.split_block), so that its gate reads
     that block's map: the same layers and weights, grouped anew into lower / upper / head, checked to give the
     same scores. The caller refits the gate and exports LiteRT again (fit_gate --split-block)."""
+    import dataclasses
+
     import keras
 
-    from ml.model.network import Network, NetworkSpec
+    from ml.model.network import Network
+    from ml.training.config import TrainConfig
     from ml.training.export import compress_keras_file
+    from ml.training.loop import network_spec
 
     model_dir = Path(model_dir)
     meta = read_metadata(model_dir)
-    settings = meta.get("training", {})
+    known = {f.name for f in dataclasses.fields(TrainConfig)}  # the recipe as recorded, less settings since removed
+    recorded = {k: v for k, v in meta.get("training", {}).items() if k in known}
+    config = TrainConfig(**{"datasets": [], **recorded, "image_size": image_size_of(meta), "split_block": split_block})
     old = load_keras_model(model_dir / MODEL_FILENAME)
-    spec = NetworkSpec(
-        backbone=meta.get("backbone", "efficientnet-lite0"),
-        padding=settings.get("padding", "tf"),
-        image_size=image_size_of(meta),
-        split_block=split_block,
-        dense_units=settings.get("dense_units", 256),
-        dropout=settings.get("dropout", 0.3),
-    )
+    spec = network_spec(config)
     new = Network(spec)
 
     def leaves(model):
