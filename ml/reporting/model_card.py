@@ -221,20 +221,23 @@ def render(model_dir) -> str:
         ]
         if gate["junk"].get("accepted"):
             lines += ["Junk the gate let through: " + ", ".join(gate["junk"]["accepted"]), ""]
-        ordinary = gate.get("ordinary_photos") or {}
-        if ordinary.get("n"):
-            lines += [
-                f"Ordinary photos someone might upload by mistake ({ordinary['source']}): refused "
-                f"{ordinary['refused']}/{ordinary['n']}: "
-                + ", ".join(f"{k} {v['refused']}/{v['n']}" for k, v in ordinary["by_category"].items())
-                + (f"; let through: {', '.join(ordinary['accepted'])}." if ordinary["accepted"] else "."),
-                "",
-            ]
+        for key, title in (
+            ("ordinary_photos", "Ordinary photos someone might upload by mistake"),
+            ("held_out_photos", "Held-out ordinary photos (never used to choose anything about the gate)"),
+        ):
+            photos = gate.get(key) or {}
+            if photos.get("n"):
+                lines += [
+                    f"{title} ({photos['source']}): refused {photos['refused']}/{photos['n']}: "
+                    + ", ".join(f"{k} {v['refused']}/{v['n']}" for k, v in photos["by_category"].items())
+                    + (f"; let through: {', '.join(photos['accepted'])}." if photos["accepted"] else "."),
+                    "",
+                ]
     cam = _load(ev / "gradcam.json")
     if cam:
         lines += [
             "## Where the model looks (Grad-CAM)",
-            f"Grad-CAM of layer `{cam['layer']}` (7x7x1280) for the malignant class, over the {cam['n']} PH2 "
+            f"Grad-CAM of layer `{cam['layer']}`{_map_shape(cam)} for the malignant class, over the {cam['n']} PH2 "
             f"images with the dermatologists' lesion masks: on average {_f(cam['mean_heat_inside_lesion'])} of "
             f"the heat falls inside the lesion (median {_f(cam['median_heat_inside_lesion'])}), whose average "
             f"share of the image is {_f(cam['mean_lesion_area_share'])}. Target: at least 0.6, clearly above "
@@ -448,6 +451,12 @@ def _gate_features(meta) -> str:
 def _side(meta) -> str:
     size = image_size_of(meta)
     return f"{size}x{size}"
+
+
+def _map_shape(cam: dict) -> str:
+    """The Grad-CAM map's size as evaluate_gradcam measured it (results before it was recorded: 224, so 7x7)."""
+    rows, cols = cam.get("map_shape", (7, 7))
+    return f" ({rows}x{cols}x1280)"
 
 
 def _padding_sentence(meta) -> str:

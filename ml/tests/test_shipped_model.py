@@ -292,6 +292,7 @@ def gradcam_result(tmp_path_factory):
 
 def test_heat_map_is_measured_against_the_lesion_masks(gradcam_result):
     assert gradcam_result["n"] == 200 and gradcam_result["layer"] == "top_activation"
+    assert gradcam_result["map_shape"] == [7, 7]  # the shipped network's input is 224: halved five times
     assert 0.0 <= gradcam_result["mean_heat_inside_lesion"] <= 1.0
     assert 0.2 < gradcam_result["mean_lesion_area_share"] < 0.5  # PH2's lesions: about a third of the image
 
@@ -380,6 +381,23 @@ def test_the_gate_refuses_ordinary_photos_of_people_animals_food_documents_and_r
     accepted = [f"{category}:{name}" for category, name, path in photos if shipped.predict(path).assessed]
     assert len(photos) - len(accepted) >= 20, accepted
     assert not [a for a in accepted if not a.startswith("food:")], accepted
+
+
+def test_the_held_out_photos_are_all_there_and_apart_from_the_chosen_ones():
+    """The held-out ordinary photos are a test of the gate only if each is found and none is also among
+    the photos its choices were made with."""
+    import os
+
+    from ml.reporting.junk import DEBIAN_HELD_OUT_PHOTOS, DEBIAN_PHOTO_FOLDER, DEBIAN_PHOTOS, debian_photos
+
+    chosen_with = {name for names in DEBIAN_PHOTOS.values() for name in names}
+    held_out = [name for names in DEBIAN_HELD_OUT_PHOTOS.values() for name in names]
+    assert len(set(held_out)) == len(held_out) and not chosen_with & set(held_out)
+    if not debian_photos():
+        if os.environ.get("CI"):
+            pytest.fail(f"no sample photos in {DEBIAN_PHOTO_FOLDER}: .ci/run installs opencv-doc")
+        pytest.skip(f"no sample photos in {DEBIAN_PHOTO_FOLDER} (apt-get install opencv-doc)")
+    assert [name for _, name, _ in debian_photos(photos=DEBIAN_HELD_OUT_PHOTOS)] == held_out
 
 
 def test_a_cat_is_not_assessed(shipped):

@@ -494,6 +494,7 @@ def test_a_two_source_models_gate_and_card_are_reported_per_source(small_model, 
     from django.test import override_settings
 
     from ml.reporting import model_card
+    from ml.reporting.junk import DEBIAN_HELD_OUT_PHOTOS, debian_photos
     from ml.serving import classifier
 
     (ham, isic2017), trained = small_model
@@ -520,6 +521,10 @@ def test_a_two_source_models_gate_and_card_are_reported_per_source(small_model, 
         )
         assert len(r["malignant_refused"]) <= r["n_malignant"] and r["accepted"] <= r["n"]
     assert gate["lesions"]["ph2"]["n"] == 200 and gate["ham10000_test"] == gate["lesions"]["ham10000"]
+    held_out = gate["held_out_photos"]  # opencv-doc's photos that chose nothing (none where it is absent)
+    assert held_out["n"] == len(debian_photos(photos=DEBIAN_HELD_OUT_PHOTOS))
+    assert sum(row["n"] for row in held_out["by_category"].values()) == held_out["n"]
+    assert held_out["refused"] + len(held_out["accepted"]) == held_out["n"]
 
     call_command(
         "evaluate_model", str(isic2017), "--model", str(out), "--split", "test", "--bootstrap", "20",
@@ -534,3 +539,7 @@ def test_a_two_source_models_gate_and_card_are_reported_per_source(small_model, 
     assert "CC BY-NC 4.0" in card and "Platt scaling" in card
     assert "the per-channel mean of the backbone's `block14_add` map (192 channels)" in card  # what the gate measures
     assert "input 225x225x3 RGB; every stride-2 layer's input has an odd side (225 = 32k + 1)" in card
+    if held_out["n"]:
+        assert (
+            f"Held-out ordinary photos (never used to choose anything about the gate) ({held_out['source']}): " in card
+        )

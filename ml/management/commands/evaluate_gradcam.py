@@ -78,6 +78,7 @@ class Command(BaseCommand):
         result = {
             "n": len(samples),
             "layer": loaded.cam_layer,
+            "map_shape": list(cam.shape),
             "runtime": loaded.runtime.name,
             "model_version": meta.get("model_version"),
             "mean_heat_inside_lesion": float(np.mean(inside)),
