@@ -125,6 +125,12 @@ DEBIAN_HELD_OUT_PHOTOS = {
     "art": ("graf1.png",),
 }
 
+# Each set of ordinary photos evaluate_gate reports: its key in the result, (its title, the photos).
+PHOTO_SETS = {
+    "ordinary_photos": ("ordinary photos", DEBIAN_PHOTOS),
+    "held_out_photos": ("held-out ordinary photos", DEBIAN_HELD_OUT_PHOTOS),
+}
+
 
 def debian_photos(
     folder: Path = DEBIAN_PHOTO_FOLDER, photos: dict[str, tuple[str, ...]] = DEBIAN_PHOTOS

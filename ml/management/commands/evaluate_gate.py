@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from ml.data.datasets import read_dataset, shared_datasets_root
 from ml.data.splits import recorded_splits, trained_on
-from ml.reporting.junk import DEBIAN_HELD_OUT_PHOTOS, DEBIAN_PHOTO_FOLDER, debian_photos, junk_images
+from ml.reporting.junk import DEBIAN_PHOTO_FOLDER, PHOTO_SETS, debian_photos, junk_images
 from ml.serving import classifier
 
 
@@ -97,9 +97,9 @@ class Command(BaseCommand):
                 "accepted": accepted,
             }
 
-        result["ordinary_photos"] = photo_result(debian_photos())
-        # Never used to choose anything about the gate (ml.reporting.junk): a test, not a tuning figure.
-        result["held_out_photos"] = photo_result(debian_photos(photos=DEBIAN_HELD_OUT_PHOTOS))
+        # The held-out set was never used to choose anything about the gate (ml.reporting.junk): a test.
+        for key, (_title, photos) in PHOTO_SETS.items():
+            result[key] = photo_result(debian_photos(photos=photos))
         result["lesions"] = {}
         for name, images in lesions.items():
             reasons, malignant_refused = Counter(), []
@@ -127,7 +127,7 @@ class Command(BaseCommand):
             self.stdout.write(f"  {k:>14}: {row['refused']}/{row['n']} refused")
         if missed:
             self.stdout.write("  accepted by mistake: " + ", ".join(missed))
-        for key, title in (("ordinary_photos", "ordinary photos"), ("held_out_photos", "held-out ordinary photos")):
+        for key, (title, _photos) in PHOTO_SETS.items():
             r = result[key]
             if not r["n"]:
                 self.stdout.write(f"{title}: none found in {DEBIAN_PHOTO_FOLDER} (apt-get install opencv-doc)")
