@@ -205,7 +205,7 @@ class PredictionAdmin(NoAddOrDeleteAdmin):
                 services.note_viewed(request.user, prediction, via=Via.ADMIN)
         return super().change_view(request, object_id, form_url, extra_context)
 
-    @admin.display(description="photo and heat map (Grad-CAM)")
+    @admin.display(description="photo and heat map")
     def photo_and_heatmap(self, obj):
         """The photo with its heat map beside it, where the model drew one."""
         photo = image_tag(obj.upload.image.url, f"photo {obj.pk}")
@@ -214,7 +214,7 @@ class PredictionAdmin(NoAddOrDeleteAdmin):
         return format_html(
             '<div style="display:flex;gap:1rem;flex-wrap:wrap">{}{}</div>',
             photo,
-            image_tag(obj.heatmap.url, f"heat map (Grad-CAM) of photo {obj.pk}"),
+            image_tag(obj.heatmap.url, f"{obj.heatmap_name} of photo {obj.pk}"),
         )
 
     @admin.display(description="score (probability of malignancy)")

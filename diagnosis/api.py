@@ -23,6 +23,8 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from ml.serving.heatmap import HEATMAP_METHODS
+
 from . import selectors, services
 from .audit import Via
 from .final_diagnoses import final_diagnosis_json
@@ -56,6 +58,7 @@ class PredictionSerializer(serializers.ModelSerializer):
     label = serializers.SerializerMethodField()
     reason = serializers.SerializerMethodField()
     heatmap_url = serializers.SerializerMethodField()
+    heatmap_method = serializers.SerializerMethodField()
     lesion = serializers.SerializerMethodField()
     verdict = serializers.CharField(source="get_outcome_display")
     message = serializers.CharField()
@@ -94,6 +97,7 @@ class PredictionSerializer(serializers.ModelSerializer):
             "image_url",
             "thumbnail_url",
             "heatmap_url",
+            "heatmap_method",
             "patient_ref",
             "lesion",
             "body_site",
@@ -116,6 +120,10 @@ class PredictionSerializer(serializers.ModelSerializer):
     @extend_schema_field(serializers.URLField(allow_null=True))
     def get_heatmap_url(self, prediction: Prediction) -> str | None:
         return self.absolute(prediction.heatmap.url) if prediction.heatmap else None
+
+    @extend_schema_field(serializers.ChoiceField(choices=list(HEATMAP_METHODS), allow_null=True))
+    def get_heatmap_method(self, prediction: Prediction) -> str | None:
+        return prediction.heatmap_method if prediction.heatmap else None
 
     @extend_schema_field(LesionSerializer(allow_null=True))
     def get_lesion(self, prediction: Prediction) -> dict | None:

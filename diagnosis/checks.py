@@ -4,6 +4,7 @@ from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 
 from ml.serving import classifier
+from ml.serving.heatmap import HEATMAP_METHODS
 
 
 @register()
@@ -47,6 +48,20 @@ def evolution_rule_check(app_configs, **kwargs):
                 f"SKINCARE_EVOLUTION_MIN_RISE must be a probability difference above 0 and at most 1, not {rise!r}.",
                 hint="The default, 0.15, marks a rise of 15 percentage points since the previous visit.",
                 id="diagnosis.E003",
+            )
+        ]
+    return []
+
+
+@register()
+def heatmap_check(app_configs, **kwargs):
+    method = getattr(settings, "SKINCARE_HEATMAP", "gradcam")
+    if method not in HEATMAP_METHODS:
+        return [
+            Error(
+                f"SKINCARE_HEATMAP must be one of {', '.join(HEATMAP_METHODS)}, not {method!r}.",
+                hint="gradcam (the default) is free; occlusion shows where the answer rests, at about 0.4 s more.",
+                id="diagnosis.E004",
             )
         ]
     return []

@@ -135,14 +135,14 @@ def prediction_bundle(prediction: Prediction, *, request=None) -> Bundle:
                     {
                         "contentType": "image/png",
                         "url": _absolute(prediction.heatmap.url, request),
-                        "title": "Heat map (Grad-CAM): where in the photo the model's answer came from",
+                        "title": f"{prediction.heatmap_name}: where in the photo the model's answer came from",
                     }
                 )
             ),
         )
         media_links.append(
             {
-                "comment": "Heat map (Grad-CAM): where the model looked, not where the lesion is malignant",
+                "comment": f"{prediction.heatmap_name}: where the model looked, not where the lesion is malignant",
                 "link": _ref(heatmap),
             }
         )

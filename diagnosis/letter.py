@@ -164,7 +164,7 @@ def render(lesion: Lesion, predictions: list[Prediction]) -> bytes:
                             styles["Heading2"],
                         ),
                         heat,
-                        Paragraph(escape(wording.HEATMAP_LIMITS), small),
+                        Paragraph(escape(shown.heatmap_caption), small),
                     ]
                 )
             )

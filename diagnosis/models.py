@@ -195,7 +195,14 @@ class Prediction(models.Model):
         upload_to=random_heatmap_name,
         blank=True,
         db_index=True,
-        help_text="Grad-CAM: where in the image the model's answer came from, drawn over the photo.",
+        help_text="Where in the image the model's answer came from, drawn over the photo (Grad-CAM or occlusion: heatmap_method).",
+    )
+    heatmap_method = models.CharField(
+        "heat map method",
+        max_length=16,
+        blank=True,
+        default="gradcam",
+        help_text="How the heat map was drawn: gradcam or occlusion (settings.SKINCARE_HEATMAP when it was scored).",
     )
     model_version = models.CharField(max_length=100, blank=True, db_index=True)
     elapsed_ms = models.FloatField("prediction time (ms)", null=True, blank=True)
@@ -287,6 +294,20 @@ class Prediction(models.Model):
         from . import wording
 
         return wording.next_step(self)
+
+    @property
+    def heatmap_name(self) -> str:
+        """ "Heat map (Grad-CAM)" or "Heat map (occlusion)": the method this result's map was drawn with."""
+        from . import wording
+
+        return wording.heatmap_name(self.heatmap_method)
+
+    @property
+    def heatmap_caption(self) -> str:
+        """What this result's heat map is and is not (diagnosis/wording.py), for its method."""
+        from . import wording
+
+        return wording.heatmap_caption(self.heatmap_method)
 
     @property
     def score(self) -> str:

@@ -171,7 +171,7 @@ HEATMAP_MAX_SIDE = 640
 
 
 def heatmap_png(photo: Image.Image, cam) -> bytes:
-    """The Grad-CAM map drawn over the photo (at most HEATMAP_MAX_SIDE pixels a side), as PNG."""
+    """The heat map (Grad-CAM or occlusion) drawn over the photo (at most HEATMAP_MAX_SIDE pixels a side), as PNG."""
     # A large photo is first shrunk by a whole factor (a box filter, fast), as Pillow's reducing_gap
     # does: the overlay's bilinear resize then reads about a ninth of a 12-megapixel photo's pixels.
     factor = int(max(photo.size) / (2 * HEATMAP_MAX_SIDE))
@@ -231,6 +231,7 @@ def run_prediction(prediction: Prediction, image: Image.Image | None = None) -> 
             if result.heatmap is not None:
                 stored_heatmap = store_heatmap(prediction, result.heatmap, photo)
                 fields["heatmap"] = stored_heatmap
+                fields["heatmap_method"] = result.heatmap_method
         else:
             fields.update(
                 status=Prediction.Status.REFUSED,

@@ -28,11 +28,30 @@ DISCLAIMER = (
     "images; it can be wrong in both directions. A clinician decides; when in doubt, refer the patient to a doctor."
 )
 
-HEATMAP_LIMITS = (
-    "Heat map (Grad-CAM): which parts of the photo weighed most in the model's answer (red), "
-    "not where the lesion is malignant. It is coarse, and it often lights up the photo's edges or corners "
-    "rather than the lesion: use it only to see whether the model looked at the lesion at all."
-)
+# What each heat map is and is not (ml/serving/heatmap.py; settings.SKINCARE_HEATMAP decides which one a
+# new result gets, and the result keeps the name of the one it got).
+HEATMAP_NAMES = {"gradcam": "Grad-CAM", "occlusion": "occlusion"}
+HEATMAP_CAPTIONS = {
+    "gradcam": (
+        "Heat map (Grad-CAM): which parts of the photo weighed most in the model's answer (red), "
+        "not where the lesion is malignant. It is coarse, and it often lights up the photo's edges or corners "
+        "rather than the lesion: use it only to see whether the model looked at the lesion at all."
+    ),
+    "occlusion": (
+        "Heat map (occlusion): the parts of the photo that, covered with skin colour one at a time, lower the "
+        "model's score the most (red): what its answer rests on, not where the lesion is malignant. It is "
+        "coarse (8 x 8 patches): use it to see whether the answer rests on the lesion or on something else."
+    ),
+}
+
+
+def heatmap_name(method: str) -> str:
+    """ "Heat map (Grad-CAM)" or "Heat map (occlusion)": what a stored map is called beside it."""
+    return f"Heat map ({HEATMAP_NAMES.get(method, method)})"
+
+
+def heatmap_caption(method: str) -> str:
+    return HEATMAP_CAPTIONS.get(method, HEATMAP_CAPTIONS["gradcam"])
 
 
 def next_step(prediction) -> str:

@@ -228,7 +228,7 @@ def test_pages_on_a_screen(screen_browser, live_server, serving_model, datasets_
             if prediction.shows_heatmap:
                 browser.find_element(By.CSS_SELECTOR, ".heatmap-toggle summary").click()
                 wait.until(lambda d: all(i["ok"] for i in loaded_images(d, ".heatmap-pair img")))
-                assert wording.HEATMAP_LIMITS in browser.find_element(By.CSS_SELECTOR, ".heatmap-caption").text
+                assert prediction.heatmap_caption in browser.find_element(By.CSS_SELECTOR, ".heatmap-caption").text
                 check_width(browser, f"{name} heat map", boxes)
                 shoot(f"{name}-heat-map")
             else:

@@ -150,3 +150,30 @@ def test_heatmap_png_is_a_real_image_of_the_photo_size(standin_model, clinician)
     with prediction.heatmap.open("rb") as stored:
         image = Image.open(io.BytesIO(stored.read()))
         assert image.format == "PNG" and image.size == (300, 200)
+
+
+def test_an_occlusion_map_lands_where_the_image_is_red_and_says_what_it_is(
+    logged_in, client, token_headers, standin_model, media_root, settings
+):
+    # SKINCARE_HEATMAP=occlusion: each patch covered with the frame's colour (grey) in turn; only covering the
+    # red square lowers the stand-in's score, so the heat is there and nowhere else, and the result says how
+    # its map was drawn (page, API, admin), while a map drawn before keeps its own name.
+    post_upload(logged_in, lesion_on_skin_png(size=(224, 224), patch=(0, 0, 96, 96), background=GREY))
+    settings.SKINCARE_HEATMAP = "occlusion"
+    response = post_upload(
+        logged_in, lesion_on_skin_png(size=(224, 224), patch=(0, 0, 96, 96), background=GREY, lesion=(200, 40, 40))
+    )
+    before, prediction = Prediction.objects.order_by("id")
+    assert (before.heatmap_method, prediction.heatmap_method) == ("gradcam", "occlusion")
+    with Image.open(media_root / prediction.heatmap.name) as stored:
+        overlay = stored.convert("RGB")
+    with Image.open(media_root / prediction.upload.image.name) as photo:
+        original = photo.convert("RGB")
+    assert max(abs(a - b) for a, b in zip(original.getpixel((40, 40)), overlay.getpixel((40, 40)))) > 10
+    assert max(abs(a - b) for a, b in zip(original.getpixel((190, 190)), overlay.getpixel((190, 190)))) <= 2
+    page = logged_in.get(response["Location"]).content.decode()
+    assert "Heat map (occlusion)" in page and "Heat map (Grad-CAM)" not in page
+    assert "Heat map (Grad-CAM)" in logged_in.get(reverse("diagnosis:result", args=[before.pk])).content.decode()
+    body = client.get(f"/api/predictions/{prediction.pk}/", **token_headers).json()
+    assert body["heatmap_method"] == "occlusion"
+    assert client.get(f"/api/predictions/{before.pk}/", **token_headers).json()["heatmap_method"] == "gradcam"

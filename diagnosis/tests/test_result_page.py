@@ -69,7 +69,7 @@ def test_the_heat_map_is_behind_a_toggle_with_its_limits_and_never_on_low_risk(l
     page = logged_in.get(reverse("diagnosis:result", args=[flagged.pk])).content.decode()
     toggle = re.search(r'<details class="card heatmap-toggle">.*?</details>', page, re.DOTALL).group(0)
     assert "<summary>Show where the model looked</summary>" in toggle
-    assert flagged.heatmap.url in toggle and escape(wording.HEATMAP_LIMITS) in toggle
+    assert flagged.heatmap.url in toggle and escape(flagged.heatmap_caption) in toggle
     assert page.count(flagged.heatmap.url) == 1  # nowhere else on the page
     page = logged_in.get(reverse("diagnosis:result", args=[low.pk])).content.decode()
     assert low.heatmap.url not in page and "Show where the model looked" not in page
@@ -133,5 +133,5 @@ def test_the_timeline_offers_the_heat_map_only_on_visits_that_ask_for_a_doctor(l
     low = assess(clinician, -40, lesion=flagged.upload.lesion)
     page = logged_in.get(reverse("diagnosis:lesion", args=[flagged.upload.lesion_id])).content.decode()
     toggles = re.findall(r"<details><summary>Show where the model looked</summary>.*?</details>", page, re.DOTALL)
-    assert len(toggles) == 1 and flagged.heatmap.url in toggles[0] and escape(wording.HEATMAP_LIMITS) in toggles[0]
+    assert len(toggles) == 1 and flagged.heatmap.url in toggles[0] and escape(flagged.heatmap_caption) in toggles[0]
     assert low.heatmap and low.heatmap.url not in page

@@ -95,3 +95,13 @@ def test_evolution_settings_follow_the_environment():
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[0.25, false]"
+
+
+@pytest.mark.parametrize("method", ["", "grad-cam", "Occlusion"])
+def test_check_refuses_an_unknown_heat_map(settings, method):
+    from diagnosis.checks import heatmap_check
+
+    settings.SKINCARE_HEATMAP = method
+    assert [e.id for e in heatmap_check(None)] == ["diagnosis.E004"]
+    settings.SKINCARE_HEATMAP = "occlusion"
+    assert heatmap_check(None) == []

@@ -134,6 +134,7 @@ def render(model_dir) -> str:
         "A test checks both give the same probabilities and heat maps on real images.",
         _views_line(meta),
         *_close_call_lines(meta, ev),
+        *_occlusion_lines(ev),
         "",
         "## Data",
         *_data_lines(meta),
@@ -861,6 +862,53 @@ def _close_call_lines(meta: dict, ev: Path) -> list[str]:
             f"images; AUC {each(lambda m, b: _f(m['auc']))}; malignant lesions called low risk {each(misses)}."
         )
     bench = _load(checked / "benchmark.json")
+    if bench:
+        line += f" Latency with it: p50 {bench['p50_ms']:.1f} ms, p95 {bench['p95_ms']:.1f} ms (`benchmark_model`)."
+    return [line]
+
+
+def _occlusion_lines(ev: Path) -> list[str]:
+    """The optional occlusion heat map (ml/serving/heatmap.py; served where SKINCARE_HEATMAP=occlusion), with its
+    figures where `make evaluate-occlusion` wrote them (evaluation/occlusion/)."""
+    cam, plain = _load(ev / "occlusion" / "gradcam.json"), _load(ev / "gradcam.json")
+    if not cam or cam.get("heat_map") != "occlusion":
+        return []
+    melanoma, was = (
+        (cam.get("by_diagnosis") or {}).get("melanoma"),
+        ((plain or {}).get("by_diagnosis") or {}).get("melanoma"),
+    )
+    line = (
+        "- **Occlusion heat map (off by default; `SKINCARE_HEATMAP=occlusion` turns it on)**: instead of Grad-CAM, "
+        f"each of the {'x'.join(map(str, cam.get('map_shape') or []))} patches of the model input is covered with the "
+        "colour of the photo's frame (the skin) in turn, and the map is how far the score falls "
+        f"(`ml/serving/heatmap.py`). On the {cam['n']} PH2 images (`make evaluate-occlusion`), "
+        f"{_f(cam['mean_heat_inside_lesion'])} of the heat falls inside the lesion"
+        + (f" (Grad-CAM {_f(plain['mean_heat_inside_lesion'])})" if plain else "")
+        + f", whose share of the image is {_f(cam['mean_lesion_area_share'])}"
+    )
+    if melanoma:
+        line += (
+            f"; on melanomas {_f(melanoma['mean_heat_inside_lesion'])}"
+            + (f" (Grad-CAM {_f(was['mean_heat_inside_lesion'])})" if was else "")
+            + f", lesion share {_f(melanoma['mean_lesion_area_share'])}"
+        )
+    rows = cam.get("by_outcome") or {}
+    if rows:
+        line += "; heat in the map's bottom row " + ", ".join(
+            f"{_f(row.get('mean_heat_in_bottom_row'))} ({outcome.replace('_', ' ')})" for outcome, row in rows.items()
+        )
+    line += "."
+    outline = ((_load(ev / "occlusion" / "validation_outline.json") or {}).get("heat_inside_outline") or {}).get(
+        "malignant"
+    )
+    if outline:
+        line += (
+            f" It was chosen on the validation split, without PH2's masks: over its {outline['outlined']} malignant "
+            "images with the lesion outlined from the image itself (`evaluate_heatmap_outline`), "
+            f"{_f(outline['occlusion'])} of the occlusion map's heat falls inside the outline and "
+            f"{_f(outline['gradcam'])} of Grad-CAM's, whose share of the image is {_f(outline['outline_share'])}."
+        )
+    bench = _load(ev / "occlusion" / "benchmark.json")
     if bench:
         line += f" Latency with it: p50 {bench['p50_ms']:.1f} ms, p95 {bench['p95_ms']:.1f} ms (`benchmark_model`)."
     return [line]

@@ -20,11 +20,11 @@ from django.conf import settings
 from ml import preprocessing
 from ml.artifact import CLASS_NAMES, METADATA_FILENAME, MODEL_FILENAME, ModelUnavailable, image_size_of  # noqa: F401 (ModelUnavailable: part of this module's interface)
 from ml.artifact import read_metadata as read_folder_metadata
-from ml.serving import tta
+from ml.serving import heatmap, tta
 from ml.serving.gate import Gate
 from ml.serving.heatmap import normalise_cam  # noqa: F401 (part of this module's interface)
 from ml.serving.runtimes import KerasRuntime, LiteRTRuntime, inference_threads  # noqa: F401 (inference_threads: this module's interface)
-from ml.serving.scores import near_boundary
+from ml.serving.scores import logit, near_boundary
 
 
 class PredictionFailed(Exception):
@@ -44,7 +44,8 @@ class Result:
     outcome: str = "low_risk"  # one of OUTCOMES
     uncertain_threshold: float | None = None
     reason: str = ""  # why the image was not assessed
-    heatmap: Any = None  # Grad-CAM (H, W) array in 0..1, or None where the model has no feature layer
+    heatmap: Any = None  # (H, W) array in 0..1, or None where the model has no feature layer (Grad-CAM)
+    heatmap_method: str = "gradcam"  # what drew `heatmap`: settings.SKINCARE_HEATMAP (ml/serving/heatmap.py)
     gate_measures: dict = field(default_factory=dict)
     # Close to an outcome boundary: within the margin (metadata "boundary_margin", fitted on validation)
     # in which the same photo turned or flipped can get another outcome.
@@ -171,6 +172,19 @@ class LoadedModel:
             return probability, near, 1, cam
         raw_all = self.analyse(np.asarray(x)[None], self.close_call["views"])[0]
         return self.calibrate(float(raw_all[0]), self.close_call), True, len(self.close_call["views"]), cam
+
+    def heat_map(self, x, raw: float, cam=None, method: str | None = None):
+        """The map served with a result: the first look's Grad-CAM `cam`, or, where `method` (by default
+        settings.SKINCARE_HEATMAP) says "occlusion", how far the score `raw` (the first look's raw
+        probability) falls with each patch of the preprocessed image x covered (ml/serving/heatmap.py)."""
+        method = method or getattr(settings, "SKINCARE_HEATMAP", "gradcam")
+        if method not in heatmap.HEATMAP_METHODS:
+            raise ValueError(f"unknown heat map {method!r}: choose one of {', '.join(heatmap.HEATMAP_METHODS)}")
+        if method == "gradcam":
+            return cam
+        covered = heatmap.occluded_images(x)
+        scores = np.concatenate([self.analyse(covered[i : i + 16])[0] for i in range(0, len(covered), 16)])
+        return heatmap.occlusion_map(float(logit(raw)), logit(scores))
 
     def feature_activity(self, batch) -> np.ndarray:
         """(N, h, w): the Grad-CAM layer's activations summed over its channels, image as it is (no views).
@@ -312,7 +326,7 @@ def raw_orientations(
 
 
 def predict(image: preprocessing.ImageSource, *, use_gate: bool = True) -> Result:
-    """Score one image: calibrated probability, outcome, verdict and Grad-CAM map.
+    """Score one image: calibrated probability, outcome, verdict and heat map (Grad-CAM or occlusion).
 
     An image the gate refuses gets outcome "not_assessed" with the reason, and no
     probability: a number for a photo of a cat would only mislead."""
@@ -350,6 +364,8 @@ def predict(image: preprocessing.ImageSource, *, use_gate: bool = True) -> Resul
             )
     try:
         probability, near, views_averaged, cam_served = loaded.settle(x, float(raw[0]), None if cam is None else cam[0])
+        method = getattr(settings, "SKINCARE_HEATMAP", "gradcam")
+        cam_served = loaded.heat_map(x, float(raw[0]), cam_served, method)
     except Exception as exc:
         raise PredictionFailed(f"{type(exc).__name__}: {exc}") from exc
     return Result(
@@ -363,5 +379,6 @@ def predict(image: preprocessing.ImageSource, *, use_gate: bool = True) -> Resul
         outcome=outcome_for(probability, threshold, uncertain),
         uncertain_threshold=uncertain,
         heatmap=None if cam_served is None else normalise_cam(cam_served),
+        heatmap_method=method,
         gate_measures=measures,
     )

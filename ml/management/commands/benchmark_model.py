@@ -2,7 +2,7 @@
 
 Everything in one run on the same images:
 - p50_ms / p95_ms: ml.serving.classifier.predict on image bytes (decode, preprocessing, gate, model,
-  calibration and Grad-CAM included), one image at a time, as a request does it;
+  calibration and the heat map (SKINCARE_HEATMAP: Grad-CAM by default) included), one image at a time, as a request does it;
 - baseline_keras_predict_p50_ms: the naive way, Keras `model.predict` on each preprocessed image;
 - rss_mb: this worker's resident memory after 100 serving predictions (measured before the
   baseline loads TensorFlow, so it is what a serving worker holds);
@@ -137,6 +137,7 @@ class Command(BaseCommand):
         base = statistics.median(_percentile(times, 50) for times in baseline)
         figures = {
             "runtime": classifier.get_model().runtime.name,
+            "heat_map": getattr(settings, "SKINCARE_HEATMAP", "gradcam"),  # what each timed prediction drew
             "n": len(blobs),
             "rounds": o["rounds"],
             "p50_ms": round(p50, 2),

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from ml import preprocessing
@@ -15,7 +16,8 @@ from ml.serving.heatmap import heat_inside_mask
 class Command(BaseCommand):
     requires_system_checks = []
     help = (
-        "Over the PH2 images, the share of Grad-CAM heat that falls inside the dermatologists' lesion outline, "
+        "Over the PH2 images, the share of the served heat map (Grad-CAM, or occlusion with SKINCARE_HEATMAP=occlusion) "
+        "that falls inside the dermatologists' lesion outline, "
         "beside the lesion's share of the image and the share of the layer's class-agnostic activity inside it."
     )
 
@@ -37,6 +39,7 @@ class Command(BaseCommand):
         if loaded.cam_layer is None:
             raise CommandError("this model has no feature layer for Grad-CAM")
         meta = loaded.metadata
+        method = getattr(settings, "SKINCARE_HEATMAP", "gradcam")  # the map serving draws (ml/serving/heatmap.py)
         inside, area, empty, outcomes, edges, flipped_bottom, activity = [], [], [], [], [], [], []
 
         def edge_shares(cam):
@@ -49,7 +52,8 @@ class Command(BaseCommand):
         def served_map(image):  # the map and the outcome serving gives (ml.serving.classifier.predict, no gate)
             raw, _features, cam = loaded.analyse(image[None])
             probability, _near, _views, cam = loaded.settle(image, float(raw[0]), cam[0])
-            return cam, outcome_for(probability, meta["threshold"], meta.get("uncertain_threshold"))
+            outcome = outcome_for(probability, meta["threshold"], meta.get("uncertain_threshold"))
+            return loaded.heat_map(image, float(raw[0]), cam), outcome
 
         for s in samples:
             image = preprocessing.preprocess(s.path, loaded.image_size)
@@ -77,6 +81,7 @@ class Command(BaseCommand):
         # none inside the lesion in the headline mean, and is left out of the "where heat" mean.
         result = {
             "n": len(samples),
+            "heat_map": method,
             "layer": loaded.cam_layer,
             "map_shape": list(cam.shape),
             "runtime": loaded.runtime.name,
