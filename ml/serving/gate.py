@@ -42,7 +42,7 @@ REFERENCE_IMAGES = 1200  # training images in the reference (each also augmented
 # Limits are set this far beyond what the training images themselves reach.
 QUALITY_QUANTILE = 0.002
 DISTANCE_QUANTILE = 0.999
-DISTANCE_MARGIN = 1.1
+DISTANCE_MARGIN = 1.1  # the least margin; a gate fitted on several sources may need more (ml.training.gate_fitting)
 # What the familiarity distance is measured on, of the lower part's map: its per-channel mean and spread
 # ("mean_std", the models fitted before 2026-12-06), or its per-channel mean alone ("mean"). The runtimes always
 # give both (feature_statistics); the gate keeps what it was fitted on.
@@ -115,11 +115,13 @@ class Gate:
         malignant_quality: list[dict[str, float]] | None = None,
         statistics: str = "mean_std",
         augmented_quality: list[dict[str, float]] | None = None,
+        margin: float = DISTANCE_MARGIN,
     ) -> Gate:
         """Limits from the reference (training images) and the validation images. Where the malignant
         validation images are given (their features and quality measures), every limit is also widened, by
         the same margins, until none of them is refused: a refused melanoma is a missed one, so the gate
-        errs towards letting a lesion through."""
+        errs towards letting a lesion through. `margin`: how far beyond the validation images' distances
+        (their 99.9th percentile, and the farthest malignant one) the distance limit lies."""
         q = {k: np.array([m[k] for m in reference_quality]) for k in reference_quality[0]}
 
         def quantile(k, at):
@@ -159,10 +161,10 @@ class Gate:
             statistics,
         )
         distances = gate.distance(val_features)
-        gate.limits["max_distance"] = float(np.quantile(distances, DISTANCE_QUANTILE) * DISTANCE_MARGIN)
+        gate.limits["max_distance"] = float(np.quantile(distances, DISTANCE_QUANTILE) * margin)
         if malignant_features is not None and len(malignant_features):
             gate.limits["max_distance"] = max(
-                gate.limits["max_distance"], float(gate.distance(malignant_features).max()) * DISTANCE_MARGIN
+                gate.limits["max_distance"], float(gate.distance(malignant_features).max()) * margin
             )
         gate.limits["validation_distance_p50"] = float(np.median(distances))
         return gate

@@ -142,3 +142,55 @@ def test_pixel_noise_is_refused_for_its_grain_and_a_grainy_malignant_image_widen
     widened = Gate.fit(features, quality, validation, np.zeros((1, 8)), [grainy_melanoma], augmented_quality=augmented)
     assert widened.limits["max_grain"] == pytest.approx(9.0 * GRAIN_MARGIN)
     assert "grainy" not in Gate({k: v for k, v in gate.limits.items() if k != "max_grain"}).decide(noise, None).reason
+
+
+def test_the_margin_is_widened_for_a_source_the_gate_was_not_fitted_on():
+    """Three sources; the third's images sit a little apart from the other two's (another dermoscope). Left out,
+    it needs a wider margin than the first two do, and the margin found is the least that takes
+    UNSEEN_SOURCE_ACCEPTED of its images and every malignant one, with a gate fitted on the other two."""
+    from ml.serving.gate import Gate
+    from ml.training.gate_fitting import UNSEEN_SOURCE_ACCEPTED, unseen_source_margins
+
+    rng = np.random.default_rng(0)
+    shift = {"a": 0.0, "b": 0.0, "c": 1.5}
+
+    def drawn(n_each, spread=1.0):
+        rows = np.concatenate([rng.normal(shift[s], spread, (n_each, 8)) for s in shift])
+        return rows, np.repeat(list(shift), n_each)
+
+    plain, plain_sources = drawn(150)
+    reference = np.concatenate([plain, plain + rng.normal(0, 0.3, plain.shape)])  # as they are, then augmented
+    val_plain, val_sources = drawn(200)
+    val_augmented = val_plain + rng.normal(0, 0.3, val_plain.shape)
+    malignant = rng.random(len(val_plain)) < 0.2
+    quality = _quality(rng, len(plain))
+    margins = unseen_source_margins(
+        reference, plain_sources, quality, val_plain, val_augmented, val_sources, malignant, "mean_std"
+    )
+    assert set(margins) == {"a", "b", "c"}
+    assert margins["c"] > 1.1 and margins["c"] > max(margins["a"], margins["b"]) + 0.1, margins
+
+    # what the margin promises, checked by hand: the gate fitted without "c", at that margin, takes enough of c
+    kept, others, c = np.tile(plain_sources != "c", 2), val_sources != "c", val_sources == "c"
+    gate = Gate.fit(
+        reference[kept], quality, np.concatenate([val_plain[others], val_augmented[others]]),
+        val_plain[others & malignant], statistics="mean_std", margin=margins["c"],
+    )  # fmt: skip
+    accepted = gate.distance(val_plain[c]) <= gate.limits["max_distance"] * (1 + 1e-9)
+    assert accepted.mean() >= UNSEEN_SOURCE_ACCEPTED and accepted[malignant[c]].all()
+    slightly_less = Gate.fit(
+        reference[kept], quality, np.concatenate([val_plain[others], val_augmented[others]]),
+        val_plain[others & malignant], statistics="mean_std", margin=margins["c"] * 0.98,
+    )  # fmt: skip
+    refused = slightly_less.distance(val_plain[c]) > slightly_less.limits["max_distance"]
+    assert refused.mean() > 1 - UNSEEN_SOURCE_ACCEPTED or refused[malignant[c]].any()
+
+    one_source = plain_sources == "a"
+    assert (
+        unseen_source_margins(
+            reference[np.tile(one_source, 2)], plain_sources[one_source], quality, val_plain[val_sources == "a"],
+            val_augmented[val_sources == "a"], val_sources[val_sources == "a"], malignant[val_sources == "a"],
+            "mean_std",
+        )  # fmt: skip
+        == {}
+    )

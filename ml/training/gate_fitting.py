@@ -18,10 +18,13 @@ from ml.artifact import MODEL_FILENAME, image_size_of, read_metadata, write_meta
 from ml.model.augmentation import augment
 from ml.model.layers import load_keras_model
 from ml.preprocessing import preprocess
-from ml.serving.gate import REFERENCE_IMAGES, Gate, feature_statistics, quality_measures
+from ml.serving.gate import DISTANCE_MARGIN, REFERENCE_IMAGES, Gate, feature_statistics, quality_measures
 
 # The statistics new gates are fitted on: the per-channel mean of block 14's map (ml.serving.gate says why).
 GATE_STATISTICS = "mean"
+# A gate fitted without one source must still accept this share of that source's validation images (and all of
+# its malignant ones): the distance margin is widened until it does, for every source left out in turn.
+UNSEEN_SOURCE_ACCEPTED = 0.99
 
 
 def random_sharpness(images, rng: np.random.Generator, low: float = -0.8, high: float = 4.0) -> np.ndarray:
@@ -51,6 +54,36 @@ def reference_sample(paths, sources, n: int, rng: random.Random) -> list:
     return [p for source in sorted(by_source) for p in rng.sample(by_source[source], quota[source])]
 
 
+def unseen_source_margins(
+    reference, reference_sources, reference_quality, val_plain, val_augmented, val_sources, malignant, statistics
+) -> dict[str, float]:
+    """For each source left out in turn: the distance margin (ml.serving.gate.Gate.fit) a gate fitted on the
+    other sources alone would need to accept UNSEEN_SOURCE_ACCEPTED of the left-out source's validation images
+    and every malignant one. A new clinic's dermoscope is a source the gate was not fitted on; this is the one
+    measure of how far such a source sits that can be taken before meeting one. Empty with fewer than two
+    sources. reference: (2R, F) rows, the R training images as they are, then augmented (fit_for_model)."""
+    reference_sources = np.concatenate([reference_sources, reference_sources])
+    val_sources, malignant = np.asarray(val_sources), np.asarray(malignant, dtype=bool)
+    sources = sorted(set(reference_sources) & set(val_sources))
+    margins = {}
+    for source in sources if len(sources) > 1 else ():
+        kept, others = reference_sources != source, val_sources != source
+        gate = Gate.fit(
+            reference[kept],
+            [q for q, keep in zip(reference_quality * 2, kept) if keep],
+            np.concatenate([val_plain[others], val_augmented[others]]),
+            malignant_features=val_plain[others & malignant],
+            statistics=statistics,
+            margin=1.0,
+        )
+        distances = gate.distance(val_plain[val_sources == source])
+        needed = float(np.quantile(distances, UNSEEN_SOURCE_ACCEPTED))
+        if (malignant & (val_sources == source)).any():
+            needed = max(needed, float(gate.distance(val_plain[malignant & (val_sources == source)]).max()))
+        margins[source] = needed / gate.limits["max_distance"]
+    return margins
+
+
 def fit_for_model(
     model_dir,
     train_paths,
@@ -60,11 +93,14 @@ def fit_for_model(
     train_sources=None,
     val_labels=None,
     statistics: str = GATE_STATISTICS,
+    val_sources=None,
 ) -> dict[str, float]:
     """Fit the gate of a saved model on its training images (as they are and augmented), choose the
     distance limit on its validation images, and save both beside the model. train_sources: each training
     image's source, to share the reference among them; val_labels: 1 for a malignant validation image, so
-    that the limits refuse none of those (Gate.fit); statistics: of the lower part's map (ml.serving.gate)."""
+    that the limits refuse none of those (Gate.fit); statistics: of the lower part's map (ml.serving.gate);
+    val_sources: each validation image's source, so that the distance margin is wide enough for a source the gate
+    was not fitted on (unseen_source_margins; at least DISTANCE_MARGIN)."""
     model_dir = Path(model_dir)
     lower = load_keras_model(model_dir / MODEL_FILENAME).get_layer("lower")
     size = image_size_of(read_metadata(model_dir))
@@ -97,6 +133,27 @@ def fit_for_model(
     val_quality: list[dict[str, float]] = []
     val_plain, val_augmented = collect(list(val_paths), val_quality)
     malignant = np.asarray(val_labels, dtype=bool) if val_labels is not None else np.zeros(len(val_plain), bool)
+    unseen = (
+        unseen_source_margins(
+            reference,
+            np.array([source_by_path[p] for p in train_paths]),
+            quality,
+            val_plain,
+            val_augmented,
+            list(val_sources),
+            malignant,
+            statistics,
+        )
+        if val_sources is not None
+        else {}
+    )
+    margin = max([DISTANCE_MARGIN, *unseen.values()])
+    if unseen:
+        log(
+            "distance margin for a source the gate was not fitted on: "
+            + ", ".join(f"{s} {m:.3f}" for s, m in unseen.items())
+            + f"; the gate's: {margin:.3f}"
+        )
     gate = Gate.fit(
         reference,
         quality,
@@ -105,6 +162,7 @@ def fit_for_model(
         malignant_quality=[q for q, bad in zip(val_quality, malignant) if bad],
         statistics=statistics,
         augmented_quality=augmented_quality,
+        margin=margin,
     )
     limits = gate.save(model_dir)
     meta = read_metadata(model_dir)
@@ -117,6 +175,8 @@ def fit_for_model(
         "reference_by_source": dict(sorted(Counter(source_by_path[p] for p in train_paths).items())),
         "validation_images": len(val_plain),
         "validation_malignant_never_refused": int(malignant.sum()),
+        "distance_margin": margin,
+        "unseen_source_margins": unseen,
     }
     write_metadata(model_dir, meta)
     log("gate limits: " + ", ".join(f"{k} {v:.3g}" for k, v in limits.items()))

@@ -186,6 +186,7 @@ def save_artifact(output: Path, model, metadata: dict[str, Any], train_s, val_s,
         log=log,
         train_sources=[source_of(s) for s in train_s],
         val_labels=[s.label for s in val_s],
+        val_sources=[source_of(s) for s in val_s],
     )
     export_litert(output, log=log)
 

@@ -64,6 +64,7 @@ class Command(BaseCommand):
             train_sources=[source_of(s) for s in train],
             val_labels=[s.label for s in val],
             statistics=o["statistics"],
+            val_sources=[source_of(s) for s in val],
         )
         if o["split_block"] is not None:
             from ml.training.export import export_litert
