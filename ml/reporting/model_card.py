@@ -193,7 +193,8 @@ def render(model_dir) -> str:
             "familiarity: distance to the 5 nearest training images in "
             + _gate_features(meta)
             + ", with the reference including augmented views, some sharpened or softened as other "
-            "dermoscopes' optics would). The distance limit is the validation images' 99.9th percentile x 1.1"
+            "dermoscopes' optics would). The distance limit is the validation images' 99.9th percentile x "
+            + _distance_margin(meta.get("gate_fit") or {})
             + (
                 f", widened where needed so that none of the {fit['validation_malignant_never_refused']} malignant "
                 "validation images is refused (the quality limits likewise): a refused melanoma is a missed one. The "
@@ -438,6 +439,20 @@ def _lite(meta) -> str | None:
     name = _backbone(meta)
     variant = name.removeprefix("efficientnet-") if name.startswith("efficientnet-lite") else None
     return variant.capitalize() if variant else None
+
+
+def _distance_margin(fit: dict) -> str:
+    """The gate's distance margin, and where it was fitted for sources left out of the fit, why it is that wide."""
+    margin = fit.get("distance_margin", 1.1)
+    unseen = fit.get("unseen_source_margins") or {}
+    if not unseen:
+        return f"{margin:.3g}"
+    return (
+        f"{margin:.3g} (at least 1.1; the widest margin a source left out of the fit needs for the gate fitted on "
+        "the others to keep 0.99 of its validation images and all its malignant ones: "
+        + ", ".join(f"{_source_title(k)} {v:.3f}" for k, v in unseen.items())
+        + ")"
+    )
 
 
 def _gate_features(meta) -> str:
