@@ -185,12 +185,9 @@ def test_the_margin_is_widened_for_a_source_the_gate_was_not_fitted_on():
     refused = slightly_less.distance(val_plain[c]) > slightly_less.limits["max_distance"]
     assert refused.mean() > 1 - UNSEEN_SOURCE_ACCEPTED or refused[malignant[c]].any()
 
-    one_source = plain_sources == "a"
-    assert (
-        unseen_source_margins(
-            reference[np.tile(one_source, 2)], plain_sources[one_source], quality, val_plain[val_sources == "a"],
-            val_augmented[val_sources == "a"], val_sources[val_sources == "a"], malignant[val_sources == "a"],
-            "mean_std",
-        )  # fmt: skip
-        == {}
-    )
+    ref_a, val_a = plain_sources == "a", val_sources == "a"
+    only_a = unseen_source_margins(
+        reference[np.tile(ref_a, 2)], plain_sources[ref_a], quality, val_plain[val_a], val_augmented[val_a],
+        val_sources[val_a], malignant[val_a], "mean_std",
+    )  # fmt: skip
+    assert only_a == {}  # one source: nothing to leave out
