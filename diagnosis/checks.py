@@ -55,7 +55,7 @@ def evolution_rule_check(app_configs, **kwargs):
 
 @register()
 def heatmap_check(app_configs, **kwargs):
-    method = getattr(settings, "SKINCARE_HEATMAP", "gradcam")
+    method = classifier.heatmap_method()
     if method not in HEATMAP_METHODS:
         return [
             Error(

@@ -177,7 +177,7 @@ class LoadedModel:
         """The map served with a result: the first look's Grad-CAM `cam`, or, where `method` (by default
         settings.SKINCARE_HEATMAP) says "occlusion", how far the score `raw` (the first look's raw
         probability) falls with each patch of the preprocessed image x covered (ml/serving/heatmap.py)."""
-        method = method or getattr(settings, "SKINCARE_HEATMAP", "gradcam")
+        method = method or heatmap_method()
         if method not in heatmap.HEATMAP_METHODS:
             raise ValueError(f"unknown heat map {method!r}: choose one of {', '.join(heatmap.HEATMAP_METHODS)}")
         if method == "gradcam":
@@ -204,6 +204,11 @@ class LoadedModel:
 
 _loaded: LoadedModel | None = None
 _load_lock = threading.Lock()
+
+
+def heatmap_method() -> str:
+    """The heat map a new result gets: settings.SKINCARE_HEATMAP (ml/serving/heatmap.py), "gradcam" unless set."""
+    return getattr(settings, "SKINCARE_HEATMAP", "gradcam")
 
 
 def get_model() -> LoadedModel:
@@ -364,7 +369,7 @@ def predict(image: preprocessing.ImageSource, *, use_gate: bool = True) -> Resul
             )
     try:
         probability, near, views_averaged, cam_served = loaded.settle(x, float(raw[0]), None if cam is None else cam[0])
-        method = getattr(settings, "SKINCARE_HEATMAP", "gradcam")
+        method = heatmap_method()
         cam_served = loaded.heat_map(x, float(raw[0]), cam_served, method)
     except Exception as exc:
         raise PredictionFailed(f"{type(exc).__name__}: {exc}") from exc

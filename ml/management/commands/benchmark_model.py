@@ -137,7 +137,7 @@ class Command(BaseCommand):
         base = statistics.median(_percentile(times, 50) for times in baseline)
         figures = {
             "runtime": classifier.get_model().runtime.name,
-            "heat_map": getattr(settings, "SKINCARE_HEATMAP", "gradcam"),  # what each timed prediction drew
+            "heat_map": classifier.heatmap_method(),  # what each timed prediction drew
             "n": len(blobs),
             "rounds": o["rounds"],
             "p50_ms": round(p50, 2),

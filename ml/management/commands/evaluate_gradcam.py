@@ -4,12 +4,11 @@ import json
 from pathlib import Path
 
 import numpy as np
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from ml import preprocessing
 from ml.data.datasets import read_dataset, shared_datasets_root
-from ml.serving.classifier import get_model, outcome_for
+from ml.serving.classifier import get_model, heatmap_method, outcome_for
 from ml.serving.heatmap import heat_inside_mask
 
 
@@ -39,7 +38,7 @@ class Command(BaseCommand):
         if loaded.cam_layer is None:
             raise CommandError("this model has no feature layer for Grad-CAM")
         meta = loaded.metadata
-        method = getattr(settings, "SKINCARE_HEATMAP", "gradcam")  # the map serving draws (ml/serving/heatmap.py)
+        method = heatmap_method()  # the map serving draws (ml/serving/heatmap.py)
         inside, area, empty, outcomes, edges, flipped_bottom, activity = [], [], [], [], [], [], []
 
         def edge_shares(cam):
